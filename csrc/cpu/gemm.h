@@ -1,0 +1,117 @@
+// Packing of B operands into NR-wide panels, and the blocked GEMM driver on
+// top of the micro-kernel. Every C element is produced by one thread with a
+// fixed summation order, so results do not depend on the thread count.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace fastlstm {
+namespace detail {
+
+// Static split of [0,n) into nt nearly equal parts; part tid.
+inline void split(int64_t n, int tid, int nt, int64_t& lo, int64_t& hi) {
+  lo = n * tid / nt;
+  hi = n * (tid + 1) / nt;
+}
+
+// Packs B(k,n), k < K, n < N into panels [ceil(N/NR)][K][NR], zero padded.
+template <class T, class Fetch>
+std::vector<T> pack_panels(int64_t K, int64_t N, int64_t NR, int nt, Fetch fetch) {
+  const int64_t np = (N + NR - 1) / NR;
+  std::vector<T> out(static_cast<size_t>(np * K * NR));
+  T* o = out.data();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t p = 0; p < np; ++p)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = 0; c < NR; ++c) {
+        const int64_t n = p * NR + c;
+        o[(p * K + k) * NR + c] = n < N ? fetch(k, n) : T(0);
+      }
+  return out;
+}
+
+// B(k,n) = src[k*sk + n*sn]
+template <class T>
+std::vector<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn,
+                          int64_t NR, int nt) {
+  return pack_panels<T>(K, N, NR, nt, [=](int64_t k, int64_t n) { return src[k * sk + n * sn]; });
+}
+
+// Gate-interleaved columns: B(k, blk*NR + q*W + l) = src[(q*H + u)*K + k] with
+// u = blk*W + l (0 for u >= H). src: [4H,K], e.g. W_ih or W_hh.
+template <class T>
+std::vector<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int nt) {
+  const int64_t NR = 4 * W, Hp = (H + W - 1) / W * W;
+  return pack_panels<T>(K, 4 * Hp, NR, nt, [=](int64_t k, int64_t n) {
+    const int64_t blk = n / NR, q = (n % NR) / W, u = blk * W + n % W;
+    return u < H ? src[(q * H + u) * K + k] : T(0);
+  });
+}
+
+// Gate-major padded rows: B(q*Hp + u, n) = src[(q*H + u)*N + n] (0 for u >= H).
+// src: [4H,N], e.g. W_hh or W_ih, for products with dgates [.,4Hp].
+template <class T>
+std::vector<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, const T* src, int64_t NR,
+                              int nt) {
+  return pack_panels<T>(4 * Hp, N, NR, nt, [=](int64_t k, int64_t n) {
+    const int64_t q = k / Hp, u = k % Hp;
+    return u < H ? src[(q * H + u) * N + n] : T(0);
+  });
+}
+
+template <class T>
+struct Gemm {
+  int64_t M = 0, N = 0, K = 0;
+  const T* a = nullptr;          // A(m,k) = a[m*rsa + k*csa]
+  int64_t rsa = 0, csa = 0;
+  const T* bp = nullptr;         // packed B panels [ceil(N/NR)][K][NR]
+  T* c = nullptr;                // [M,ldc]
+  int64_t ldc = 0;
+  bool accumulate = false;       // C += AB; else C = AB (+ bias)
+  const T* bias = nullptr;       // [N], added when !accumulate, or null
+};
+
+// This thread's share of C = AB, called inside a parallel region of nt threads.
+template <class T>
+void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt) {
+  const int64_t NR = kr.NR, MR = kr.MR;
+  const int64_t MC = MR * 32;
+  const int64_t KC = std::max<int64_t>(64, 16384 / (NR * int64_t(sizeof(T))));
+  const int64_t mb = (g.M + MC - 1) / MC, nb = (g.N + NR - 1) / NR;
+  int64_t lo, hi;
+  split(mb * nb, tid, nt, lo, hi);
+  for (int64_t it = lo; it < hi; ++it) {
+    const int64_t m0 = (it / nb) * MC, m1 = std::min(g.M, m0 + MC);
+    const int64_t n0 = (it % nb) * NR;
+    const int nr = static_cast<int>(std::min(NR, g.N - n0));
+    T* c0 = g.c + n0;
+    if (!g.accumulate && g.bias)
+      for (int64_t m = m0; m < m1; ++m)
+        for (int j = 0; j < nr; ++j) c0[m * g.ldc + j] = g.bias[n0 + j];
+    const T* panel = g.bp + (it % nb) * g.K * NR;
+    for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
+      const int64_t kc = std::min(KC, g.K - k0);
+      const bool acc = g.accumulate || g.bias || k0 > 0;
+      for (int64_t m = m0; m < m1; m += MR)
+        kr.tile(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, panel + k0 * NR,
+                c0 + m * g.ldc, g.ldc, static_cast<int>(std::min(MR, m1 - m)), nr, acc);
+    }
+  }
+}
+
+// C = AB with its own parallel region.
+template <class T>
+void gemm(const Kernels<T>& kr, const Gemm<T>& g, int nt) {
+  if (g.M <= 0 || g.N <= 0) return;
+#pragma omp parallel num_threads(nt)
+  gemm_part(kr, g, omp_get_thread_num(), omp_get_num_threads());
+}
+
+}  // namespace detail
+}  // namespace fastlstm

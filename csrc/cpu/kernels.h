@@ -1,0 +1,88 @@
+// The per-ISA kernel table. One generic source (kernels.inc) fills it once per
+// ISA; the drivers (layer_forward.cpp, layer_backward.cpp, gemm.cpp) only call
+// through it. Layout terms used below:
+//   W   SIMD width in elements of T;  NR = 4*W columns per GEMM tile
+//   unit block: W hidden units; its 4 gates side by side make one NR tile,
+//   "interleaved" rows hold [blk][gate i,f,g,o][W]
+//   Hp  H rounded up to a multiple of W (padding units are zero)
+#pragma once
+
+#include <cstdint>
+
+#include "fastlstm/lstm.h"
+
+namespace fastlstm {
+namespace detail {
+
+// One unit block of one forward step, rows [0,n): gates = gx + h W_hh^T,
+// activations, cell update, all while the tile is in registers.
+template <class T>
+struct FwdBlockArgs {
+  int64_t n = 0;                  // rows
+  int64_t K = 0;                  // Ho, the recurrent inner dimension
+  const T* h = nullptr;           // [n,ldh] h_{t-1}, first K columns read
+  int64_t ldh = 0;
+  const T* w = nullptr;           // [K,NR] packed W_hh panel of this block
+  const T* gx = nullptr;          // [n,ldgx] x W_ih^T + b, interleaved, this block
+  int64_t ldgx = 0;
+  const T* ph = nullptr;          // [3,W] peepholes i,f,o of this block, or null
+  T* c = nullptr;                 // [n,ldc] c_{t-1} in, c_t out (this block)
+  int64_t ldc = 0;
+  T* out = nullptr;               // [n,ldo] o*tanh(c_t) (h, or r before projection)
+  int64_t ldo = 0;
+  T* gsave = nullptr;             // [n,ldgs] activated gates, interleaved, or null
+  int64_t ldgs = 0;
+  T* csave = nullptr;             // [n,ldcs] c_t, or null
+  int64_t ldcs = 0;
+};
+
+// One unit block of one backward step (pointwise part), rows [0,n).
+template <class T>
+struct BwdBlockArgs {
+  int64_t n = 0;
+  const T* gates = nullptr;       // [n,ldg] activated gates, interleaved, this block
+  int64_t ldg = 0;
+  const T* c = nullptr;           // [n,ldc] c_t
+  int64_t ldc = 0;
+  const T* cp = nullptr;          // [n,ldcp] c_{t-1}
+  int64_t ldcp = 0;
+  const T* dh = nullptr;          // [n,lddh] dL/d(o*tanh(c_t))
+  int64_t lddh = 0;
+  T* dc = nullptr;                // [n,lddc] in dL/dc_t (from t+1), out dL/dc_{t-1}
+  int64_t lddc = 0;
+  T* dg = nullptr;                // [n,lddg] dL/dgates, gate q at dg + q*gstride
+  int64_t lddg = 0, gstride = 0;
+  const T* ph = nullptr;          // [3,W] peepholes of this block, or null
+};
+
+template <class T>
+struct Kernels {
+  Isa isa = Isa::scalar;
+  int W = 0, NR = 0, MR = 0;
+  // C[m,0:nr] = (acc ? C[m,0:nr] : 0) + sum_k A[m*rsa + k*csa] * Bp[k*NR + 0:nr]
+  // for m < mr <= MR, nr <= NR. Bp: [kc,NR] one packed panel.
+  void (*tile)(int64_t kc, const T* a, int64_t rsa, int64_t csa, const T* bp,
+               T* c, int64_t ldc, int mr, int nr, bool acc) = nullptr;
+  void (*fwd_block[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training]
+  void (*bwd_block[2])(const BwdBlockArgs<T>&) = {};     // [peephole]
+  void (*sigmoid)(int64_t n, const T* x, T* y) = nullptr;  // y[n] = σ(x[n])
+  void (*tanh)(int64_t n, const T* x, T* y) = nullptr;     // y[n] = tanh(x[n])
+};
+
+// The table for an ISA; throws std::invalid_argument if not built or not
+// supported by this CPU. Tables are immutable after their first use.
+template <class T>
+const Kernels<T>& kernels_for(Isa isa);
+
+#define FASTLSTM_DECLARE_ISA(ns)                 \
+  namespace ns {                                 \
+  void fill_kernels(Kernels<float>& k);          \
+  void fill_kernels(Kernels<double>& k);         \
+  }
+FASTLSTM_DECLARE_ISA(scalar)
+FASTLSTM_DECLARE_ISA(avx2)
+FASTLSTM_DECLARE_ISA(avx512)
+#undef FASTLSTM_DECLARE_ISA
+
+}  // namespace detail
+}  // namespace fastlstm

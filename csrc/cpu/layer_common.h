@@ -1,0 +1,74 @@
+// Helpers shared by the forward and backward drivers: moving rows between
+// the user's [T,B,.] layout and the packed slot order, and the small
+// per-layer rearrangements of biases and peepholes.
+#pragma once
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/schedule.h"
+#include "fastlstm/lstm.h"
+
+namespace fastlstm {
+namespace detail {
+
+inline int checked_threads(int nt) {
+  if (nt < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(nt));
+  return nt;
+}
+
+// Rows of x [T,B,I] in packed order [N,I]; returns x itself when the orders agree.
+template <class T>
+const T* packed_rows(const Schedule& sc, bool rev, const T* x, int64_t B, int64_t I,
+                     std::vector<T>& buf, int nt) {
+  if (sc.identity && !rev) return x;
+  buf.resize(static_cast<size_t>(sc.N * I));
+  T* o = buf.data();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t s = 0; s < sc.S; ++s)
+    for (int64_t j = 0; j < sc.n_at[s]; ++j)
+      std::memcpy(o + (sc.off[s] + j) * I, x + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I,
+                  sizeof(T) * I);
+  return o;
+}
+
+// dx [T,B,I] += rows of src [N,I] in packed order.
+template <class T>
+void scatter_add_rows(const Schedule& sc, bool rev, const T* src, int64_t B, int64_t I, T* dx,
+                      int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t s = 0; s < sc.S; ++s)
+    for (int64_t j = 0; j < sc.n_at[s]; ++j) {
+      const T* a = src + (sc.off[s] + j) * I;
+      T* o = dx + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I;
+      for (int64_t i = 0; i < I; ++i) o[i] += a[i];
+    }
+}
+
+// b_ih + b_hh [4H] in the interleaved layout [nblk][4][W] (zeros without bias).
+template <class T>
+std::vector<T> interleaved_bias(const DirWeights<T>& w, int64_t H, int64_t Hp, int64_t W) {
+  std::vector<T> out(static_cast<size_t>(4 * Hp), T(0));
+  for (int64_t q = 0; q < 4; ++q)
+    for (int64_t u = 0; u < H; ++u) {
+      T v = T(0);
+      if (w.b_ih) v += w.b_ih[q * H + u];
+      if (w.b_hh) v += w.b_hh[q * H + u];
+      out[(u / W) * 4 * W + q * W + u % W] = v;
+    }
+  return out;
+}
+
+// Peepholes [3,H] as [nblk][3][W], zero padded.
+template <class T>
+std::vector<T> interleaved_peephole(const T* w_ph, int64_t H, int64_t Hp, int64_t W) {
+  std::vector<T> out(static_cast<size_t>(3 * Hp), T(0));
+  for (int64_t q = 0; q < 3; ++q)
+    for (int64_t u = 0; u < H; ++u) out[(u / W) * 3 * W + q * W + u % W] = w_ph[q * H + u];
+  return out;
+}
+
+}  // namespace detail
+}  // namespace fastlstm

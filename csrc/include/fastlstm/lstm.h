@@ -1,0 +1,96 @@
+// fastlstm public C++ API: one LSTM layer (one or two directions) on raw pointers.
+//
+// Tensor contract (stated once; every pointer below carries its shape):
+//   T  steps (the longest sequence)       B  batch rows
+//   I  input features                     H  hidden (cell) units
+//   P  projection size, 0 = none          Ho = P ? P : H   (size of h)
+//   D  directions (1, or 2 = bidirectional: d = 0 forward, d = 1 reverse)
+//   N  = sum of lengths (= T*B without lengths): the rows that do work
+// All arrays are dense, row-major (C order), element type T = float or double.
+// Gate order along every 4H axis is i, f, g, o (as torch.nn.LSTM).
+// Peephole weights are [3,H] with rows i, f, o.
+// lengths (int64 [B], every value in [1,T]) or nullptr (= all T). Row b is
+// valid for t < lengths[b]; y there is written, y past it is set to zero; the
+// reverse direction starts at t = lengths[b]-1. h_n/c_n are each row's last
+// valid state. Work is proportional to N, not T*B.
+// Outputs never alias inputs. Gradients are accumulated (+=) into DirGrads;
+// dx, dh0, dc0 are overwritten.
+// Results are deterministic and bitwise identical for any thread count.
+#pragma once
+
+#include <cstdint>
+
+namespace fastlstm {
+inline namespace v1 {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+
+struct LayerDims {
+  int64_t T = 0, B = 0, I = 0, H = 0;
+  int64_t P = 0;   // projection size, 0 = none
+  int64_t D = 1;   // 1 or 2
+  bool peephole = false;
+  int64_t hout() const { return P > 0 ? P : H; }
+};
+
+struct ExecConfig {
+  int num_threads = 1;    // >= 1; the OpenMP team size of every parallel region
+  Isa isa = Isa::scalar;  // must be supported by the CPU (see best_isa)
+};
+
+template <class T>
+struct DirWeights {
+  const T* w_ih = nullptr;  // [4H,I]
+  const T* w_hh = nullptr;  // [4H,Ho]
+  const T* b_ih = nullptr;  // [4H] or nullptr
+  const T* b_hh = nullptr;  // [4H] or nullptr
+  const T* w_ph = nullptr;  // [3,H] when peephole, else ignored
+  const T* w_hr = nullptr;  // [P,H] when P > 0, else ignored
+};
+
+template <class T>
+struct DirGrads {  // accumulated into (+=); same shapes as DirWeights
+  T* w_ih = nullptr;  // [4H,I]
+  T* w_hh = nullptr;  // [4H,Ho]
+  T* b_ih = nullptr;  // [4H] or nullptr
+  T* b_hh = nullptr;  // [4H] or nullptr
+  T* w_ph = nullptr;  // [3,H] when peephole
+  T* w_hr = nullptr;  // [P,H] when P > 0
+};
+
+// CPU features and the best kernel path this CPU runs.
+bool isa_supported(Isa isa);
+Isa best_isa();
+const char* isa_name(Isa isa);
+
+// Checks dims and lengths (throws std::invalid_argument naming the argument,
+// std::length_error when a byte count would overflow). Returns N.
+int64_t check_layer(const LayerDims& d, const int64_t* lengths /*[B] or null*/);
+
+// Elements of T that a training forward saves for backward (all directions).
+int64_t layer_workspace_size(const LayerDims& d, const int64_t* lengths /*[B] or null*/,
+                             Isa isa, int element_bytes);
+
+// Forward of one layer. ws == nullptr is inference (nothing saved); otherwise
+// ws [layer_workspace_size] receives what layer_backward needs.
+template <class T>
+void layer_forward(const LayerDims& d, const DirWeights<T>* w /*[D]*/,
+                   const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
+                   const T* h0 /*[D,B,Ho]*/, const T* c0 /*[D,B,H]*/,
+                   T* y /*[T,B,D*Ho]*/, T* hn /*[D,B,Ho]*/, T* cn /*[D,B,H]*/,
+                   T* ws /*[layer_workspace_size] or null*/, const ExecConfig& cfg);
+
+// BPTT of one layer, from the workspace of a training forward with the same
+// d, w, x, lengths, h0, c0 and cfg.isa.
+template <class T>
+void layer_backward(const LayerDims& d, const DirWeights<T>* w /*[D]*/,
+                    const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
+                    const T* h0 /*[D,B,Ho]*/, const T* c0 /*[D,B,H]*/,
+                    const T* ws /*[layer_workspace_size]*/,
+                    const T* dy /*[T,B,D*Ho]*/, const T* dhn /*[D,B,Ho]*/,
+                    const T* dcn /*[D,B,H]*/,
+                    T* dx /*[T,B,I]*/, T* dh0 /*[D,B,Ho]*/, T* dc0 /*[D,B,H]*/,
+                    const DirGrads<T>* g /*[D]*/, const ExecConfig& cfg);
+
+}  // namespace v1
+}  // namespace fastlstm
