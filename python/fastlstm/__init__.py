@@ -1,1 +1,26 @@
-from . import _core
+"""fastlstm: fused LSTM forward and BPTT kernels (C++, OpenMP, SIMD) under a
+NumPy API that mirrors torch.nn.LSTM."""
+from . import _core, functional, reference
+from ._runtime import available_isas, get_num_threads, set_num_threads
+from .layers import LSTM, LSTMCell
+
+__version__ = _core.build_info()["version"]
+
+__all__ = ["LSTM", "LSTMCell", "functional", "reference", "set_num_threads",
+           "get_num_threads", "available_isas", "info", "__version__"]
+
+
+def info() -> dict:
+    """Version, build options, CPU features, threads and backends of this install."""
+    from ._runtime import resolve_isa
+    build = _core.build_info()
+    return {
+        "version": __version__,
+        "build": {k: build[k] for k in ("compiler", "build_type", "native", "openmp")},
+        "cpu_features": _core.cpu_features(),
+        "isa": resolve_isa(),
+        "isas_available": available_isas(),
+        "num_threads": get_num_threads(),
+        "num_procs": _core.num_procs(),
+        "backends": ["cpu"] + (["cuda"] if build["cuda"] else []),
+    }

@@ -1,0 +1,98 @@
+"""Argument checks shared by the layers and the functional API.
+
+Every user input is checked here before it reaches C++: a bad one raises a
+TypeError or ValueError whose message names the argument and what was expected.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_MAX_ELEMENTS = 1 << 60  # byte counts of float64 arrays stay below 2**63
+
+
+def dtype_of(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from e
+    if dt not in DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    value = operator.index(value)
+    if value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value}")
+    if value > _MAX_ELEMENTS:
+        raise ValueError(f"{name}: {value} is too large")
+    return value
+
+
+def layer_config(input_size, hidden_size, num_layers, dropout, proj_size):
+    input_size = positive_int(input_size, "input_size")
+    hidden_size = positive_int(hidden_size, "hidden_size")
+    num_layers = positive_int(num_layers, "num_layers")
+    if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, numbers.Integral):
+        raise TypeError(f"proj_size: expected an int, got {type(proj_size).__name__}")
+    proj_size = operator.index(proj_size)
+    if proj_size < 0 or proj_size >= hidden_size:
+        raise ValueError(f"proj_size: expected 0 <= proj_size < hidden_size={hidden_size}, "
+                         f"got {proj_size}")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise TypeError(f"dropout: expected a float in [0, 1], got {type(dropout).__name__}")
+    dropout = float(dropout)
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout}")
+    return input_size, hidden_size, num_layers, dropout, proj_size
+
+
+def check_sizes(name: str, *dims: int) -> None:
+    """Raise ValueError if an array of these dims would have too many bytes."""
+    n = 1
+    for d in dims:
+        n *= int(d)
+        if n > _MAX_ELEMENTS:
+            raise ValueError(f"{name}: shape {tuple(dims)} is too large (its byte count overflows)")
+
+
+def array(value, name: str, dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous array of exactly `dtype` (copied only if needed)."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray of dtype {dtype}, "
+                        f"got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+    return np.ascontiguousarray(value)
+
+
+def shaped(value, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    a = array(value, name, dtype)
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+    return a
+
+
+def lengths_array(lengths, batch: int, steps: int) -> np.ndarray:
+    """lengths as int64 [B] with every value in [1, T]."""
+    if isinstance(lengths, (str, bytes)):
+        raise TypeError("lengths: expected an integer array of shape [B]")
+    try:
+        a = np.asarray(lengths)
+    except Exception as e:  # objects numpy cannot read
+        raise TypeError(f"lengths: expected an integer array of shape [B], got "
+                        f"{type(lengths).__name__}") from e
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected an integer array, got dtype {a.dtype}")
+    if a.shape != (batch,):
+        raise ValueError(f"lengths: expected shape ({batch},), got {a.shape}")
+    if a.size and (a.min() < 1 or a.max() > steps):
+        raise ValueError(f"lengths: every value must be in [1, {steps}] (T), got values in "
+                         f"[{a.min()}, {a.max()}]")
+    return np.ascontiguousarray(a, dtype=np.int64)

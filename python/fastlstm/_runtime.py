@@ -1,0 +1,52 @@
+"""Thread count and kernel path (ISA) used by every call."""
+from __future__ import annotations
+
+import os
+
+from . import _core
+
+_ISAS = ("scalar", "avx2", "avx512")
+
+
+def _default_threads() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, _core.num_procs())
+
+
+_num_threads = _default_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads of every fastlstm kernel (like torch.set_num_threads)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: expected an int >= 1, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n: expected a thread count >= 1, got {n}")
+    _num_threads = n
+
+
+def get_num_threads() -> int:
+    """The number of threads fastlstm kernels use."""
+    return _num_threads
+
+
+def available_isas() -> list:
+    """Kernel paths this build can run on this CPU, slowest first."""
+    return [i for i in _ISAS if _core.isa_supported(i)]
+
+
+def resolve_isa(isa: str | None = None) -> str:
+    """The kernel path to run: `isa`, else $FASTLSTM_ISA, else the best one."""
+    choice = isa or os.environ.get("FASTLSTM_ISA") or _core.best_isa()
+    if choice not in _ISAS:
+        raise ValueError(f"isa: expected one of {_ISAS}, got {choice!r}")
+    if not _core.isa_supported(choice):
+        raise ValueError(f"isa: {choice!r} is not supported by this CPU or build "
+                         f"(available: {available_isas()})")
+    return choice

@@ -1,0 +1,177 @@
+"""Stateless LSTM forward and backward on explicit weights.
+
+`params` is a dict with torch.nn.LSTM's state_dict keys (``weight_ih_l0``,
+``weight_hh_l0_reverse``, ...), plus ``weight_ph_l{k}`` [3,H] (rows i, f, o)
+for peepholes. Arrays are time-major: x [T,B,I], h0 [D*L,B,Ho], c0 [D*L,B,H].
+The layer classes in `fastlstm.layers` are thin wrappers over these two calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _checks, _core
+from ._runtime import get_num_threads, resolve_isa
+
+__all__ = ["param_shapes", "init_params", "lstm_forward", "lstm_backward", "Context"]
+
+
+def _suffixes(bidirectional: bool):
+    return ("", "_reverse") if bidirectional else ("",)
+
+
+def param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
+                 proj_size=0, peephole=False) -> dict:
+    """Parameter names and shapes, in torch.nn.LSTM's order (peepholes last)."""
+    H, P = hidden_size, proj_size
+    Ho, D = (P or H), (2 if bidirectional else 1)
+    shapes = {}
+    for k in range(num_layers):
+        In = input_size if k == 0 else D * Ho
+        for sfx in _suffixes(bidirectional):
+            shapes[f"weight_ih_l{k}{sfx}"] = (4 * H, In)
+            shapes[f"weight_hh_l{k}{sfx}"] = (4 * H, Ho)
+            if bias:
+                shapes[f"bias_ih_l{k}{sfx}"] = (4 * H,)
+                shapes[f"bias_hh_l{k}{sfx}"] = (4 * H,)
+            if P:
+                shapes[f"weight_hr_l{k}{sfx}"] = (P, H)
+    if peephole:
+        for k in range(num_layers):
+            for sfx in _suffixes(bidirectional):
+                shapes[f"weight_ph_l{k}{sfx}"] = (3, H)
+    return shapes
+
+
+def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator) -> dict:
+    """torch's default init: every parameter U(-1/sqrt(H), 1/sqrt(H))."""
+    bound = 1.0 / np.sqrt(hidden_size)
+    return {name: np.ascontiguousarray(rng.uniform(-bound, bound, shape).astype(dtype))
+            for name, shape in shapes.items()}
+
+
+@dataclass
+class _Layer:
+    dims: tuple          # (T, B, I, H, P, D, peephole) as the core takes it
+    weights: list        # per direction (w_ih, w_hh, b_ih, b_hh, w_ph, w_hr)
+    names: list          # per direction, the parameter names in the same order
+    x: np.ndarray        # [T,B,I] the layer's input (after dropout)
+    h0: np.ndarray       # [D,B,Ho]
+    c0: np.ndarray       # [D,B,H]
+    ws: np.ndarray       # saved by the training forward
+
+
+@dataclass
+class Context:
+    """What a training-mode forward saves for `lstm_backward`."""
+    layers: list
+    lengths: np.ndarray | None
+    dropout_masks: list = field(default_factory=list)   # [T,B,D*Ho] per gap between layers
+    isa: str = "scalar"
+    dtype: np.dtype = np.dtype(np.float32)
+    consumed: bool = False
+
+
+def _direction_weights(params, k, sfx, bias, peephole, proj):
+    names = (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}",
+             f"bias_ih_l{k}{sfx}" if bias else None, f"bias_hh_l{k}{sfx}" if bias else None,
+             f"weight_ph_l{k}{sfx}" if peephole else None,
+             f"weight_hr_l{k}{sfx}" if proj else None)
+    return names, tuple(None if n is None else params[n] for n in names)
+
+
+def _kernel(kind: str, dtype: np.dtype):
+    return getattr(_core, f"layer_{kind}_{'f32' if dtype == np.float32 else 'f64'}")
+
+
+def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirectional=False,
+                 bias=True, peephole=False, h0=None, c0=None, lengths=None, dropout=0.0,
+                 training=False, rng=None, isa=None):
+    """Multi-layer LSTM forward.
+
+    x [T,B,I]; h0 [D*L,B,Ho] and c0 [D*L,B,H] or None (zeros); lengths int [B] or
+    None. Returns y [T,B,D*Ho], h_n, c_n and a Context (None unless training).
+    Arrays must already have one float dtype; params must hold every key of
+    `param_shapes` with that dtype, C-contiguous.
+    """
+    dtype = _checks.dtype_of(x.dtype)
+    T, B, _ = x.shape
+    H, P = hidden_size, proj_size
+    Ho, D = (P or H), (2 if bidirectional else 1)
+    isa = resolve_isa(isa)
+    nt = get_num_threads()
+    fwd = _kernel("forward", dtype)
+    if h0 is None:
+        h0 = np.zeros((D * num_layers, B, Ho), dtype)
+    if c0 is None:
+        c0 = np.zeros((D * num_layers, B, H), dtype)
+    ctx = Context([], lengths, [], isa, dtype) if training else None
+    inp = x
+    hn = np.empty((D * num_layers, B, Ho), dtype)
+    cn = np.empty((D * num_layers, B, H), dtype)
+    for k in range(num_layers):
+        dims = (T, B, inp.shape[2], H, P, D, bool(peephole))
+        per_dir = [_direction_weights(params, k, sfx, bias, peephole, P)
+                   for sfx in _suffixes(bidirectional)]
+        weights = [w for _, w in per_dir]
+        h0k, c0k = h0[k * D:(k + 1) * D], c0[k * D:(k + 1) * D]
+        y = np.empty((T, B, D * Ho), dtype)
+        ws = None
+        if training:
+            ws = np.empty(_core.workspace_size(dims, lengths, isa, dtype.itemsize), dtype)
+        fwd(dims, weights, inp, lengths, h0k, c0k, y, hn[k * D:(k + 1) * D],
+            cn[k * D:(k + 1) * D], ws, nt, isa)
+        if training:
+            ctx.layers.append(_Layer(dims, weights, [n for n, _ in per_dir], inp, h0k, c0k, ws))
+        if k < num_layers - 1 and training and dropout > 0.0:
+            keep = rng.random(y.shape) >= dropout
+            mask = (keep / (1.0 - dropout)).astype(dtype) if dropout < 1.0 else \
+                np.zeros(y.shape, dtype)
+            ctx.dropout_masks.append(mask)
+            y = y * mask
+        inp = y
+    return inp, hn, cn, ctx
+
+
+def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
+    """BPTT through a training-mode forward. Consumes ctx.
+
+    dy [T,B,D*Ho]; dh_n, dc_n like h_n, c_n or None (zeros). Parameter
+    gradients are accumulated into `grads` (a dict of arrays keyed like params;
+    missing entries are created as zeros). Returns dx, dh0, dc0, grads.
+    """
+    if ctx is None or ctx.consumed:
+        raise RuntimeError("backward: no saved training-mode forward to differentiate "
+                           "(each forward in train() mode can be back-propagated once)")
+    ctx.consumed = True
+    dtype, isa, nt = ctx.dtype, ctx.isa, get_num_threads()
+    bwd = _kernel("backward", dtype)
+    grads = {} if grads is None else grads
+    first = ctx.layers[0].dims
+    L, D = len(ctx.layers), first[5]
+    B, H, Ho = first[1], first[3], (first[4] or first[3])
+    dh_n = np.zeros((D * L, B, Ho), dtype) if dh_n is None else dh_n
+    dc_n = np.zeros((D * L, B, H), dtype) if dc_n is None else dc_n
+    dh0 = np.empty((D * L, B, Ho), dtype)
+    dc0 = np.empty((D * L, B, H), dtype)
+    for k in reversed(range(L)):
+        lay = ctx.layers[k]
+        g = [tuple(None if n is None else _grad_buffer(grads, n, w)
+                   for n, w in zip(names, ws))
+             for names, ws in zip(lay.names, lay.weights)]
+        dx = np.empty_like(lay.x)
+        sl = slice(k * D, (k + 1) * D)
+        bwd(lay.dims, lay.weights, g, lay.x, ctx.lengths, lay.h0, lay.c0, lay.ws, dy,
+            np.ascontiguousarray(dh_n[sl]), np.ascontiguousarray(dc_n[sl]), dx, dh0[sl],
+            dc0[sl], nt, isa)
+        lay.ws = None
+        dy = dx * ctx.dropout_masks[k - 1] if (k > 0 and ctx.dropout_masks) else dx
+    return dy, dh0, dc0, grads
+
+
+def _grad_buffer(grads: dict, name: str, like: np.ndarray) -> np.ndarray:
+    g = grads.get(name)
+    if g is None:
+        g = grads[name] = np.zeros_like(like)
+    return g

@@ -1,0 +1,304 @@
+"""`LSTM` and `LSTMCell`: torch.nn.LSTM / LSTMCell on NumPy arrays."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import _checks
+from .functional import init_params, lstm_backward, lstm_forward, param_shapes
+
+__all__ = ["LSTM", "LSTMCell"]
+
+
+class _Module:
+    """Parameters as attributes, state_dict, grads, train/eval (as torch)."""
+
+    def _setup_params(self, shapes: dict, hidden_size: int, dtype, seed) -> None:
+        object.__setattr__(self, "_shapes", dict(shapes))
+        self._rng = np.random.default_rng(seed)
+        object.__setattr__(self, "_params", init_params(shapes, hidden_size, dtype, self._rng))
+        self.training = True
+        self.zero_grad()
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            params[name] = _checks.shaped(value, name, self.dtype, self._shapes[name]).copy()
+        else:
+            object.__setattr__(self, name, value)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._params))
+
+    def named_parameters(self):
+        """(name, array) pairs; the arrays are the layer's own (edits are seen)."""
+        return list(self._params.items())
+
+    def parameters(self):
+        return list(self._params.values())
+
+    def state_dict(self) -> dict:
+        """Copies of the parameters, with torch's keys."""
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load parameters (NumPy arrays or torch tensors); keys and shapes must match."""
+        keys, expected = set(state_dict.keys()), set(self._shapes)
+        if keys != expected:
+            missing, extra = sorted(expected - keys), sorted(keys - expected)
+            raise ValueError(f"state_dict: keys do not match the layer (missing: {missing}, "
+                             f"unexpected: {extra})")
+        new = {}
+        for k, shape in self._shapes.items():
+            v = _to_numpy(state_dict[k])
+            if tuple(v.shape) != shape:
+                raise ValueError(f"state_dict: {k} has shape {tuple(v.shape)}, expected {shape}")
+            if not np.issubdtype(v.dtype, np.floating):
+                raise TypeError(f"state_dict: {k} has dtype {v.dtype}, expected a float array")
+            new[k] = np.array(v, dtype=self.dtype, order="C", copy=True)
+        for k, v in new.items():
+            self._params[k][...] = v
+
+    def zero_grad(self) -> None:
+        """Clear the accumulated gradients."""
+        self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+def _to_numpy(v):
+    if hasattr(v, "detach"):  # a torch tensor
+        v = v.detach().cpu().numpy()
+    return np.asarray(v)
+
+
+class LSTM(_Module):
+    """Multi-layer LSTM with torch.nn.LSTM's arguments, shapes and parameter names.
+
+    Extra: ``peephole`` (weights ``weight_ph_l{k}`` [3,H], rows i, f, o),
+    ``dtype`` (float32 or float64) and ``seed``. ``lstm(x, hx, lengths)`` takes
+    variable lengths without packing. ``backward(dy, dh_n, dc_n)`` back-propagates
+    the last training-mode forward and accumulates into ``grads``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, peephole=False,
+                 dtype=np.float32, seed=None):
+        (self.input_size, self.hidden_size, self.num_layers, self.dropout,
+         self.proj_size) = _checks.layer_config(input_size, hidden_size, num_layers, dropout,
+                                                proj_size)
+        self.dtype = _checks.dtype_of(dtype)
+        self.bias, self.batch_first = bool(bias), bool(batch_first)
+        self.bidirectional, self.peephole = bool(bidirectional), bool(peephole)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn("dropout > 0 has no effect with num_layers=1: dropout applies "
+                          "between layers only", UserWarning, stacklevel=2)
+        D, Ho = self._D, self._Ho
+        _checks.check_sizes("hidden_size", 4 * self.hidden_size, max(self.input_size, D * Ho))
+        shapes = param_shapes(self.input_size, self.hidden_size, self.num_layers, self.bias,
+                              self.bidirectional, self.proj_size, self.peephole)
+        self._setup_params(shapes, self.hidden_size, self.dtype, seed)
+        self._ctx = None
+        self.dropout_masks = []
+
+    @property
+    def _D(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _Ho(self):
+        return self.proj_size or self.hidden_size
+
+    def __repr__(self):
+        extra = "".join(f", {k}={getattr(self, k)}" for k in
+                        ("num_layers", "batch_first", "dropout", "bidirectional", "proj_size",
+                         "peephole") if getattr(self, k))
+        return f"LSTM({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype})"
+
+    def __call__(self, x, hx=None, lengths=None):
+        return self.forward(x, hx, lengths)
+
+    def forward(self, x, hx=None, lengths=None):
+        """y, (h_n, c_n) = lstm(x, hx=None, lengths=None), shapes as torch.nn.LSTM."""
+        x = _checks.array(x, "x", self.dtype)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x: expected a 3-D [T,B,I] ({'[B,T,I] ' if self.batch_first else ''}"
+                             f"batched) or 2-D [T,I] (unbatched) array, got {x.ndim}-D")
+        batched = x.ndim == 3
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected input_size={self.input_size} features in the last "
+                             f"axis, got shape {x.shape}")
+        if not batched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        T, B = x.shape[0], x.shape[1]
+        if T < 1 or B < 1:
+            raise ValueError(f"x: the sequence length and batch size must be >= 1, got T={T}, "
+                             f"B={B}")
+        _checks.check_sizes("x", T, B, max(self.input_size, self._D * self._Ho, 4))
+        x = np.ascontiguousarray(x)
+        if lengths is not None:
+            if not batched:
+                raise ValueError("lengths: not accepted with unbatched (2-D) input")
+            lengths = _checks.lengths_array(lengths, B, T)
+        h0, c0 = self._initial_state(hx, B, batched)
+        y, hn, cn, ctx = lstm_forward(
+            x, self._params, num_layers=self.num_layers, hidden_size=self.hidden_size,
+            proj_size=self.proj_size, bidirectional=self.bidirectional, bias=self.bias,
+            peephole=self.peephole, h0=h0, c0=c0, lengths=lengths, dropout=self.dropout,
+            training=self.training, rng=self._rng)
+        if self.training:
+            self._ctx = (ctx, T, B, batched)
+            self.dropout_masks = ctx.dropout_masks
+        else:
+            self._ctx = None
+        return self._out(y, batched), (self._out_state(hn, batched), self._out_state(cn, batched))
+
+    def _initial_state(self, hx, B, batched):
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("hx: expected a tuple (h0, c0) of two arrays")
+        L = self._D * self.num_layers
+        lead = (L, B) if batched else (L,)
+        h0 = _checks.shaped(hx[0], "hx[0] (h0)", self.dtype, lead + (self._Ho,))
+        c0 = _checks.shaped(hx[1], "hx[1] (c0)", self.dtype, lead + (self.hidden_size,))
+        if not batched:
+            h0, c0 = h0[:, None, :], c0[:, None, :]
+        return np.ascontiguousarray(h0), np.ascontiguousarray(c0)
+
+    def _out(self, y, batched):
+        if not batched:
+            return y[:, 0, :]
+        return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+
+    @staticmethod
+    def _out_state(s, batched):
+        return s if batched else s[:, 0, :]
+
+    def backward(self, dy, dh_n=None, dc_n=None):
+        """dx, (dh0, dc0) = lstm.backward(dy, dh_n=None, dc_n=None).
+
+        dy, dh_n, dc_n have the shapes of y, h_n, c_n. Parameter gradients are
+        accumulated into ``self.grads``. Needs the last forward in train() mode
+        and consumes it.
+        """
+        if self._ctx is None:
+            raise RuntimeError("backward: no saved training-mode forward to differentiate "
+                               "(call the layer in train() mode first; each forward can be "
+                               "back-propagated once)")
+        ctx, T, B, batched = self._ctx
+        L, D, Ho, H = self.num_layers, self._D, self._Ho, self.hidden_size
+        if batched:
+            ys = (B, T, D * Ho) if self.batch_first else (T, B, D * Ho)
+            hs, cs = (D * L, B, Ho), (D * L, B, H)
+        else:
+            ys, hs, cs = (T, D * Ho), (D * L, Ho), (D * L, H)
+        dy = _checks.shaped(dy, "dy", self.dtype, ys)
+        dh_n = None if dh_n is None else _checks.shaped(dh_n, "dh_n", self.dtype, hs)
+        dc_n = None if dc_n is None else _checks.shaped(dc_n, "dc_n", self.dtype, cs)
+        if not batched:
+            dy = dy[:, None, :]
+            dh_n = None if dh_n is None else dh_n[:, None, :]
+            dc_n = None if dc_n is None else dc_n[:, None, :]
+        elif self.batch_first:
+            dy = dy.transpose(1, 0, 2)
+        self._ctx = None
+        dx, dh0, dc0, _ = lstm_backward(ctx, np.ascontiguousarray(dy), dh_n, dc_n, self.grads)
+        return self._out(dx, batched), (self._out_state(dh0, batched),
+                                        self._out_state(dc0, batched))
+
+
+class LSTMCell(_Module):
+    """One LSTM step with torch.nn.LSTMCell's arguments and parameter names.
+
+    In train() mode every call saves its step on a stack; ``backward`` consumes
+    the most recent one, so BPTT over many steps is a series of backward calls
+    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, peephole=False, dtype=np.float32,
+                 seed=None):
+        self.input_size, self.hidden_size, _, _, _ = _checks.layer_config(
+            input_size, hidden_size, 1, 0.0, 0)
+        self.dtype = _checks.dtype_of(dtype)
+        self.bias, self.peephole = bool(bias), bool(peephole)
+        _checks.check_sizes("hidden_size", 4 * self.hidden_size,
+                            max(self.input_size, self.hidden_size))
+        lstm_shapes = param_shapes(self.input_size, self.hidden_size, 1, self.bias, False, 0,
+                                   self.peephole)
+        shapes = {k[:-3]: v for k, v in lstm_shapes.items()}  # drop "_l0"
+        self._setup_params(shapes, self.hidden_size, self.dtype, seed)
+        self._saved = []
+
+    def __repr__(self):
+        return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"peephole={self.peephole}, dtype={self.dtype})")
+
+    def _lstm_params(self):
+        return {f"{k}_l0": v for k, v in self._params.items()}
+
+    def clear_saved(self) -> None:
+        self._saved.clear()
+
+    def __call__(self, x, hx=None):
+        return self.forward(x, hx)
+
+    def forward(self, x, hx=None):
+        """h, c = cell(x, hx=None); x [B,I] or [I], hx = (h [B,H], c [B,H]) or None."""
+        x = _checks.array(x, "x", self.dtype)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x: expected a 2-D [B,I] or 1-D [I] array, got {x.ndim}-D")
+        batched = x.ndim == 2
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected input_size={self.input_size} features, got shape "
+                             f"{x.shape}")
+        xb = x if batched else x[None, :]
+        B, H = xb.shape[0], self.hidden_size
+        if B < 1:
+            raise ValueError("x: the batch size must be >= 1, got 0")
+        h0 = c0 = None
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("hx: expected a tuple (h, c) of two arrays")
+            shape = (B, H) if batched else (H,)
+            h0 = _checks.shaped(hx[0], "hx[0] (h)", self.dtype, shape).reshape(1, B, H)
+            c0 = _checks.shaped(hx[1], "hx[1] (c)", self.dtype, shape).reshape(1, B, H)
+        _, hn, cn, ctx = lstm_forward(
+            np.ascontiguousarray(xb[None]), self._lstm_params(), num_layers=1, hidden_size=H,
+            bias=self.bias, peephole=self.peephole, h0=h0, c0=c0, training=self.training)
+        if self.training:
+            self._saved.append((ctx, B, batched))
+        h, c = hn[0], cn[0]
+        return (h, c) if batched else (h[0], c[0])
+
+    def backward(self, dh, dc=None):
+        """dx, (dh0, dc0) = cell.backward(dh, dc=None) for the most recent saved step."""
+        if not self._saved:
+            raise RuntimeError("backward: no saved training-mode step to differentiate "
+                               "(call the cell in train() mode first; each step can be "
+                               "back-propagated once)")
+        ctx, B, batched = self._saved[-1]
+        shape = (B, self.hidden_size) if batched else (self.hidden_size,)
+        dh = _checks.shaped(dh, "dh", self.dtype, shape).reshape(1, B, -1)
+        dc = None if dc is None else _checks.shaped(dc, "dc", self.dtype, shape).reshape(1, B, -1)
+        self._saved.pop()
+        grads = {f"{k}_l0": v for k, v in self.grads.items()}
+        dx, dh0, dc0, grads = lstm_backward(ctx, np.zeros((1, B, self.hidden_size), self.dtype),
+                                            dh, dc, grads)
+        self.grads = {k[:-3]: v for k, v in grads.items()}
+        dx, dh0, dc0 = dx[0], dh0[0], dc0[0]
+        return (dx, (dh0, dc0)) if batched else (dx[0], (dh0[0], dc0[0]))
