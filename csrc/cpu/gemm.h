@@ -20,13 +20,21 @@ inline void split(int64_t n, int tid, int nt, int64_t& lo, int64_t& hi) {
   hi = n * (tid + 1) / nt;
 }
 
+// Threads worth using for `flops` of work split nt ways: each thread should
+// get enough work (~0.25 MFLOP, a few microseconds) to pay for a barrier.
+inline int threads_for(double flops, int nt) {
+  const double per_thread = 262144.0;
+  const double n = flops / per_thread;
+  return n >= nt ? nt : (n < 1.0 ? 1 : static_cast<int>(n));
+}
+
 // Packs B(k,n), k < K, n < N into panels [ceil(N/NR)][K][NR], zero padded.
 template <class T, class Fetch>
 std::vector<T> pack_panels(int64_t K, int64_t N, int64_t NR, int nt, Fetch fetch) {
   const int64_t np = (N + NR - 1) / NR;
   std::vector<T> out(static_cast<size_t>(np * K * NR));
   T* o = out.data();
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(threads_for(16.0 * np * K * NR, nt)) schedule(static)
   for (int64_t p = 0; p < np; ++p)
     for (int64_t k = 0; k < K; ++k)
       for (int64_t c = 0; c < NR; ++c) {
@@ -109,6 +117,7 @@ void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt) {
 template <class T>
 void gemm(const Kernels<T>& kr, const Gemm<T>& g, int nt) {
   if (g.M <= 0 || g.N <= 0) return;
+  nt = threads_for(2.0 * g.M * g.N * g.K, nt);
 #pragma omp parallel num_threads(nt)
   gemm_part(kr, g, omp_get_thread_num(), omp_get_num_threads());
 }

@@ -65,8 +65,9 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
   const int64_t ldy = d.D * Ho;
   const T* const dyd = dy + dir * Ho;
   const auto block_kernel = kr.bwd_block[peep];
+  const int ntr = threads_for(8.0 * B * H * (Ho + P), nt);  // as in the forward
 
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(ntr)
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     int64_t b0, b1, u0, u1;
@@ -147,8 +148,9 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
                    nt);
   // Bias and peephole gradients: per-unit sums over rows in row order.
   const T* dGp = dG.data();
+  const int ntr_rows = threads_for(16.0 * N * H, nt);
   if (gr.b_ih || gr.b_hh) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(ntr_rows) schedule(static)
     for (int64_t k = 0; k < 4 * H; ++k) {
       const int64_t col = (k / H) * Hp + k % H;
       T acc = T(0);
@@ -158,7 +160,7 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
     }
   }
   if (peep) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(ntr_rows) schedule(static)
     for (int64_t u = 0; u < H; ++u) {
       T si = T(0), sf = T(0), so = T(0);
       for (int64_t s = 0; s < S; ++s)
@@ -178,7 +180,7 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
   if (P > 0) {
     std::vector<T> rr(static_cast<size_t>(N * H));
     T* rp = rr.data();
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(ntr_rows) schedule(static)
     for (int64_t rw = 0; rw < N; ++rw) {
       T* o = rp + rw * H;
       kr.tanh(H, cs + rw * Hp, o);

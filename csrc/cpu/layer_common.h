@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/schedule.h"
+#include "cpu/gemm.h"
 #include "fastlstm/lstm.h"
 
 namespace fastlstm {
@@ -26,7 +27,7 @@ const T* packed_rows(const Schedule& sc, bool rev, const T* x, int64_t B, int64_
   if (sc.identity && !rev) return x;
   buf.resize(static_cast<size_t>(sc.N * I));
   T* o = buf.data();
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(threads_for(16.0 * sc.N * I, nt)) schedule(static)
   for (int64_t s = 0; s < sc.S; ++s)
     for (int64_t j = 0; j < sc.n_at[s]; ++j)
       std::memcpy(o + (sc.off[s] + j) * I, x + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I,
@@ -38,7 +39,7 @@ const T* packed_rows(const Schedule& sc, bool rev, const T* x, int64_t B, int64_
 template <class T>
 void scatter_add_rows(const Schedule& sc, bool rev, const T* src, int64_t B, int64_t I, T* dx,
                       int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(threads_for(16.0 * sc.N * I, nt)) schedule(static)
   for (int64_t s = 0; s < sc.S; ++s)
     for (int64_t j = 0; j < sc.n_at[s]; ++j) {
       const T* a = src + (sc.off[s] + j) * I;

@@ -77,8 +77,10 @@ void forward_direction(const LayerDims& d, const Geometry& g, const Schedule& sc
     }
   };
   const auto block_kernel = kr.fwd_block[peep][train];
+  // A step's work is 2*B*4H*(Ho + P) flops; split it only where that pays.
+  const int ntr = threads_for(8.0 * B * H * (Ho + P), nt);
 
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(ntr)
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     int64_t b0, b1, u0, u1;

@@ -95,10 +95,30 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
     Arrays must already have one float dtype; params must hold every key of
     `param_shapes` with that dtype, C-contiguous.
     """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x: expected a numpy.ndarray, got {type(x).__name__}")
     dtype = _checks.dtype_of(x.dtype)
-    T, B, _ = x.shape
-    H, P = hidden_size, proj_size
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a 3-D [T,B,I] array, got shape {x.shape}")
+    x = np.ascontiguousarray(x)
+    T, B, I = x.shape
+    I, H, num_layers, dropout, P = _checks.layer_config(I, hidden_size, num_layers, dropout,
+                                                        proj_size)
     Ho, D = (P or H), (2 if bidirectional else 1)
+    if T < 1 or B < 1:
+        raise ValueError(f"x: T and B must be >= 1, got shape {x.shape}")
+    shapes = param_shapes(I, H, num_layers, bias, bidirectional, P, peephole)
+    if set(params) != set(shapes):
+        raise ValueError(f"params: expected the keys {sorted(shapes)}, got {sorted(params)}")
+    params = {k: _checks.shaped(params[k], k, dtype, shapes[k]) for k in shapes}
+    if h0 is not None:
+        h0 = _checks.shaped(h0, "h0", dtype, (D * num_layers, B, Ho))
+    if c0 is not None:
+        c0 = _checks.shaped(c0, "c0", dtype, (D * num_layers, B, H))
+    if lengths is not None:
+        lengths = _checks.lengths_array(lengths, B, T)
+    if training and dropout > 0.0 and num_layers > 1 and rng is None:
+        raise ValueError("rng: a numpy.random.Generator is needed for dropout in training")
     isa = resolve_isa(isa)
     nt = get_num_threads()
     fwd = _kernel("forward", dtype)
@@ -144,15 +164,17 @@ def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
     if ctx is None or ctx.consumed:
         raise RuntimeError("backward: no saved training-mode forward to differentiate "
                            "(each forward in train() mode can be back-propagated once)")
-    ctx.consumed = True
     dtype, isa, nt = ctx.dtype, ctx.isa, get_num_threads()
     bwd = _kernel("backward", dtype)
     grads = {} if grads is None else grads
-    first = ctx.layers[0].dims
-    L, D = len(ctx.layers), first[5]
-    B, H, Ho = first[1], first[3], (first[4] or first[3])
-    dh_n = np.zeros((D * L, B, Ho), dtype) if dh_n is None else dh_n
-    dc_n = np.zeros((D * L, B, H), dtype) if dc_n is None else dc_n
+    T, B, _, H, P, D, _ = ctx.layers[0].dims
+    L, Ho = len(ctx.layers), (P or H)
+    dy = _checks.shaped(dy, "dy", dtype, (T, B, D * Ho))
+    dh_n = np.zeros((D * L, B, Ho), dtype) if dh_n is None else \
+        _checks.shaped(dh_n, "dh_n", dtype, (D * L, B, Ho))
+    dc_n = np.zeros((D * L, B, H), dtype) if dc_n is None else \
+        _checks.shaped(dc_n, "dc_n", dtype, (D * L, B, H))
+    ctx.consumed = True
     dh0 = np.empty((D * L, B, Ho), dtype)
     dc0 = np.empty((D * L, B, H), dtype)
     for k in reversed(range(L)):
@@ -163,7 +185,7 @@ def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
         dx = np.empty_like(lay.x)
         sl = slice(k * D, (k + 1) * D)
         bwd(lay.dims, lay.weights, g, lay.x, ctx.lengths, lay.h0, lay.c0, lay.ws, dy,
-            np.ascontiguousarray(dh_n[sl]), np.ascontiguousarray(dc_n[sl]), dx, dh0[sl],
+            dh_n[sl], dc_n[sl], dx, dh0[sl],
             dc0[sl], nt, isa)
         lay.ws = None
         dy = dx * ctx.dropout_masks[k - 1] if (k > 0 and ctx.dropout_masks) else dx
