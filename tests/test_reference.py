@@ -1,0 +1,423 @@
+"""The NumPy reference (fastlstm.reference) proved against independent oracles:
+
+- torch.nn.LSTM in float64 (forward values and every gradient), with packed
+  variable-length batches, projections, bidirectional, stacked layers;
+- torch.nn.LSTM stacked by hand with dropout masks applied between layers;
+- a pure-Python scalar implementation of the peephole equations (forward);
+- central finite differences in float64 (every gradient, all options together).
+"""
+
+import importlib.util
+import itertools
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+
+def _load_reference():
+    try:
+        from fastlstm import reference
+        return reference
+    except ImportError:  # compiled package not built: load the pure-NumPy file directly
+        path = pathlib.Path(__file__).resolve().parents[1] / "python" / "fastlstm" / "reference.py"
+        spec = importlib.util.spec_from_file_location("_fastlstm_reference", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+
+ref = _load_reference()
+
+
+def assert_close(actual, expected, rtol, name=""):
+    """max|actual - expected| <= rtol * max|expected| (scale-relative)."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
+    err = float(np.max(np.abs(actual - expected), initial=0.0))
+    assert err <= rtol * scale, f"{name}: max|diff| = {err:.3e} > {rtol:.1e} * {scale:.3e}"
+
+
+def _param_names(num_layers, bidirectional, bias, proj_size, peephole):
+    names = []
+    for l in range(num_layers):
+        for sfx in ([""] + (["_reverse"] if bidirectional else [])):
+            names += [f"weight_ih_l{l}{sfx}", f"weight_hh_l{l}{sfx}"]
+            if bias:
+                names += [f"bias_ih_l{l}{sfx}", f"bias_hh_l{l}{sfx}"]
+            if proj_size > 0:
+                names += [f"weight_hr_l{l}{sfx}"]
+            if peephole:
+                names += [f"weight_ph_l{l}{sfx}"]
+    return names
+
+
+def _random_params(rng, input_size, hidden_size, num_layers, bidirectional, bias,
+                   proj_size, peephole, scale=0.6):
+    D = 2 if bidirectional else 1
+    H = hidden_size
+    Hout = proj_size or H
+    p = {}
+    for l in range(num_layers):
+        I_l = input_size if l == 0 else D * Hout
+        for sfx in ([""] + (["_reverse"] if bidirectional else [])):
+            s = f"_l{l}{sfx}"
+            p["weight_ih" + s] = rng.uniform(-scale, scale, (4 * H, I_l))
+            p["weight_hh" + s] = rng.uniform(-scale, scale, (4 * H, Hout))
+            if bias:
+                p["bias_ih" + s] = rng.uniform(-scale, scale, 4 * H)
+                p["bias_hh" + s] = rng.uniform(-scale, scale, 4 * H)
+            if proj_size:
+                p["weight_hr" + s] = rng.uniform(-scale, scale, (Hout, H))
+            if peephole:
+                p["weight_ph" + s] = rng.uniform(-scale, scale, (3, H))
+    return p
+
+
+def _lengths(kind, T, B, rng):
+    if kind == "none":
+        return None
+    if kind == "equal_full":            # all equal to T (packed anyway)
+        return np.full(B, T, dtype=np.int64)
+    if kind == "equal_short":           # all equal, shorter than T
+        return np.full(B, T - 2, dtype=np.int64)
+    if kind == "mixed":                 # a 1, one row of full length, unsorted
+        lens = np.array([3, T, 1, 2, T - 1, 4][:B], dtype=np.int64)
+        return lens[rng.permutation(B)]
+    raise ValueError(kind)
+
+
+# ----------------------------------------------------------------------------
+# torch.nn.LSTM in float64
+# ----------------------------------------------------------------------------
+
+def _torch_run(mod, x, h0, c0, lengths, dy, dhn, dcn):
+    """Forward + backward of a torch LSTM with loss sum(y dy) + sum(hn dhn) + sum(cn dcn).
+    Returns numpy: y, hn, cn, dx, dh0, dc0 (None if no hx), param grads."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    T = x.shape[0]
+    xt = torch.tensor(x, requires_grad=True)
+    hx = None
+    if h0 is not None:
+        h0t = torch.tensor(h0, requires_grad=True)
+        c0t = torch.tensor(c0, requires_grad=True)
+        hx = (h0t, c0t)
+    if lengths is not None:
+        packed = pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
+        out, (hn, cn) = mod(packed, hx)
+        y, _ = pad_packed_sequence(out, total_length=T)
+    else:
+        y, (hn, cn) = mod(xt, hx)
+    loss = ((y * torch.tensor(dy)).sum() + (hn * torch.tensor(dhn)).sum()
+            + (cn * torch.tensor(dcn)).sum())
+    mod.zero_grad()
+    loss.backward()
+    grads = {k: p.grad.detach().numpy().copy() for k, p in mod.named_parameters()}
+    return dict(y=y.detach().numpy(), hn=hn.detach().numpy(), cn=cn.detach().numpy(),
+                dx=xt.grad.numpy(), dh0=None if hx is None else hx[0].grad.numpy(),
+                dc0=None if hx is None else hx[1].grad.numpy(), grads=grads)
+
+
+CASES = list(itertools.product(
+    [1, 2, 3],                     # num_layers
+    [False, True],                 # bidirectional
+    [True, False],                 # bias
+    [0, 3],                        # proj_size
+    [False, True],                 # h0/c0 given
+    ["none", "equal_full", "equal_short", "mixed"],
+))
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,bias,proj_size,given_hx,lengths_kind", CASES)
+def test_reference_matches_torch_float64(num_layers, bidirectional, bias, proj_size,
+                                         given_hx, lengths_kind):
+    torch = pytest.importorskip("torch")
+    T, B, I, H = 5, 4, 3, 4
+    D = 2 if bidirectional else 1
+    Hout = proj_size or H
+    seed = CASES.index((num_layers, bidirectional, bias, proj_size, given_hx, lengths_kind))
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    mod = torch.nn.LSTM(I, H, num_layers=num_layers, bias=bias, bidirectional=bidirectional,
+                        proj_size=proj_size).double()
+    params = {k: v.detach().numpy().copy() for k, v in mod.state_dict().items()}
+    assert sorted(params) == sorted(_param_names(num_layers, bidirectional, bias, proj_size,
+                                                 False))
+
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((D * num_layers, B, Hout)) if given_hx else None
+    c0 = rng.standard_normal((D * num_layers, B, H)) if given_hx else None
+    lengths = _lengths(lengths_kind, T, B, rng)
+    dy = rng.standard_normal((T, B, D * Hout))
+    dhn = rng.standard_normal((D * num_layers, B, Hout))
+    dcn = rng.standard_normal((D * num_layers, B, H))
+
+    want = _torch_run(mod, x, h0, c0, lengths, dy, dhn, dcn)
+
+    y, hn, cn, cache = ref.lstm_forward(
+        x, params, num_layers=num_layers, hidden_size=H, proj_size=proj_size,
+        bidirectional=bidirectional, bias=bias, h0=h0, c0=c0, lengths=lengths)
+    assert y.dtype == np.float64
+    dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
+
+    tol = 1e-10
+    assert_close(y, want["y"], tol, "y")
+    assert_close(hn, want["hn"], tol, "h_n")
+    assert_close(cn, want["cn"], tol, "c_n")
+    assert_close(dx, want["dx"], tol, "dx")
+    if given_hx:
+        assert_close(dh0, want["dh0"], tol, "dh0")
+        assert_close(dc0, want["dc0"], tol, "dc0")
+    assert sorted(grads) == sorted(params)
+    for k in params:
+        assert grads[k].shape == params[k].shape, k
+        assert_close(grads[k], want["grads"][k], tol, k)
+    if lengths is not None:   # padding: outputs and input gradients exactly zero
+        pad = np.arange(T)[:, None] >= lengths[None, :]
+        assert np.all(y[pad] == 0) and np.all(dx[pad] == 0)
+
+
+def test_reference_dropout_masks_match_torch_stacked_by_hand():
+    """dropout_masks[k] multiplies layer k's output before layer k+1: oracle is a stack of
+    one-layer torch LSTMs with the mask applied between them by hand."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    T, B, I, H, P, L = 6, 4, 3, 5, 3, 3
+    rng = np.random.default_rng(7)
+    torch.manual_seed(7)
+    full = torch.nn.LSTM(I, H, num_layers=L, bidirectional=True, proj_size=P).double()
+    params = {k: v.detach().numpy().copy() for k, v in full.state_dict().items()}
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((2 * L, B, P))
+    c0 = rng.standard_normal((2 * L, B, H))
+    lengths = np.array([2, 6, 1, 4])
+    p = 0.4
+    masks = [(rng.random((T, B, 2 * P)) >= p) / (1 - p) for _ in range(L - 1)]
+    dy = rng.standard_normal((T, B, 2 * P))
+    dhn = rng.standard_normal((2 * L, B, P))
+    dcn = rng.standard_normal((2 * L, B, H))
+
+    # oracle
+    layers = []
+    for l in range(L):
+        m = torch.nn.LSTM(I if l == 0 else 2 * P, H, bidirectional=True, proj_size=P).double()
+        m.load_state_dict({k.replace(f"_l{l}", "_l0"): torch.tensor(v)
+                           for k, v in params.items() if f"_l{l}" in k})
+        layers.append(m)
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(h0, requires_grad=True)
+    c0t = torch.tensor(c0, requires_grad=True)
+    inp, hns, cns = xt, [], []
+    for l, m in enumerate(layers):
+        packed = pack_padded_sequence(inp, torch.tensor(lengths), enforce_sorted=False)
+        out, (hn, cn) = m(packed, (h0t[2 * l:2 * l + 2], c0t[2 * l:2 * l + 2]))
+        out, _ = pad_packed_sequence(out, total_length=T)
+        hns.append(hn)
+        cns.append(cn)
+        inp = out * torch.tensor(masks[l]) if l < L - 1 else out
+    yt, hnt, cnt = inp, torch.cat(hns), torch.cat(cns)
+    loss = ((yt * torch.tensor(dy)).sum() + (hnt * torch.tensor(dhn)).sum()
+            + (cnt * torch.tensor(dcn)).sum())
+    loss.backward()
+
+    y, hn, cn, cache = ref.lstm_forward(x, params, num_layers=L, hidden_size=H, proj_size=P,
+                                        bidirectional=True, h0=h0, c0=c0, lengths=lengths,
+                                        dropout_masks=masks)
+    dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
+    tol = 1e-10
+    assert_close(y, yt.detach().numpy(), tol, "y")
+    assert_close(hn, hnt.detach().numpy(), tol, "h_n")
+    assert_close(cn, cnt.detach().numpy(), tol, "c_n")
+    assert_close(dx, xt.grad.numpy(), tol, "dx")
+    assert_close(dh0, h0t.grad.numpy(), tol, "dh0")
+    assert_close(dc0, c0t.grad.numpy(), tol, "dc0")
+    for l, m in enumerate(layers):
+        for k, prm in m.named_parameters():
+            assert_close(grads[k.replace("_l0", f"_l{l}")], prm.grad.numpy(), tol, k)
+    # the masks did something: without them the output differs
+    y_nomask = ref.lstm_forward(x, params, num_layers=L, hidden_size=H, proj_size=P,
+                                bidirectional=True, h0=h0, c0=c0, lengths=lengths)[0]
+    assert np.max(np.abs(y_nomask - y)) > 1e-3
+
+
+def test_lstm_cell_forward_matches_torch_cell():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    torch.manual_seed(3)
+    B, I, H = 3, 4, 5
+    for bias in (True, False):
+        cell = torch.nn.LSTMCell(I, H, bias=bias).double()
+        sd = {k: v.detach().numpy() for k, v in cell.state_dict().items()}
+        x = rng.standard_normal((B, I))
+        h = rng.standard_normal((B, H))
+        c = rng.standard_normal((B, H))
+        want_h, want_c = cell(torch.tensor(x), (torch.tensor(h), torch.tensor(c)))
+        got_h, got_c = ref.lstm_cell_forward(x, h, c, sd["weight_ih"], sd["weight_hh"],
+                                             sd.get("bias_ih"), sd.get("bias_hh"))
+        assert_close(got_h, want_h.detach().numpy(), 1e-12, "h")
+        assert_close(got_c, want_c.detach().numpy(), 1e-12, "c")
+        # unbatched
+        got_h1, got_c1 = ref.lstm_cell_forward(x[0], h[0], c[0], sd["weight_ih"],
+                                               sd["weight_hh"], sd.get("bias_ih"),
+                                               sd.get("bias_hh"))
+        assert_close(got_h1, want_h.detach().numpy()[0], 1e-12, "h unbatched")
+        assert_close(got_c1, want_c.detach().numpy()[0], 1e-12, "c unbatched")
+
+
+# ----------------------------------------------------------------------------
+# peephole forward against a scalar pure-Python transcription of the equations
+# ----------------------------------------------------------------------------
+
+def _scalar_peephole_lstm(x, w_ih, w_hh, b_ih, b_hh, w_ph, w_hr, h0, c0, reverse, length):
+    """One direction, one batch row, pure Python floats, written from the equations."""
+    sig = lambda z: 1.0 / (1.0 + math.exp(-z))
+    H = len(c0)
+    h, c = list(h0), list(c0)
+    ys = {}
+    ts = range(length - 1, -1, -1) if reverse else range(length)
+    for t in ts:
+        a = [b_ih[r] + b_hh[r] + sum(w_ih[r][j] * x[t][j] for j in range(len(x[t])))
+             + sum(w_hh[r][j] * h[j] for j in range(len(h))) for r in range(4 * H)]
+        i = [sig(a[u] + w_ph[0][u] * c[u]) for u in range(H)]
+        f = [sig(a[H + u] + w_ph[1][u] * c[u]) for u in range(H)]
+        g = [math.tanh(a[2 * H + u]) for u in range(H)]
+        c = [f[u] * c[u] + i[u] * g[u] for u in range(H)]
+        o = [sig(a[3 * H + u] + w_ph[2][u] * c[u]) for u in range(H)]
+        m = [o[u] * math.tanh(c[u]) for u in range(H)]
+        h = [sum(w_hr[p][u] * m[u] for u in range(H)) for p in range(len(w_hr))]
+        ys[t] = h
+    return ys, h, c
+
+
+def test_reference_peephole_forward_matches_scalar_equations():
+    T, B, I, H, P = 4, 3, 2, 3, 2
+    rng = np.random.default_rng(11)
+    params = _random_params(rng, I, H, 1, True, True, P, True, scale=0.9)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((2, B, P))
+    c0 = rng.standard_normal((2, B, H))
+    lengths = np.array([4, 1, 3])
+    y, hn, cn, _ = ref.lstm_forward(x, params, num_layers=1, hidden_size=H, proj_size=P,
+                                    bidirectional=True, peephole=True, h0=h0, c0=c0,
+                                    lengths=lengths)
+    for b in range(B):
+        for d, sfx in enumerate(["", "_reverse"]):
+            w = {k: params[k + "_l0" + sfx].tolist() for k in
+                 ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ph", "weight_hr"]}
+            ys, h, c = _scalar_peephole_lstm(
+                x[:, b].tolist(), w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"],
+                w["weight_ph"], w["weight_hr"], h0[d, b].tolist(), c0[d, b].tolist(),
+                reverse=d == 1, length=int(lengths[b]))
+            for t in range(T):
+                want = ys.get(t, [0.0] * P)
+                assert_close(y[t, b, d * P:(d + 1) * P], np.array(want), 1e-12, f"y[{t},{b},{d}]")
+            assert_close(hn[d, b], np.array(h), 1e-12, "h_n")
+            assert_close(cn[d, b], np.array(c), 1e-12, "c_n")
+
+
+def test_peephole_with_zero_weights_is_plain_lstm():
+    T, B, I, H = 5, 2, 3, 4
+    rng = np.random.default_rng(5)
+    params = _random_params(rng, I, H, 2, True, True, 0, True)
+    plain = {k: v for k, v in params.items() if not k.startswith("weight_ph")}
+    zeroed = dict(params, **{k: np.zeros_like(v) for k, v in params.items()
+                             if k.startswith("weight_ph")})
+    x = rng.standard_normal((T, B, I))
+    kw = dict(num_layers=2, hidden_size=H, bidirectional=True, lengths=np.array([5, 3]))
+    a = ref.lstm_forward(x, zeroed, peephole=True, **kw)
+    b = ref.lstm_forward(x, plain, peephole=False, **kw)
+    for u, v in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(u, v)
+    # and with non-zero peepholes the output changes
+    c = ref.lstm_forward(x, params, peephole=True, **kw)
+    assert np.max(np.abs(c[0] - b[0])) > 1e-3
+
+
+# ----------------------------------------------------------------------------
+# central finite differences, float64, every option at once
+# ----------------------------------------------------------------------------
+
+def test_reference_gradients_match_finite_differences():
+    T, B, I, H, P, L = 4, 3, 3, 3, 2, 2
+    D = 2
+    rng = np.random.default_rng(2024)
+    params = _random_params(rng, I, H, L, True, True, P, True, scale=0.8)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((D * L, B, P))
+    c0 = rng.standard_normal((D * L, B, H))
+    lengths = np.array([4, 1, 3])
+    p = 0.3
+    masks = [(rng.random((T, B, D * P)) >= p) / (1 - p)]
+    dy = rng.standard_normal((T, B, D * P))
+    dhn = rng.standard_normal((D * L, B, P))
+    dcn = rng.standard_normal((D * L, B, H))
+    kw = dict(num_layers=L, hidden_size=H, proj_size=P, bidirectional=True, bias=True,
+              peephole=True, lengths=lengths, dropout_masks=masks)
+
+    def loss(params_, x_, h0_, c0_):
+        y, hn, cn, _ = ref.lstm_forward(x_, params_, h0=h0_, c0=c0_, **kw)
+        return np.sum(y * dy) + np.sum(hn * dhn) + np.sum(cn * dcn)
+
+    y, hn, cn, cache = ref.lstm_forward(x, params, h0=h0, c0=c0, **kw)
+    dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
+
+    eps = 1e-6
+
+    def fd(arr, f):
+        g = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            up = f()
+            arr[idx] = old - eps
+            down = f()
+            arr[idx] = old
+            g[idx] = (up - down) / (2 * eps)
+        return g
+
+    def check(analytic, numeric, name):
+        scale = max(np.max(np.abs(numeric)), np.max(np.abs(analytic)))
+        assert scale > 1e-3, f"{name}: gradient is ~0, the check would be vacuous"
+        err = np.max(np.abs(analytic - numeric)) / scale
+        assert err <= 1e-6, f"{name}: relative error {err:.2e}"
+
+    assert sorted(grads) == sorted(params)
+    for k in params:
+        check(grads[k], fd(params[k], lambda: loss(params, x, h0, c0)), k)
+    check(dx, fd(x, lambda: loss(params, x, h0, c0)), "dx")
+    check(dh0, fd(h0, lambda: loss(params, x, h0, c0)), "dh0")
+    check(dc0, fd(c0, lambda: loss(params, x, h0, c0)), "dc0")
+    pad = np.arange(T)[:, None] >= lengths[None, :]
+    assert np.all(dx[pad] == 0)
+
+
+def test_reference_defaults_and_dtype():
+    T, B, I, H = 4, 2, 3, 4
+    rng = np.random.default_rng(9)
+    params = _random_params(rng, I, H, 2, False, True, 0, False)
+    x = rng.standard_normal((T, B, I))
+    kw = dict(num_layers=2, hidden_size=H)
+    y, hn, cn, cache = ref.lstm_forward(x, params, **kw)
+    y0, hn0, cn0, cache0 = ref.lstm_forward(x, params, h0=np.zeros((2, B, H)),
+                                            c0=np.zeros((2, B, H)), lengths=[T] * B, **kw)
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(hn, hn0)
+    np.testing.assert_array_equal(cn, cn0)
+    dy = rng.standard_normal(y.shape)
+    a = ref.lstm_backward(cache, dy)
+    b = ref.lstm_backward(cache0, dy, np.zeros_like(hn), np.zeros_like(cn))
+    for u, v in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(u, v)
+    # last step of h_n / y agree for a unidirectional full-length run
+    np.testing.assert_array_equal(hn[-1], y[-1])
+    # float32 computation: float32 results close to float64
+    y32, hn32, cn32, cache32 = ref.lstm_forward(x, params, dtype=np.float32, **kw)
+    assert y32.dtype == hn32.dtype == cn32.dtype == np.float32
+    assert_close(y32, y, 1e-5, "y float32")
+    dx32, dh032, dc032, g32 = ref.lstm_backward(cache32, dy)
+    assert dx32.dtype == np.float32 and all(g.dtype == np.float32 for g in g32.values())
+    assert_close(dx32, a[0], 1e-5, "dx float32")
