@@ -28,27 +28,43 @@ inline int threads_for(double flops, int nt) {
   return n >= nt ? nt : (n < 1.0 ? 1 : static_cast<int>(n));
 }
 
-// Packs B(k,n), k < K, n < N into panels [ceil(N/NR)][K][NR], zero padded.
-template <class T, class Fetch>
-std::vector<T> pack_panels(int64_t K, int64_t N, int64_t NR, int nt, Fetch fetch) {
+// Packs B(k,n) = col[n][row[k]] (0 where col[n] is null or row[k] < 0), k < K,
+// n < N, into panels [ceil(N/NR)][K][NR], zero padded. The maps make every
+// layout below one loop with no index arithmetic per element.
+template <class T>
+std::vector<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
+                           int64_t NR, int nt) {
+  const int64_t K = static_cast<int64_t>(row.size()), N = static_cast<int64_t>(col.size());
   const int64_t np = (N + NR - 1) / NR;
   std::vector<T> out(static_cast<size_t>(np * K * NR));
   T* o = out.data();
 #pragma omp parallel for num_threads(threads_for(16.0 * np * K * NR, nt)) schedule(static)
-  for (int64_t p = 0; p < np; ++p)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t c = 0; c < NR; ++c) {
-        const int64_t n = p * NR + c;
-        o[(p * K + k) * NR + c] = n < N ? fetch(k, n) : T(0);
-      }
+  for (int64_t p = 0; p < np; ++p) {
+    const T* cp[64];  // NR <= 64 (AVX-512 float)
+    const int64_t nc = std::min(NR, N - p * NR);
+    for (int64_t c = 0; c < NR; ++c) cp[c] = c < nc ? col[p * NR + c] : nullptr;
+    for (int64_t k = 0; k < K; ++k) {
+      T* ok = o + (p * K + k) * NR;
+      const int64_t r = row[k];
+      for (int64_t c = 0; c < NR; ++c) ok[c] = (r >= 0 && cp[c]) ? cp[c][r] : T(0);
+    }
+  }
   return out;
+}
+
+inline std::vector<int64_t> strided_rows(int64_t K, int64_t stride) {
+  std::vector<int64_t> row(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) row[k] = k * stride;
+  return row;
 }
 
 // B(k,n) = src[k*sk + n*sn]
 template <class T>
 std::vector<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn,
                           int64_t NR, int nt) {
-  return pack_panels<T>(K, N, NR, nt, [=](int64_t k, int64_t n) { return src[k * sk + n * sn]; });
+  std::vector<const T*> col(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) col[n] = src + n * sn;
+  return pack_panels(strided_rows(K, sk), col, NR, nt);
 }
 
 // Gate-interleaved columns: B(k, blk*NR + q*W + l) = src[(q*H + u)*K + k] with
@@ -56,10 +72,11 @@ std::vector<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_
 template <class T>
 std::vector<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int nt) {
   const int64_t NR = 4 * W, Hp = (H + W - 1) / W * W;
-  return pack_panels<T>(K, 4 * Hp, NR, nt, [=](int64_t k, int64_t n) {
-    const int64_t blk = n / NR, q = (n % NR) / W, u = blk * W + n % W;
-    return u < H ? src[(q * H + u) * K + k] : T(0);
-  });
+  std::vector<const T*> col(static_cast<size_t>(4 * Hp));
+  for (int64_t u = 0; u < Hp; ++u)
+    for (int64_t q = 0; q < 4; ++q)
+      col[(u / W) * NR + q * W + u % W] = u < H ? src + (q * H + u) * K : nullptr;
+  return pack_panels(strided_rows(K, 1), col, NR, nt);
 }
 
 // Gate-major padded rows: B(q*Hp + u, n) = src[(q*H + u)*N + n] (0 for u >= H).
@@ -67,10 +84,12 @@ std::vector<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int
 template <class T>
 std::vector<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, const T* src, int64_t NR,
                               int nt) {
-  return pack_panels<T>(4 * Hp, N, NR, nt, [=](int64_t k, int64_t n) {
-    const int64_t q = k / Hp, u = k % Hp;
-    return u < H ? src[(q * H + u) * N + n] : T(0);
-  });
+  std::vector<int64_t> row(static_cast<size_t>(4 * Hp));
+  for (int64_t q = 0; q < 4; ++q)
+    for (int64_t u = 0; u < Hp; ++u) row[q * Hp + u] = u < H ? (q * H + u) * N : -1;
+  std::vector<const T*> col(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) col[n] = src + n;
+  return pack_panels(row, col, NR, nt);
 }
 
 template <class T>

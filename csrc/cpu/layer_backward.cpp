@@ -146,34 +146,41 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
   }
   gate_weight_grad(kr, g, H, N, dG.data(), pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho, gr.w_hh,
                    nt);
-  // Bias and peephole gradients: per-unit sums over rows in row order.
+  // Bias and peephole gradients: per-unit sums over rows, in row order for
+  // every unit; rows are walked in memory order, each thread on its units.
   const T* dGp = dG.data();
   const int ntr_rows = threads_for(16.0 * N * H, nt);
-  if (gr.b_ih || gr.b_hh) {
-#pragma omp parallel for num_threads(ntr_rows) schedule(static)
-    for (int64_t k = 0; k < 4 * H; ++k) {
-      const int64_t col = (k / H) * Hp + k % H;
-      T acc = T(0);
-      for (int64_t rw = 0; rw < N; ++rw) acc += dGp[rw * G4 + col];
-      if (gr.b_ih) gr.b_ih[k] += acc;
-      if (gr.b_hh) gr.b_hh[k] += acc;
-    }
-  }
-  if (peep) {
-#pragma omp parallel for num_threads(ntr_rows) schedule(static)
-    for (int64_t u = 0; u < H; ++u) {
-      T si = T(0), sf = T(0), so = T(0);
+  if (gr.b_ih || gr.b_hh || peep) {
+#pragma omp parallel num_threads(ntr_rows)
+    {
+      int64_t u0, u1;
+      split(H, omp_get_thread_num(), omp_get_num_threads(), u0, u1);
+      const int64_t nu = u1 - u0;
+      std::vector<T> db(static_cast<size_t>(4 * nu), T(0)), dp(static_cast<size_t>(3 * nu), T(0));
       for (int64_t s = 0; s < S; ++s)
         for (int64_t j = 0; j < sc.n_at[s]; ++j) {
           const int64_t rw = sc.off[s] + j;
-          const T cp = s > 0 ? cs[(sc.off[s - 1] + j) * Hp + u] : c0p[j * Hp + u];
-          si += dGp[rw * G4 + u] * cp;
-          sf += dGp[rw * G4 + Hp + u] * cp;
-          so += dGp[rw * G4 + 3 * Hp + u] * cs[rw * Hp + u];
+          const T* dgr = dGp + rw * G4 + u0;
+          for (int64_t q = 0; q < 4; ++q)
+            for (int64_t u = 0; u < nu; ++u) db[q * nu + u] += dgr[q * Hp + u];
+          if (peep) {
+            const T* cp = (s > 0 ? cs + (sc.off[s - 1] + j) * Hp : &c0p[j * Hp]) + u0;
+            const T* ct = cs + rw * Hp + u0;
+            for (int64_t u = 0; u < nu; ++u) {
+              dp[u] += dgr[u] * cp[u];
+              dp[nu + u] += dgr[Hp + u] * cp[u];
+              dp[2 * nu + u] += dgr[3 * Hp + u] * ct[u];
+            }
+          }
         }
-      gr.w_ph[u] += si;
-      gr.w_ph[H + u] += sf;
-      gr.w_ph[2 * H + u] += so;
+      for (int64_t q = 0; q < 4; ++q)
+        for (int64_t u = 0; u < nu; ++u) {
+          if (gr.b_ih) gr.b_ih[q * H + u0 + u] += db[q * nu + u];
+          if (gr.b_hh) gr.b_hh[q * H + u0 + u] += db[q * nu + u];
+        }
+      if (peep)
+        for (int64_t q = 0; q < 3; ++q)
+          for (int64_t u = 0; u < nu; ++u) gr.w_ph[q * H + u0 + u] += dp[q * nu + u];
     }
   }
   // dW_hr += dh^T r, with r = o * tanh(c_t) recomputed.
