@@ -2,6 +2,7 @@
 finite differences of a NumPy reference written here, BPTT through a stack of
 saved steps, and the train/eval contract."""
 import numpy as np
+from _fd import central_diff
 import pytest
 
 fastlstm = pytest.importorskip("fastlstm")
@@ -245,19 +246,7 @@ def test_peephole_forward_and_grads_vs_finite_differences():
         hh, cc = ref_peephole_step(x_, h_, c_, p_)
         return float((hh * dh).sum() + (cc * dc).sum())
 
-    eps = 1e-6
-
-    def numgrad(arr, f):
-        g = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            lp = f()
-            arr[idx] = old - eps
-            lm = f()
-            arr[idx] = old
-            g[idx] = (lp - lm) / (2 * eps)
-        return g
+    numgrad = central_diff
 
     def check(got, ref, what):
         err = np.abs(got - ref).max()

@@ -22,6 +22,7 @@ import itertools
 import random
 
 import numpy as np
+from _fd import central_diff
 import pytest
 
 fastlstm = pytest.importorskip("fastlstm")
@@ -499,19 +500,8 @@ def test_gradcheck_finite_differences(dropout, restore_threads):
     dx, (dh0, dc0) = lstm.backward(dy, dhn, dcn)
     grads = {k: np.array(v) for k, v in lstm.grads.items()}
 
-    eps = 1e-6
-
     def fd(arr):
-        g = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            up = loss()
-            arr[idx] = old - eps
-            down = loss()
-            arr[idx] = old
-            g[idx] = (up - down) / (2 * eps)
-        return g
+        return central_diff(arr, loss)
 
     def check(analytic, numeric, name):
         scale = max(max_abs(numeric), max_abs(analytic))

@@ -13,6 +13,7 @@ import math
 import pathlib
 
 import numpy as np
+from _fd import central_diff
 import pytest
 
 
@@ -365,19 +366,7 @@ def test_reference_gradients_match_finite_differences():
     y, hn, cn, cache = ref.lstm_forward(x, params, h0=h0, c0=c0, **kw)
     dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
 
-    eps = 1e-6
-
-    def fd(arr, f):
-        g = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            up = f()
-            arr[idx] = old - eps
-            down = f()
-            arr[idx] = old
-            g[idx] = (up - down) / (2 * eps)
-        return g
+    fd = central_diff
 
     def check(analytic, numeric, name):
         scale = max(np.max(np.abs(numeric)), np.max(np.abs(analytic)))
