@@ -142,6 +142,7 @@ void backward(py::tuple dims, py::sequence weights, py::sequence grads, py::obje
 template <class T>
 void activation(const std::string& kind, py::object x, py::object y, const std::string& isa) {
   const auto& k = detail::kernels_for<T>(parse_isa(isa));
+  if (!py::isinstance<py::array>(x)) throw py::type_error("x: expected a numpy array");
   const int64_t n = py::reinterpret_borrow<py::array>(x).size();
   const T* px = buffer<T>(x, "x", n, false);
   T* py_ = buffer<T>(y, "out", n, true);
