@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+from _expected import param_shapes
 import pytest
 
 fastlstm = pytest.importorskip("fastlstm")
@@ -73,22 +74,7 @@ def test_eval_and_train_forward_agree_without_dropout():
 
 
 def _expected_shapes(I_, H_, L, D, P, bias=True, peephole=False):
-    shapes = {}
-    hout = P or H_
-    for layer in range(L):
-        for d in range(D):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
-            in_ = I_ if layer == 0 else D * hout
-            shapes["weight_ih" + sfx] = (4 * H_, in_)
-            shapes["weight_hh" + sfx] = (4 * H_, hout)
-            if bias:
-                shapes["bias_ih" + sfx] = (4 * H_,)
-                shapes["bias_hh" + sfx] = (4 * H_,)
-            if P:
-                shapes["weight_hr" + sfx] = (P, H_)
-            if peephole:
-                shapes["weight_ph" + sfx] = (3, H_)
-    return shapes
+    return param_shapes(I_, H_, L, D, bias, P, peephole)
 
 
 @pytest.mark.parametrize("L, bidir, P, bias", [

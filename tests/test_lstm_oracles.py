@@ -23,6 +23,7 @@ import random
 
 import numpy as np
 from _fd import central_diff
+from _expected import param_shapes
 import pytest
 
 fastlstm = pytest.importorskip("fastlstm")
@@ -86,23 +87,6 @@ def float32_reference_error(run, want64, n_perturbed=2):
     return {n: max(max_abs(r[n] - want64[n]) for r in runs) for n in want64}
 
 
-def param_shapes(I, H, L, D, bias, P, peephole):
-    Hout = P or H
-    shapes = {}
-    for l in range(L):
-        I_l = I if l == 0 else D * Hout
-        for sfx in ["", "_reverse"][:D]:
-            s = f"_l{l}{sfx}"
-            shapes["weight_ih" + s] = (4 * H, I_l)
-            shapes["weight_hh" + s] = (4 * H, Hout)
-            if bias:
-                shapes["bias_ih" + s] = (4 * H,)
-                shapes["bias_hh" + s] = (4 * H,)
-            if P:
-                shapes["weight_hr" + s] = (Hout, H)
-            if peephole:
-                shapes["weight_ph" + s] = (3, H)
-    return shapes
 
 
 def random_params(rng, shapes, dtype, scale=0.6):
