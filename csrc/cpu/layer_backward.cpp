@@ -65,7 +65,7 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
   const int64_t ldy = d.D * Ho;
   const T* const dyd = dy + dir * Ho;
   const auto block_kernel = kr.bwd_block[peep];
-  const int ntr = threads_for(8.0 * B * H * (Ho + P), nt);  // as in the forward
+  const int ntr = recurrent_threads(d, nt);
 
 #pragma omp parallel num_threads(ntr)
   {

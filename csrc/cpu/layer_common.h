@@ -20,6 +20,12 @@ inline int checked_threads(int nt) {
   return nt;
 }
 
+// Threads for the per-step recurrence (forward and backward alike): a step is
+// 2*B*4H*(Ho + P) flops, split only where that pays for the barriers.
+inline int recurrent_threads(const LayerDims& d, int nt) {
+  return threads_for(8.0 * d.B * d.H * (d.hout() + d.P), nt);
+}
+
 // Rows of x [T,B,I] in packed order [N,I]; returns x itself when the orders agree.
 template <class T>
 const T* packed_rows(const Schedule& sc, bool rev, const T* x, int64_t B, int64_t I,

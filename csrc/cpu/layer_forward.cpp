@@ -77,8 +77,7 @@ void forward_direction(const LayerDims& d, const Geometry& g, const Schedule& sc
     }
   };
   const auto block_kernel = kr.fwd_block[peep][train];
-  // A step's work is 2*B*4H*(Ho + P) flops; split it only where that pays.
-  const int ntr = threads_for(8.0 * B * H * (Ho + P), nt);
+  const int ntr = recurrent_threads(d, nt);
 
 #pragma omp parallel num_threads(ntr)
   {
