@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/aligned.h"
 #include "cpu/kernels.h"
 
 namespace fastlstm {
@@ -32,11 +33,11 @@ inline int threads_for(double flops, int nt) {
 // n < N, into panels [ceil(N/NR)][K][NR], zero padded. The maps make every
 // layout below one loop with no index arithmetic per element.
 template <class T>
-std::vector<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
+avec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
                            int64_t NR, int nt) {
   const int64_t K = static_cast<int64_t>(row.size()), N = static_cast<int64_t>(col.size());
   const int64_t np = (N + NR - 1) / NR;
-  std::vector<T> out(static_cast<size_t>(np * K * NR));
+  avec<T> out(static_cast<size_t>(np * K * NR));
   T* o = out.data();
 #pragma omp parallel for num_threads(threads_for(16.0 * np * K * NR, nt)) schedule(static)
   for (int64_t p = 0; p < np; ++p) {
@@ -60,7 +61,7 @@ inline std::vector<int64_t> strided_rows(int64_t K, int64_t stride) {
 
 // B(k,n) = src[k*sk + n*sn]
 template <class T>
-std::vector<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn,
+avec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn,
                           int64_t NR, int nt) {
   std::vector<const T*> col(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) col[n] = src + n * sn;
@@ -70,7 +71,7 @@ std::vector<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_
 // Gate-interleaved columns: B(k, blk*NR + q*W + l) = src[(q*H + u)*K + k] with
 // u = blk*W + l (0 for u >= H). src: [4H,K], e.g. W_ih or W_hh.
 template <class T>
-std::vector<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int nt) {
+avec<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int nt) {
   const int64_t NR = 4 * W, Hp = (H + W - 1) / W * W;
   std::vector<const T*> col(static_cast<size_t>(4 * Hp));
   for (int64_t u = 0; u < Hp; ++u)
@@ -82,7 +83,7 @@ std::vector<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int
 // Gate-major padded rows: B(q*Hp + u, n) = src[(q*H + u)*N + n] (0 for u >= H).
 // src: [4H,N], e.g. W_hh or W_ih, for products with dgates [.,4Hp].
 template <class T>
-std::vector<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, const T* src, int64_t NR,
+avec<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, const T* src, int64_t NR,
                               int nt) {
   std::vector<int64_t> row(static_cast<size_t>(4 * Hp));
   for (int64_t q = 0; q < 4; ++q)
@@ -104,32 +105,48 @@ struct Gemm {
   const T* bias = nullptr;       // [N], added when !accumulate, or null
 };
 
+// One MC x NR block of C = AB: rows [m0,m1), panel p; on the calling thread.
+template <class T>
+void gemm_block(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, int64_t p) {
+  const int64_t NR = kr.NR, MR = kr.MR;
+  const int64_t KC = std::max<int64_t>(64, 16384 / (NR * int64_t(sizeof(T))));
+  const int64_t n0 = p * NR;
+  const int nr = static_cast<int>(std::min(NR, g.N - n0));
+  T* c0 = g.c + n0;
+  if (!g.accumulate && g.bias)
+    for (int64_t m = m0; m < m1; ++m)
+      for (int j = 0; j < nr; ++j) c0[m * g.ldc + j] = g.bias[n0 + j];
+  const T* panel = g.bp + p * g.K * NR;
+  for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
+    const int64_t kc = std::min(KC, g.K - k0);
+    const bool acc = g.accumulate || g.bias || k0 > 0;
+    for (int64_t m = m0; m < m1; m += MR)
+      kr.tile(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, panel + k0 * NR, c0 + m * g.ldc,
+              g.ldc, static_cast<int>(std::min(MR, m1 - m)), nr, acc);
+  }
+}
+
+inline int64_t gemm_mc(int64_t MR) { return MR * 32; }
+
 // This thread's share of C = AB, called inside a parallel region of nt threads.
 template <class T>
 void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt) {
-  const int64_t NR = kr.NR, MR = kr.MR;
-  const int64_t MC = MR * 32;
-  const int64_t KC = std::max<int64_t>(64, 16384 / (NR * int64_t(sizeof(T))));
-  const int64_t mb = (g.M + MC - 1) / MC, nb = (g.N + NR - 1) / NR;
+  const int64_t MC = gemm_mc(kr.MR);
+  const int64_t mb = (g.M + MC - 1) / MC, nb = (g.N + kr.NR - 1) / kr.NR;
   int64_t lo, hi;
   split(mb * nb, tid, nt, lo, hi);
   for (int64_t it = lo; it < hi; ++it) {
-    const int64_t m0 = (it / nb) * MC, m1 = std::min(g.M, m0 + MC);
-    const int64_t n0 = (it % nb) * NR;
-    const int nr = static_cast<int>(std::min(NR, g.N - n0));
-    T* c0 = g.c + n0;
-    if (!g.accumulate && g.bias)
-      for (int64_t m = m0; m < m1; ++m)
-        for (int j = 0; j < nr; ++j) c0[m * g.ldc + j] = g.bias[n0 + j];
-    const T* panel = g.bp + (it % nb) * g.K * NR;
-    for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
-      const int64_t kc = std::min(KC, g.K - k0);
-      const bool acc = g.accumulate || g.bias || k0 > 0;
-      for (int64_t m = m0; m < m1; m += MR)
-        kr.tile(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, panel + k0 * NR,
-                c0 + m * g.ldc, g.ldc, static_cast<int>(std::min(MR, m1 - m)), nr, acc);
-    }
+    const int64_t m0 = (it / nb) * MC;
+    gemm_block(kr, g, m0, std::min(g.M, m0 + MC), it % nb);
   }
+}
+
+// Panels [p0,p1) of C = AB (all rows), on the calling thread.
+template <class T>
+void gemm_panels(const Kernels<T>& kr, const Gemm<T>& g, int64_t p0, int64_t p1) {
+  const int64_t MC = gemm_mc(kr.MR);
+  for (int64_t p = p0; p < p1; ++p)
+    for (int64_t m0 = 0; m0 < g.M; m0 += MC) gemm_block(kr, g, m0, std::min(g.M, m0 + MC), p);
 }
 
 // C = AB with its own parallel region.

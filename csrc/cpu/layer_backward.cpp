@@ -5,12 +5,16 @@
 #include <omp.h>
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
+#include "core/aligned.h"
+#include "core/barrier.h"
 #include "core/schedule.h"
 #include "cpu/gemm.h"
 #include "cpu/geometry.h"
 #include "cpu/layer_common.h"
+#include "cpu/packed.h"
 
 namespace fastlstm {
 namespace detail {
@@ -20,7 +24,7 @@ namespace {
 // grad [4H,ldc] += dG[:, gate q]^T B for each gate q; dG [N,G4] gate-major padded.
 template <class T>
 void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_t N,
-                      const T* dG, const std::vector<T>& bpk, int64_t ncols, T* grad, int nt) {
+                      const T* dG, const avec<T>& bpk, int64_t ncols, T* grad, int nt) {
   for (int64_t q = 0; q < 4; ++q) {
     Gemm<T> gm;
     gm.M = H; gm.N = ncols; gm.K = N;
@@ -32,107 +36,147 @@ void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_
   }
 }
 
+// State of one direction's BPTT. The recurrence fills dG and the carried
+// gradients; gradients() then turns them into weight and input gradients.
 template <class T>
-void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& sc,
-                        const Kernels<T>& kr, int dir, const DirWeights<T>& w,
-                        const T* x /*[T,B,I]*/, const T* c0 /*[B,H]*/,
-                        const T* ws /*[N*saved_per_row]*/, const T* dy /*[T,B,D*Ho]*/,
-                        const T* dhn /*[B,Ho]*/, const T* dcn /*[B,H]*/, T* dx /*[T,B,I] +=*/,
-                        T* dh0 /*[B,Ho]*/, T* dc0 /*[B,H]*/, const DirGrads<T>& gr, int nt) {
-  const bool rev = dir == 1, peep = d.peephole;
+struct BwdDir {
+  int dir = 0;
+  const T* ws = nullptr;   // [N*saved_per_row]
+  const T* dhn = nullptr;  // [B,Ho]
+  const T* dcn = nullptr;  // [B,H]
+  T* dh0 = nullptr;        // [B,Ho]
+  T* dc0 = nullptr;        // [B,H]
+  avec<T> dh, dc, c0p;     // [B,ldh], [B,Hp], [B,Hp] slot order, padded
+  avec<T> dG;              // [N,G4] dgates, gate-major
+  avec<T> dr;              // [B,Hp] dL/dr (projection)
+  avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
+  std::unique_ptr<SpinBarrier> bar;
+};
+
+template <class T>
+struct BwdLayer {
+  const LayerDims& d;
+  const Geometry& g;
+  const Schedule& sc;
+  const Kernels<T>& kr;
+  const PackedImpl<T>& pw;
+  const T* dy;  // [T,B,D*Ho]
+};
+
+template <class T>
+void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
+  const int64_t B = L.d.B, H = L.d.H, Ho = L.g.Ho, Hp = L.g.Hp, ldh = L.g.ldh;
+  st.dh.assign(static_cast<size_t>(B * ldh), T(0));
+  st.dc.assign(static_cast<size_t>(B * Hp), T(0));
+  st.c0p.assign(static_cast<size_t>(B * Hp), T(0));
+  for (int64_t j = 0; j < B; ++j) {
+    std::memcpy(&st.dh[j * ldh], st.dhn + L.sc.perm[j] * Ho, sizeof(T) * Ho);
+    std::memcpy(&st.dc[j * Hp], st.dcn + L.sc.perm[j] * H, sizeof(T) * H);
+    std::memcpy(&st.c0p[j * Hp], c0 + L.sc.perm[j] * H, sizeof(T) * H);
+  }
+  st.dG.resize(static_cast<size_t>(L.sc.N * L.g.G4));
+  if (L.d.P > 0) {
+    st.dr.assign(static_cast<size_t>(B * Hp), T(0));
+    st.dH.assign(static_cast<size_t>(L.sc.N * ldh), T(0));
+  }
+}
+
+// One thread's part of the loop back through time: thread gtid of gn.
+template <class T>
+void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
+  const LayerDims& d = L.d;
+  const Geometry& g = L.g;
+  const Schedule& sc = L.sc;
+  const Kernels<T>& kr = L.kr;
+  const PackedDir<T>& pw = L.pw.dir[st.dir];
+  const bool rev = st.dir == 1, peep = d.peephole;
+  const int64_t B = d.B, H = d.H, P = d.P, Ho = g.Ho, N = sc.N;
+  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
+  const T* gs = st.ws;                 // [N,G4] activated gates, interleaved
+  const T* cs = st.ws + N * G4;        // [N,Hp] c_t
+  const int64_t ldy = d.D * Ho;
+  const T* const dyd = L.dy + st.dir * Ho;
+  const auto block_kernel = kr.bwd_block[peep];
+  int64_t b0, b1, u0, u1;
+  split(g.nblk, gtid, gn, b0, b1);
+  if (P > 0) {
+    split(Ho, gtid, gn, u0, u1);
+  } else {
+    u0 = std::min(b0 * W, Ho);
+    u1 = std::min(b1 * W, Ho);
+  }
+  bool sense = false;
+  for (int64_t s = S - 1; s >= 0; --s) {
+    const int64_t n = sc.n_at[s], off = sc.off[s];
+    for (int64_t j = 0; j < n; ++j) {  // dh_t += dy_t on this thread's columns
+      const T* a = dyd + (sc.t_of(s, j, rev) * B + sc.perm[j]) * ldy;
+      T* o = &st.dh[j * ldh];
+      for (int64_t u = u0; u < u1; ++u) o[u] += a[u];
+      if (P > 0) std::memcpy(&st.dH[(off + j) * ldh + u0], o + u0, sizeof(T) * (u1 - u0));
+    }
+    if (P > 0) {
+      st.bar->wait(sense);
+      Gemm<T> gm;  // dr = dh W_hr
+      gm.M = n; gm.N = H; gm.K = P;
+      gm.a = st.dh.data(); gm.rsa = ldh; gm.csa = 1;
+      gm.bp = pw.whr_t.data();
+      gm.c = st.dr.data(); gm.ldc = Hp;
+      gemm_part(kr, gm, gtid, gn);
+      st.bar->wait(sense);
+    }
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      BwdBlockArgs<T> a;
+      a.n = n;
+      a.gates = gs + off * G4 + blk * NR; a.ldg = G4;
+      a.c = cs + off * Hp + blk * W; a.ldc = Hp;
+      a.cp = (s > 0 ? cs + sc.off[s - 1] * Hp : st.c0p.data()) + blk * W; a.ldcp = Hp;
+      a.dh = (P > 0 ? st.dr.data() : st.dh.data()) + blk * W;
+      a.lddh = P > 0 ? Hp : ldh;
+      a.dc = st.dc.data() + blk * W; a.lddc = Hp;
+      a.dg = st.dG.data() + off * G4 + blk * W; a.lddg = G4; a.gstride = Hp;
+      a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
+      block_kernel(a);
+    }
+    st.bar->wait(sense);
+    Gemm<T> gm;  // dh_{t-1} = dgates_t W_hh
+    gm.M = n; gm.N = Ho; gm.K = G4;
+    gm.a = st.dG.data() + off * G4; gm.rsa = G4; gm.csa = 1;
+    gm.bp = pw.whh_t.data();
+    gm.c = st.dh.data(); gm.ldc = ldh;
+    gemm_part(kr, gm, gtid, gn);
+    st.bar->wait(sense);
+  }
+}
+
+// After the loop: dh0, dc0, and the input, weight, bias and peephole
+// gradients of one direction, each a large product or a fixed-order sum.
+template <class T>
+void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
+               T* dx /*[T,B,I] +=*/, const DirGrads<T>& gr, int nt) {
+  const LayerDims& d = L.d;
+  const Geometry& g = L.g;
+  const Schedule& sc = L.sc;
+  const Kernels<T>& kr = L.kr;
+  const PackedDir<T>& pw = L.pw.dir[st.dir];
+  const bool rev = st.dir == 1, peep = d.peephole;
   const int64_t B = d.B, I = d.I, H = d.H, P = d.P, Ho = g.Ho, N = sc.N;
   const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
-  const T* gs = ws;                  // [N,G4] activated gates, interleaved
-  const T* cs = ws + N * G4;         // [N,Hp] c_t
-  const T* hs = cs + N * Hp;         // [N,ldh] h_{t-1}
-
-  const std::vector<T> whh = pack_gate_rows(H, Hp, Ho, w.w_hh, NR, nt);  // [4Hp] x [Ho]
-  const std::vector<T> whr =
-      P > 0 ? pack_plain(P, H, w.w_hr, H, 1, NR, nt) : std::vector<T>();  // [P] x [H]
-  const std::vector<T> ph = peep ? interleaved_peephole(w.w_ph, H, Hp, W) : std::vector<T>();
-
-  // Carried gradients in slot order, padded; c0 in slot order for step 0.
-  std::vector<T> dh(static_cast<size_t>(B * ldh), T(0)), dc(static_cast<size_t>(B * Hp), T(0));
-  std::vector<T> c0p(static_cast<size_t>(B * Hp), T(0));
+  const T* gs = st.ws;
+  const T* cs = st.ws + N * G4;
+  const T* hs = cs + N * Hp;
   for (int64_t j = 0; j < B; ++j) {
-    std::memcpy(&dh[j * ldh], dhn + sc.perm[j] * Ho, sizeof(T) * Ho);
-    std::memcpy(&dc[j * Hp], dcn + sc.perm[j] * H, sizeof(T) * H);
-    std::memcpy(&c0p[j * Hp], c0 + sc.perm[j] * H, sizeof(T) * H);
+    std::memcpy(st.dh0 + sc.perm[j] * Ho, &st.dh[j * ldh], sizeof(T) * Ho);
+    std::memcpy(st.dc0 + sc.perm[j] * H, &st.dc[j * Hp], sizeof(T) * H);
   }
-  std::vector<T> dG(static_cast<size_t>(N * G4));          // [N,G4] dgates, gate-major
-  std::vector<T> dr(P > 0 ? static_cast<size_t>(B * Hp) : 0, T(0));      // dL/dr
-  std::vector<T> dH(P > 0 ? static_cast<size_t>(N * ldh) : 0, T(0));     // dL/dh_t, saved
-  const int64_t ldy = d.D * Ho;
-  const T* const dyd = dy + dir * Ho;
-  const auto block_kernel = kr.bwd_block[peep];
-  const int ntr = recurrent_threads(d, nt);
-
-#pragma omp parallel num_threads(ntr)
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    int64_t b0, b1, u0, u1;
-    split(g.nblk, tid, nth, b0, b1);
-    if (P > 0) {
-      split(Ho, tid, nth, u0, u1);
-    } else {
-      u0 = std::min(b0 * W, Ho);
-      u1 = std::min(b1 * W, Ho);
-    }
-    for (int64_t s = S - 1; s >= 0; --s) {
-      const int64_t n = sc.n_at[s], off = sc.off[s];
-      for (int64_t j = 0; j < n; ++j) {  // dh_t += dy_t on this thread's columns
-        const T* a = dyd + (sc.t_of(s, j, rev) * B + sc.perm[j]) * ldy;
-        T* o = &dh[j * ldh];
-        for (int64_t u = u0; u < u1; ++u) o[u] += a[u];
-        if (P > 0) std::memcpy(&dH[(off + j) * ldh + u0], o + u0, sizeof(T) * (u1 - u0));
-      }
-      if (P > 0) {
-#pragma omp barrier
-        Gemm<T> gm;  // dr = dh W_hr
-        gm.M = n; gm.N = H; gm.K = P;
-        gm.a = dh.data(); gm.rsa = ldh; gm.csa = 1;
-        gm.bp = whr.data();
-        gm.c = dr.data(); gm.ldc = Hp;
-        gemm_part(kr, gm, tid, nth);
-#pragma omp barrier
-      }
-      for (int64_t blk = b0; blk < b1; ++blk) {
-        BwdBlockArgs<T> a;
-        a.n = n;
-        a.gates = gs + off * G4 + blk * NR; a.ldg = G4;
-        a.c = cs + off * Hp + blk * W; a.ldc = Hp;
-        a.cp = (s > 0 ? cs + sc.off[s - 1] * Hp : c0p.data()) + blk * W; a.ldcp = Hp;
-        a.dh = (P > 0 ? dr.data() : dh.data()) + blk * W;
-        a.lddh = P > 0 ? Hp : ldh;
-        a.dc = dc.data() + blk * W; a.lddc = Hp;
-        a.dg = dG.data() + off * G4 + blk * W; a.lddg = G4; a.gstride = Hp;
-        a.ph = peep ? ph.data() + blk * 3 * W : nullptr;
-        block_kernel(a);
-      }
-#pragma omp barrier
-      Gemm<T> gm;  // dh_{t-1} = dgates_t W_hh
-      gm.M = n; gm.N = Ho; gm.K = G4;
-      gm.a = dG.data() + off * G4; gm.rsa = G4; gm.csa = 1;
-      gm.bp = whh.data();
-      gm.c = dh.data(); gm.ldc = ldh;
-      gemm_part(kr, gm, tid, nth);
-#pragma omp barrier
-    }
-  }
-  for (int64_t j = 0; j < B; ++j) {
-    std::memcpy(dh0 + sc.perm[j] * Ho, &dh[j * ldh], sizeof(T) * Ho);
-    std::memcpy(dc0 + sc.perm[j] * H, &dc[j * Hp], sizeof(T) * H);
-  }
-
+  const T* dG = st.dG.data();
   // dx += dG W_ih
   {
-    const std::vector<T> wih = pack_gate_rows(H, Hp, I, w.w_ih, NR, nt);
     const bool direct = sc.identity && !rev;
-    std::vector<T> tmp(direct ? 0 : static_cast<size_t>(N * I));
+    avec<T> tmp(direct ? 0 : static_cast<size_t>(N * I));
     Gemm<T> gm;
     gm.M = N; gm.N = I; gm.K = G4;
-    gm.a = dG.data(); gm.rsa = G4; gm.csa = 1;
-    gm.bp = wih.data();
+    gm.a = dG; gm.rsa = G4; gm.csa = 1;
+    gm.bp = pw.wih_t.data();
     gm.c = direct ? dx : tmp.data(); gm.ldc = I;
     gm.accumulate = direct;
     gemm(kr, gm, nt);
@@ -142,14 +186,13 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
   {
     std::vector<T> xbuf;
     const T* xp = packed_rows(sc, rev, x, B, I, xbuf, nt);
-    gate_weight_grad(kr, g, H, N, dG.data(), pack_plain(N, I, xp, I, 1, NR, nt), I, gr.w_ih, nt);
+    gate_weight_grad(kr, g, H, N, dG, pack_plain(N, I, xp, I, 1, NR, nt), I, gr.w_ih, nt);
   }
-  gate_weight_grad(kr, g, H, N, dG.data(), pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho, gr.w_hh,
-                   nt);
+  gate_weight_grad(kr, g, H, N, dG, pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho, gr.w_hh, nt);
   // Bias and peephole gradients: per-unit sums over rows, in row order for
   // every unit; rows are walked in memory order, each thread on its units.
-  const T* dGp = dG.data();
   const int ntr_rows = threads_for(16.0 * N * H, nt);
+  const T* c0p = st.c0p.data();
   if (gr.b_ih || gr.b_hh || peep) {
 #pragma omp parallel num_threads(ntr_rows)
     {
@@ -160,11 +203,11 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
       for (int64_t s = 0; s < S; ++s)
         for (int64_t j = 0; j < sc.n_at[s]; ++j) {
           const int64_t rw = sc.off[s] + j;
-          const T* dgr = dGp + rw * G4 + u0;
+          const T* dgr = dG + rw * G4 + u0;
           for (int64_t q = 0; q < 4; ++q)
             for (int64_t u = 0; u < nu; ++u) db[q * nu + u] += dgr[q * Hp + u];
           if (peep) {
-            const T* cp = (s > 0 ? cs + (sc.off[s - 1] + j) * Hp : &c0p[j * Hp]) + u0;
+            const T* cp = (s > 0 ? cs + (sc.off[s - 1] + j) * Hp : c0p + j * Hp) + u0;
             const T* ct = cs + rw * Hp + u0;
             for (int64_t u = 0; u < nu; ++u) {
               dp[u] += dgr[u] * cp[u];
@@ -185,7 +228,7 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
   }
   // dW_hr += dh^T r, with r = o * tanh(c_t) recomputed.
   if (P > 0) {
-    std::vector<T> rr(static_cast<size_t>(N * H));
+    avec<T> rr(static_cast<size_t>(N * H));
     T* rp = rr.data();
 #pragma omp parallel for num_threads(ntr_rows) schedule(static)
     for (int64_t rw = 0; rw < N; ++rw) {
@@ -195,8 +238,8 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
     }
     Gemm<T> gm;
     gm.M = P; gm.N = H; gm.K = N;
-    gm.a = dH.data(); gm.rsa = 1; gm.csa = ldh;
-    const std::vector<T> rpk = pack_plain(N, H, rp, H, 1, NR, nt);
+    gm.a = st.dH.data(); gm.rsa = 1; gm.csa = ldh;
+    const avec<T> rpk = pack_plain(N, H, rp, H, 1, NR, nt);
     gm.bp = rpk.data();
     gm.c = gr.w_hr; gm.ldc = H;
     gm.accumulate = true;
@@ -207,41 +250,86 @@ void backward_direction(const LayerDims& d, const Geometry& g, const Schedule& s
 }  // namespace
 
 template <class T>
-void layer_backward_impl(const LayerDims& d, const DirWeights<T>* w, const T* x,
-                         const int64_t* lengths, const T* c0, const T* ws, const T* dy,
-                         const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
-                         const ExecConfig& cfg) {
+void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
+                           const int64_t* lengths, const T* c0, const T* ws, const T* dy,
+                           const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
+                           const DirGrads<T>* g, const ExecConfig& cfg) {
   check_layer(d, lengths);
+  pw.check(d, cfg.isa, true);
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
   const int nt = checked_threads(cfg.num_threads);
   const Geometry geo(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
-  for (int dir = 0; dir < d.D; ++dir)
-    backward_direction(d, geo, sc, kr, dir, w[dir], x, c0 + dir * d.B * d.H,
-                       ws + dir * sc.N * geo.saved_per_row(), dy, dhn + dir * d.B * geo.Ho,
-                       dcn + dir * d.B * d.H, dx, dh0 + dir * d.B * geo.Ho,
-                       dc0 + dir * d.B * d.H, g[dir], nt);
+  const BwdLayer<T> L{d, geo, sc, kr, pw, dy};
+  std::vector<BwdDir<T>> st(static_cast<size_t>(d.D));
+  for (int dir = 0; dir < d.D; ++dir) {
+    BwdDir<T>& s = st[dir];
+    s.dir = dir;
+    s.ws = ws + dir * sc.N * geo.saved_per_row();
+    s.dhn = dhn + dir * d.B * geo.Ho;
+    s.dcn = dcn + dir * d.B * d.H;
+    s.dh0 = dh0 + dir * d.B * geo.Ho;
+    s.dc0 = dc0 + dir * d.B * d.H;
+    init_state(L, c0 + dir * d.B * d.H, s);
+  }
+#pragma omp parallel num_threads(layer_team(d, nt))
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const bool both = d.D == 2 && nth >= 2;
+    const int n0 = both ? (nth + 1) / 2 : nth;
+#pragma omp single
+    for (int dir = 0; dir < d.D; ++dir)
+      st[dir].bar.reset(new SpinBarrier(both ? (dir == 0 ? n0 : nth - n0) : nth));
+    if (both) {
+      if (tid < n0)
+        recurrence(L, st[0], tid, n0);
+      else
+        recurrence(L, st[1], tid - n0, nth - n0);
+    } else {
+      for (int dir = 0; dir < d.D; ++dir) recurrence(L, st[dir], tid, nth);
+    }
+  }
+  for (int dir = 0; dir < d.D; ++dir) {
+    gradients(L, st[dir], x, dx, g[dir], nt);
+    st[dir].dG = avec<T>();
+  }
 }
 
 }  // namespace detail
 
 inline namespace v1 {
 template <class T>
+void layer_backward(const LayerDims& d, const PackedLayer<T>& w, const T* x,
+                    const int64_t* lengths, const T* c0, const T* ws, const T* dy, const T* dhn,
+                    const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
+                    const ExecConfig& cfg) {
+  detail::layer_backward_packed(d, w.impl(), x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
+                                cfg);
+}
+
+template <class T>
 void layer_backward(const LayerDims& d, const DirWeights<T>* w, const T* x,
                     const int64_t* lengths, const T* /*h0: saved in ws*/, const T* c0,
                     const T* ws, const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
                     const DirGrads<T>* g, const ExecConfig& cfg) {
-  detail::layer_backward_impl(d, w, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg);
+  check_layer(d, lengths);
+  const PackedLayer<T> pw(d, w, cfg.isa, true, cfg.num_threads);
+  detail::layer_backward_packed(d, pw.impl(), x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
+                                cfg);
 }
-template void layer_backward<float>(const LayerDims&, const DirWeights<float>*, const float*,
-                                    const int64_t*, const float*, const float*, const float*,
-                                    const float*, const float*, const float*, float*, float*,
-                                    float*, const DirGrads<float>*, const ExecConfig&);
-template void layer_backward<double>(const LayerDims&, const DirWeights<double>*,
-                                     const double*, const int64_t*, const double*,
-                                     const double*, const double*, const double*,
-                                     const double*, const double*, double*, double*, double*,
-                                     const DirGrads<double>*, const ExecConfig&);
+
+#define FASTLSTM_BWD(T)                                                                      \
+  template void layer_backward<T>(const LayerDims&, const PackedLayer<T>&, const T*,        \
+                                  const int64_t*, const T*, const T*, const T*, const T*,    \
+                                  const T*, T*, T*, T*, const DirGrads<T>*,                  \
+                                  const ExecConfig&);                                        \
+  template void layer_backward<T>(const LayerDims&, const DirWeights<T>*, const T*,         \
+                                  const int64_t*, const T*, const T*, const T*, const T*,    \
+                                  const T*, const T*, T*, T*, T*, const DirGrads<T>*,        \
+                                  const ExecConfig&);
+FASTLSTM_BWD(float)
+FASTLSTM_BWD(double)
+#undef FASTLSTM_BWD
 }  // namespace v1
 }  // namespace fastlstm

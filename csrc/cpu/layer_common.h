@@ -3,12 +3,14 @@
 // per-layer rearrangements of biases and peepholes.
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/schedule.h"
+#include "core/aligned.h"
 #include "cpu/gemm.h"
 #include "fastlstm/lstm.h"
 
@@ -24,6 +26,13 @@ inline int checked_threads(int nt) {
 // 2*B*4H*(Ho + P) flops, split only where that pays for the barriers.
 inline int recurrent_threads(const LayerDims& d, int nt) {
   return threads_for(8.0 * d.B * d.H * (d.hout() + d.P), nt);
+}
+
+// Team size for a layer's recurrence: a bidirectional layer runs its two
+// directions at once on two groups when the team has two or more threads.
+inline int layer_team(const LayerDims& d, int nt) {
+  const int per_dir = recurrent_threads(d, nt);
+  return d.D == 2 ? std::min(nt, 2 * per_dir) : per_dir;
 }
 
 // Rows of x [T,B,I] in packed order [N,I]; returns x itself when the orders agree.
@@ -56,8 +65,8 @@ void scatter_add_rows(const Schedule& sc, bool rev, const T* src, int64_t B, int
 
 // b_ih + b_hh [4H] in the interleaved layout [nblk][4][W] (zeros without bias).
 template <class T>
-std::vector<T> interleaved_bias(const DirWeights<T>& w, int64_t H, int64_t Hp, int64_t W) {
-  std::vector<T> out(static_cast<size_t>(4 * Hp), T(0));
+avec<T> interleaved_bias(const DirWeights<T>& w, int64_t H, int64_t Hp, int64_t W) {
+  avec<T> out(static_cast<size_t>(4 * Hp), T(0));
   for (int64_t q = 0; q < 4; ++q)
     for (int64_t u = 0; u < H; ++u) {
       T v = T(0);
@@ -70,8 +79,8 @@ std::vector<T> interleaved_bias(const DirWeights<T>& w, int64_t H, int64_t Hp, i
 
 // Peepholes [3,H] as [nblk][3][W], zero padded.
 template <class T>
-std::vector<T> interleaved_peephole(const T* w_ph, int64_t H, int64_t Hp, int64_t W) {
-  std::vector<T> out(static_cast<size_t>(3 * Hp), T(0));
+avec<T> interleaved_peephole(const T* w_ph, int64_t H, int64_t Hp, int64_t W) {
+  avec<T> out(static_cast<size_t>(3 * Hp), T(0));
   for (int64_t q = 0; q < 3; ++q)
     for (int64_t u = 0; u < H; ++u) out[(u / W) * 3 * W + q * W + u % W] = w_ph[q * H + u];
   return out;

@@ -1,109 +1,142 @@
-// Forward of one layer: the input projection of all steps as one GEMM, then
-// the recurrence in one persistent parallel region with one barrier per step
-// (three with a projection). Each thread owns a slice of unit blocks, i.e. all
-// four gates of its hidden units, and runs the fused gate kernel on it.
+// Forward of one layer, all steps in one persistent parallel region.
+//  - Directions: a bidirectional layer splits the team into two groups that
+//    run their directions at the same time; with one thread they run in turn.
+//  - Within a group each thread owns a slice of unit blocks (all four gates of
+//    its hidden units). It computes the input projection of its own gate
+//    columns for a chunk of steps (so inference memory does not grow with T,
+//    and no barrier is needed), then runs the fused gate kernel per step.
+//  - One group barrier per step (three with a projection).
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
+#include "core/aligned.h"
+#include "core/barrier.h"
 #include "core/schedule.h"
 #include "cpu/gemm.h"
 #include "cpu/geometry.h"
 #include "cpu/layer_common.h"
+#include "cpu/packed.h"
 
 namespace fastlstm {
 namespace detail {
 
 namespace {
 
+// Shared by every thread: the layer's problem and its step chunks.
 template <class T>
-void forward_direction(const LayerDims& d, const Geometry& g, const Schedule& sc,
-                       const Kernels<T>& kr, int dir, const DirWeights<T>& w,
-                       const T* x /*[T,B,I]*/, const T* h0 /*[B,Ho]*/, const T* c0 /*[B,H]*/,
-                       T* y /*[T,B,D*Ho]*/, T* hn /*[B,Ho]*/, T* cn /*[B,H]*/,
-                       T* ws /*[N*saved_per_row] or null*/, int nt) {
-  const bool rev = dir == 1, train = ws != nullptr, peep = d.peephole;
-  const int64_t B = d.B, I = d.I, H = d.H, P = d.P, Ho = g.Ho, N = sc.N;
-  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
+struct FwdLayer {
+  const LayerDims& d;
+  const Geometry& g;
+  const Schedule& sc;
+  const Kernels<T>& kr;
+  const PackedImpl<T>& pw;
+  const T* x;                  // [T,B,I]
+  T* y;                        // [T,B,D*Ho]
+  bool train;
+  std::vector<int64_t> chunk;  // step boundaries of the projection chunks
+  int64_t chunk_rows = 0;      // most rows in one chunk
+};
 
-  // Gate pre-activations of all steps: gx [N,G4] = x_packed W_ih^T + b_ih + b_hh.
-  std::vector<T> xbuf;
-  const T* xp = packed_rows(sc, rev, x, B, I, xbuf, nt);  // [N,I]
-  const std::vector<T> bias = interleaved_bias(w, H, Hp, W);
-  std::vector<T> gx(static_cast<size_t>(N * G4));
-  {
-    const std::vector<T> wih = pack_gate_cols(I, H, w.w_ih, W, nt);
-    Gemm<T> gm;
-    gm.M = N; gm.N = G4; gm.K = I;
-    gm.a = xp; gm.rsa = I; gm.csa = 1;
-    gm.bp = wih.data();
-    gm.c = gx.data(); gm.ldc = G4;
-    gm.bias = bias.data();
-    gemm(kr, gm, nt);
-  }
-  xbuf = std::vector<T>();
+// State of one direction, shared by the threads of its group.
+template <class T>
+struct FwdDir {
+  int dir = 0;
+  const T* h0 = nullptr;  // [B,Ho]
+  const T* c0 = nullptr;  // [B,H]
+  T* hn = nullptr;        // [B,Ho]
+  T* cn = nullptr;        // [B,H]
+  T* ws = nullptr;        // [N*saved_per_row] or null
+  avec<T> hbuf;           // [2][B,ldh] h double-buffered, slot order
+  avec<T> c;              // [B,Hp]
+  avec<T> r;              // [B,Hp] o*tanh(c) before the projection
+  avec<T> gx;             // [chunk_rows,G4] projection of a chunk (inference)
+  std::unique_ptr<SpinBarrier> bar;
+};
 
-  const std::vector<T> whh = pack_gate_cols(Ho, H, w.w_hh, W, nt);  // [nblk][Ho][NR]
-  const std::vector<T> ph = peep ? interleaved_peephole(w.w_ph, H, Hp, W) : std::vector<T>();
-  const std::vector<T> whr =
-      P > 0 ? pack_plain(H, P, w.w_hr, 1, H, NR, nt) : std::vector<T>();  // B(k=u, n=p)
-
-  // Recurrent state in slot order, padded: h double-buffered [2][B,ldh], c [B,Hp].
-  std::vector<T> hbuf(static_cast<size_t>(2 * B * ldh), T(0)), c(static_cast<size_t>(B * Hp), T(0));
-  std::vector<T> r(P > 0 ? static_cast<size_t>(B * Hp) : 0, T(0));  // o*tanh(c) before projection
+template <class T>
+void init_state(const FwdLayer<T>& L, FwdDir<T>& s) {
+  const int64_t B = L.d.B, Ho = L.g.Ho, ldh = L.g.ldh, Hp = L.g.Hp;
+  s.hbuf.assign(static_cast<size_t>(2 * B * ldh), T(0));
+  s.c.assign(static_cast<size_t>(B * Hp), T(0));
+  if (L.d.P > 0) s.r.assign(static_cast<size_t>(B * Hp), T(0));
+  if (!L.train) s.gx.resize(static_cast<size_t>(L.chunk_rows * L.g.G4));
   for (int64_t j = 0; j < B; ++j) {
-    std::memcpy(&hbuf[j * ldh], h0 + sc.perm[j] * Ho, sizeof(T) * Ho);
-    std::memcpy(&c[j * Hp], c0 + sc.perm[j] * H, sizeof(T) * H);
+    std::memcpy(&s.hbuf[j * ldh], s.h0 + L.sc.perm[j] * Ho, sizeof(T) * Ho);
+    std::memcpy(&s.c[j * Hp], s.c0 + L.sc.perm[j] * L.d.H, sizeof(T) * L.d.H);
   }
-  T* gs = ws;                                     // [N,G4] activated gates
-  T* cs = train ? ws + N * G4 : nullptr;          // [N,Hp] c_t
+  if (L.train)  // saved h_{t-1} of step 0 is h0 (n_at[0] = B)
+    std::memcpy(s.ws + L.sc.N * (L.g.G4 + Hp), s.hbuf.data(), sizeof(T) * B * ldh);
+}
+
+// One thread's part of one direction: thread gtid of a group of gn.
+template <class T>
+void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
+                   T* xa /*[chunk_rows,I] this thread's*/) {
+  const LayerDims& d = L.d;
+  const Geometry& g = L.g;
+  const Schedule& sc = L.sc;
+  const Kernels<T>& kr = L.kr;
+  const PackedDir<T>& pw = L.pw.dir[st.dir];
+  const bool rev = st.dir == 1, train = L.train, peep = d.peephole;
+  const int64_t B = d.B, I = d.I, P = d.P, Ho = g.Ho, N = sc.N;
+  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
+  T* gs = st.ws;                                  // [N,G4] activated gates
+  T* cs = train ? st.ws + N * G4 : nullptr;       // [N,Hp] c_t
   T* hs = train ? cs + N * Hp : nullptr;          // [N,ldh] h_{t-1}
-  if (train) std::memcpy(hs, hbuf.data(), sizeof(T) * B * ldh);  // step 0: h0 (n_at[0] = B)
-
   const int64_t ldy = d.D * Ho;
-  T* const yd = y + dir * Ho;
-  auto emit_h = [&](int64_t s, const T* hnext, int64_t u0, int64_t u1) {
-    // y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
-    const int64_t n = sc.n_at[s], nnext = s + 1 < S ? sc.n_at[s + 1] : 0;
-    for (int64_t j = 0; j < n; ++j) {
-      const T* hj = hnext + j * ldh;
-      const int64_t b = sc.perm[j], t = sc.t_of(s, j, rev);
-      std::memcpy(yd + (t * B + b) * ldy + u0, hj + u0, sizeof(T) * (u1 - u0));
-      if (j >= nnext)
-        std::memcpy(hn + b * Ho + u0, hj + u0, sizeof(T) * (u1 - u0));
-      else if (train)
-        std::memcpy(hs + (sc.off[s + 1] + j) * ldh + u0, hj + u0, sizeof(T) * (u1 - u0));
-    }
-  };
-  const auto block_kernel = kr.fwd_block[peep][train];
-  const int ntr = recurrent_threads(d, nt);
+  T* const yd = L.y + st.dir * Ho;
 
-#pragma omp parallel num_threads(ntr)
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    int64_t b0, b1, u0, u1;
-    split(g.nblk, tid, nth, b0, b1);
-    if (P > 0) {
-      split(Ho, tid, nth, u0, u1);
-    } else {
-      u0 = std::min(b0 * W, Ho);
-      u1 = std::min(b1 * W, Ho);
+  int64_t b0, b1, u0, u1;
+  split(g.nblk, gtid, gn, b0, b1);
+  if (P > 0) {
+    split(Ho, gtid, gn, u0, u1);
+  } else {
+    u0 = std::min(b0 * W, Ho);
+    u1 = std::min(b1 * W, Ho);
+  }
+  const bool direct_x = sc.identity && !rev;  // chunk rows are contiguous in x
+  bool sense = false;
+  const auto block_kernel = kr.fwd_block[peep][train];
+
+  for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
+    const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];
+    const int64_t r0 = sc.off[s0], rows = sc.off[s1] - r0;
+    T* gxc = train ? gs + r0 * G4 : st.gx.data();  // [rows,G4]
+    if (b0 < b1) {  // gx = x W_ih^T + b for this thread's gate columns
+      const T* a = L.x + r0 * I;
+      if (!direct_x) {
+        for (int64_t s = s0; s < s1; ++s)
+          for (int64_t j = 0; j < sc.n_at[s]; ++j)
+            std::memcpy(xa + (sc.off[s] - r0 + j) * I,
+                        L.x + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I, sizeof(T) * I);
+        a = xa;
+      }
+      Gemm<T> gm;
+      gm.M = rows; gm.N = G4; gm.K = I;
+      gm.a = a; gm.rsa = I; gm.csa = 1;
+      gm.bp = pw.wih.data();
+      gm.c = gxc; gm.ldc = G4;
+      gm.bias = pw.bias.data();
+      gemm_panels(kr, gm, b0, b1);
     }
-    for (int64_t s = 0; s < S; ++s) {
+    for (int64_t s = s0; s < s1; ++s) {
       const int64_t n = sc.n_at[s], off = sc.off[s];
-      const T* hprev = hbuf.data() + (s & 1) * B * ldh;
-      T* hnext = hbuf.data() + ((s + 1) & 1) * B * ldh;
+      const T* hprev = st.hbuf.data() + (s & 1) * B * ldh;
+      T* hnext = st.hbuf.data() + ((s + 1) & 1) * B * ldh;
       for (int64_t blk = b0; blk < b1; ++blk) {
         FwdBlockArgs<T> a;
         a.n = n;
         a.K = Ho;
         a.h = hprev; a.ldh = ldh;
-        a.w = whh.data() + blk * Ho * NR;
-        a.gx = gx.data() + off * G4 + blk * NR; a.ldgx = G4;
-        a.ph = peep ? ph.data() + blk * 3 * W : nullptr;
-        a.c = c.data() + blk * W; a.ldc = Hp;
-        a.out = (P > 0 ? r.data() : hnext) + blk * W;
+        a.w = pw.whh.data() + blk * Ho * NR;
+        a.gx = gxc + (off - r0) * G4 + blk * NR; a.ldgx = G4;
+        a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
+        a.c = st.c.data() + blk * W; a.ldc = Hp;
+        a.out = (P > 0 ? st.r.data() : hnext) + blk * W;
         a.ldo = P > 0 ? Hp : ldh;
         if (train) {
           a.gsave = gs + off * G4 + blk * NR; a.ldgs = G4;
@@ -112,56 +145,137 @@ void forward_direction(const LayerDims& d, const Geometry& g, const Schedule& sc
         block_kernel(a);
       }
       if (P > 0) {
-#pragma omp barrier
+        st.bar->wait(sense);
         Gemm<T> gm;  // h_t = r_t W_hr^T
-        gm.M = n; gm.N = P; gm.K = H;
-        gm.a = r.data(); gm.rsa = Hp; gm.csa = 1;
-        gm.bp = whr.data();
+        gm.M = n; gm.N = P; gm.K = d.H;
+        gm.a = st.r.data(); gm.rsa = Hp; gm.csa = 1;
+        gm.bp = pw.whr.data();
         gm.c = hnext; gm.ldc = ldh;
-        gemm_part(kr, gm, tid, nth);
-#pragma omp barrier
+        gemm_part(kr, gm, gtid, gn);
+        st.bar->wait(sense);
       }
-      emit_h(s, hnext, u0, u1);
-      if (P == 0) {
-#pragma omp barrier
+      // y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
+      const int64_t nnext = s + 1 < S ? sc.n_at[s + 1] : 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const T* hj = hnext + j * ldh;
+        const int64_t b = sc.perm[j], t = sc.t_of(s, j, rev);
+        std::memcpy(yd + (t * B + b) * ldy + u0, hj + u0, sizeof(T) * (u1 - u0));
+        if (j >= nnext)
+          std::memcpy(st.hn + b * Ho + u0, hj + u0, sizeof(T) * (u1 - u0));
+        else if (train)
+          std::memcpy(hs + (sc.off[s + 1] + j) * ldh + u0, hj + u0, sizeof(T) * (u1 - u0));
       }
+      if (P == 0) st.bar->wait(sense);
     }
   }
-  for (int64_t j = 0; j < B; ++j)
-    std::memcpy(cn + sc.perm[j] * H, &c[j * Hp], sizeof(T) * H);
+}
+
+// Step boundaries such that each chunk's projection is about `target` rows.
+std::vector<int64_t> chunk_steps(const Schedule& sc, int64_t target, int64_t& most) {
+  std::vector<int64_t> cut{0};
+  most = 0;
+  for (int64_t s = 0; s < sc.S;) {
+    int64_t e = s + 1;
+    while (e < sc.S && sc.off[e + 1] - sc.off[s] <= target) ++e;
+    most = std::max(most, sc.off[e] - sc.off[s]);
+    cut.push_back(e);
+    s = e;
+  }
+  return cut;
 }
 
 }  // namespace
 
 template <class T>
-void layer_forward_impl(const LayerDims& d, const DirWeights<T>* w, const T* x,
-                        const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn,
-                        T* ws, const ExecConfig& cfg) {
+void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
+                          const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn,
+                          T* cn, T* ws, const ExecConfig& cfg) {
   check_layer(d, lengths);
+  pw.check(d, cfg.isa, ws != nullptr);
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
   const int nt = checked_threads(cfg.num_threads);
   const Geometry g(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
-  for (int dir = 0; dir < d.D; ++dir)
-    forward_direction(d, g, sc, kr, dir, w[dir], x, h0 + dir * d.B * g.Ho, c0 + dir * d.B * d.H,
-                      y, hn + dir * d.B * g.Ho, cn + dir * d.B * d.H,
-                      ws ? ws + dir * sc.N * g.saved_per_row() : nullptr, nt);
+  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, {}, 0};
+  // ~2 MB of projection per chunk (at least one step); training writes the
+  // projection straight into the saved gates, so chunks only order the work.
+  const int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / (g.G4 * int64_t(sizeof(T))));
+  L.chunk = chunk_steps(sc, target, L.chunk_rows);
+  std::vector<FwdDir<T>> st(static_cast<size_t>(d.D));
+  for (int dir = 0; dir < d.D; ++dir) {
+    FwdDir<T>& s = st[dir];
+    s.dir = dir;
+    s.h0 = h0 + dir * d.B * g.Ho;
+    s.c0 = c0 + dir * d.B * d.H;
+    s.hn = hn + dir * d.B * g.Ho;
+    s.cn = cn + dir * d.B * d.H;
+    s.ws = ws ? ws + dir * sc.N * g.saved_per_row() : nullptr;
+    init_state(L, s);
+  }
+  const int team = layer_team(d, nt);
+  const bool gather = !sc.identity || d.D == 2;
+  std::vector<avec<T>> xa(static_cast<size_t>(team));
+  if (gather)
+    for (auto& v : xa) v.resize(static_cast<size_t>(L.chunk_rows * d.I));
+#pragma omp parallel num_threads(team)
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const bool both = d.D == 2 && nth >= 2;
+    const int n0 = both ? (nth + 1) / 2 : nth;
+#pragma omp single
+    for (int dir = 0; dir < d.D; ++dir)
+      st[dir].bar.reset(new SpinBarrier(both ? (dir == 0 ? n0 : nth - n0) : nth));
+    if (both) {
+      if (tid < n0)
+        run_direction(L, st[0], tid, n0, xa[tid].data());
+      else
+        run_direction(L, st[1], tid - n0, nth - n0, xa[tid].data());
+    } else {
+      for (int dir = 0; dir < d.D; ++dir) run_direction(L, st[dir], tid, nth, xa[tid].data());
+    }
+  }
+  for (const FwdDir<T>& s : st)
+    for (int64_t j = 0; j < d.B; ++j)
+      std::memcpy(s.cn + sc.perm[j] * d.H, &s.c[j * g.Hp], sizeof(T) * d.H);
 }
+
+template void layer_forward_packed<float>(const LayerDims&, const PackedImpl<float>&,
+                                          const float*, const int64_t*, const float*,
+                                          const float*, float*, float*, float*, float*,
+                                          const ExecConfig&);
+template void layer_forward_packed<double>(const LayerDims&, const PackedImpl<double>&,
+                                           const double*, const int64_t*, const double*,
+                                           const double*, double*, double*, double*, double*,
+                                           const ExecConfig&);
 
 }  // namespace detail
 
 inline namespace v1 {
 template <class T>
+void layer_forward(const LayerDims& d, const PackedLayer<T>& w, const T* x,
+                   const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws,
+                   const ExecConfig& cfg) {
+  detail::layer_forward_packed(d, w.impl(), x, lengths, h0, c0, y, hn, cn, ws, cfg);
+}
+
+template <class T>
 void layer_forward(const LayerDims& d, const DirWeights<T>* w, const T* x, const int64_t* lengths,
                    const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws, const ExecConfig& cfg) {
-  detail::layer_forward_impl(d, w, x, lengths, h0, c0, y, hn, cn, ws, cfg);
+  check_layer(d, lengths);
+  const PackedLayer<T> pw(d, w, cfg.isa, ws != nullptr, cfg.num_threads);
+  detail::layer_forward_packed(d, pw.impl(), x, lengths, h0, c0, y, hn, cn, ws, cfg);
 }
-template void layer_forward<float>(const LayerDims&, const DirWeights<float>*, const float*,
-                                   const int64_t*, const float*, const float*, float*, float*,
-                                   float*, float*, const ExecConfig&);
-template void layer_forward<double>(const LayerDims&, const DirWeights<double>*, const double*,
-                                    const int64_t*, const double*, const double*, double*,
-                                    double*, double*, double*, const ExecConfig&);
+
+#define FASTLSTM_FWD(T)                                                                       \
+  template void layer_forward<T>(const LayerDims&, const PackedLayer<T>&, const T*,          \
+                                 const int64_t*, const T*, const T*, T*, T*, T*, T*,           \
+                                 const ExecConfig&);                                         \
+  template void layer_forward<T>(const LayerDims&, const DirWeights<T>*, const T*,           \
+                                 const int64_t*, const T*, const T*, T*, T*, T*, T*,           \
+                                 const ExecConfig&);
+FASTLSTM_FWD(float)
+FASTLSTM_FWD(double)
+#undef FASTLSTM_FWD
 }  // namespace v1
 }  // namespace fastlstm

@@ -7,11 +7,13 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/packed.h"
 #include "fastlstm/lstm.h"
 
 namespace py = pybind11;
@@ -93,14 +95,35 @@ std::vector<Ptrs> params(const py::sequence& seq, const LayerDims& d, bool writa
   return out;
 }
 
+// The weights of one layer packed for one kernel path (see PackedLayer).
 template <class T>
-void forward(py::tuple dims, py::sequence weights, py::object x, py::object lengths,
+std::unique_ptr<PackedLayer<T>> pack(py::tuple shape, py::sequence weights,
+                                     const std::string& isa, bool with_backward,
+                                     int num_threads) {
+  if (shape.size() != 5) throw py::value_error("shape: expected (I, H, P, D, peephole)");
+  LayerDims d;
+  d.T = d.B = 1;
+  d.I = shape[0].cast<int64_t>();
+  d.H = shape[1].cast<int64_t>();
+  d.P = shape[2].cast<int64_t>();
+  d.D = shape[3].cast<int64_t>();
+  d.peephole = shape[4].cast<bool>();
+  check_layer(d, nullptr);
+  const Isa i = parse_isa(isa);
+  const auto w = params<T, DirWeights<T>>(weights, d, false, "weights");
+  py::gil_scoped_release nogil;
+  return std::unique_ptr<PackedLayer<T>>(
+      new PackedLayer<T>(d, w.data(), i, with_backward, num_threads));
+}
+
+template <class T>
+void forward(py::tuple dims, const PackedLayer<T>& w, py::object x, py::object lengths,
              py::object h0, py::object c0, py::object y, py::object hn, py::object cn,
              py::object ws, int num_threads, const std::string& isa) {
   const Args a = unpack(dims, lengths, num_threads, isa);
   const LayerDims& d = a.d;
   const int64_t Ho = d.hout();
-  const auto w = params<T, DirWeights<T>>(weights, d, false, "weights");
+  w.impl().check(d, a.cfg.isa, !ws.is_none());
   const T* px = buffer<T>(x, "x", d.T * d.B * d.I, false);
   const T* ph0 = buffer<T>(h0, "h0", d.D * d.B * Ho, false);
   const T* pc0 = buffer<T>(c0, "c0", d.D * d.B * d.H, false);
@@ -110,21 +133,20 @@ void forward(py::tuple dims, py::sequence weights, py::object x, py::object leng
   T* pws = optional_buffer<T>(
       ws, "workspace", layer_workspace_size(d, a.lengths, a.cfg.isa, sizeof(T)), true);
   py::gil_scoped_release nogil;
-  layer_forward<T>(d, w.data(), px, a.lengths, ph0, pc0, py_, phn, pcn, pws, a.cfg);
+  layer_forward<T>(d, w, px, a.lengths, ph0, pc0, py_, phn, pcn, pws, a.cfg);
 }
 
 template <class T>
-void backward(py::tuple dims, py::sequence weights, py::sequence grads, py::object x,
-              py::object lengths, py::object h0, py::object c0, py::object ws, py::object dy,
-              py::object dhn, py::object dcn, py::object dx, py::object dh0, py::object dc0,
-              int num_threads, const std::string& isa) {
+void backward(py::tuple dims, const PackedLayer<T>& w, py::sequence grads, py::object x,
+              py::object lengths, py::object c0, py::object ws, py::object dy, py::object dhn,
+              py::object dcn, py::object dx, py::object dh0, py::object dc0, int num_threads,
+              const std::string& isa) {
   const Args a = unpack(dims, lengths, num_threads, isa);
   const LayerDims& d = a.d;
   const int64_t Ho = d.hout();
-  const auto w = params<T, DirWeights<T>>(weights, d, false, "weights");
+  w.impl().check(d, a.cfg.isa, true);
   const auto g = params<T, DirGrads<T>>(grads, d, true, "grads");
   const T* px = buffer<T>(x, "x", d.T * d.B * d.I, false);
-  const T* ph0 = buffer<T>(h0, "h0", d.D * d.B * Ho, false);
   const T* pc0 = buffer<T>(c0, "c0", d.D * d.B * d.H, false);
   const T* pws =
       buffer<T>(ws, "workspace", layer_workspace_size(d, a.lengths, a.cfg.isa, sizeof(T)), false);
@@ -135,8 +157,18 @@ void backward(py::tuple dims, py::sequence weights, py::sequence grads, py::obje
   T* pdh0 = buffer<T>(dh0, "dh0", d.D * d.B * Ho, true);
   T* pdc0 = buffer<T>(dc0, "dc0", d.D * d.B * d.H, true);
   py::gil_scoped_release nogil;
-  layer_backward<T>(d, w.data(), px, a.lengths, ph0, pc0, pws, pdy, pdhn, pdcn, pdx, pdh0, pdc0,
-                    g.data(), a.cfg);
+  layer_backward<T>(d, w, px, a.lengths, pc0, pws, pdy, pdhn, pdcn, pdx, pdh0, pdc0, g.data(),
+                    a.cfg);
+}
+
+template <class T>
+void bind_packed(py::module_& m, const char* name) {
+  py::class_<PackedLayer<T>>(m, name)
+      .def(py::init(&pack<T>), py::arg("shape"), py::arg("weights"), py::arg("isa"),
+           py::arg("with_backward"), py::arg("num_threads"))
+      .def_property_readonly("isa", [](const PackedLayer<T>& p) { return isa_name(p.isa()); })
+      .def_property_readonly("with_backward", &PackedLayer<T>::with_backward)
+      .def_property_readonly("nbytes", &PackedLayer<T>::bytes);
 }
 
 template <class T>
@@ -192,6 +224,8 @@ py::dict cpu_features() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm C++ core (internal; use the fastlstm package)";
+  bind_packed<float>(m, "PackedLayerF32");
+  bind_packed<double>(m, "PackedLayerF64");
   m.def("layer_forward_f32", &forward<float>);
   m.def("layer_forward_f64", &forward<double>);
   m.def("layer_backward_f32", &backward<float>);

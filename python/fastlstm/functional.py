@@ -14,7 +14,8 @@ import numpy as np
 from . import _checks, _core
 from ._runtime import get_num_threads, resolve_isa
 
-__all__ = ["param_shapes", "init_params", "lstm_forward", "lstm_backward", "Context"]
+__all__ = ["param_shapes", "init_params", "pack", "Packed", "lstm_forward", "lstm_backward",
+           "Context"]
 
 
 def _suffixes(bidirectional: bool):
@@ -51,13 +52,78 @@ def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator)
             for name, shape in shapes.items()}
 
 
+class Packed:
+    """The weights of a multi-layer LSTM packed once for the kernels.
+
+    Built by `pack` (the layers keep one and rebuild it when their weights
+    change). It holds copies: later edits of the source arrays are not seen.
+    """
+    __slots__ = ("layers", "names", "shapes", "isa", "dtype", "with_backward", "config")
+
+    def __init__(self, layers, names, shapes, isa, dtype, with_backward, config):
+        self.layers = layers              # per layer: a _core.PackedLayerF32/F64
+        self.names = names                # per layer, per direction: 6 names or None
+        self.shapes = shapes              # name -> shape
+        self.isa, self.dtype = isa, dtype
+        self.with_backward = with_backward
+        self.config = config              # (input_size, H, L, P, bidirectional, bias, peephole)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.layers)
+
+    def __repr__(self):
+        return (f"Packed({len(self.layers)} layers, isa={self.isa!r}, dtype={self.dtype}, "
+                f"with_backward={self.with_backward}, nbytes={self.nbytes})")
+
+
+def _pack_checked(params, config, dtype, isa, with_backward, nt) -> Packed:
+    """`pack` on arguments already checked: params hold every key, right shape and dtype."""
+    I, H, L, P, bidirectional, bias, peephole = config
+    D, Ho = (2 if bidirectional else 1), (P or H)
+    cls = _core.PackedLayerF32 if dtype == np.float32 else _core.PackedLayerF64
+    layers, names = [], []
+    for k in range(L):
+        per_dir = [_direction_weights(params, k, sfx, bias, peephole, P)
+                   for sfx in _suffixes(bidirectional)]
+        shape = (I if k == 0 else D * Ho, H, P, D, bool(peephole))
+        layers.append(cls(shape, [w for _, w in per_dir], isa, with_backward, nt))
+        names.append([n for n, _ in per_dir])
+    shapes = {k: tuple(v.shape) for k, v in params.items()}
+    return Packed(layers, names, shapes, isa, dtype, with_backward, config)
+
+
+def pack(params, *, input_size, hidden_size, num_layers=1, proj_size=0, bidirectional=False,
+         bias=True, peephole=False, training=False, isa=None) -> Packed:
+    """Pack `params` for `lstm_forward(..., packed=)`; training=True also packs
+    what `lstm_backward` needs. The result holds copies of the weights."""
+    I, H, L, _, P = _checks.layer_config(input_size, hidden_size, num_layers, 0.0, proj_size)
+    params, dtype = _checked_params(params, I, H, L, bias, bidirectional, P, peephole)
+    config = (I, H, L, P, bool(bidirectional), bool(bias), bool(peephole))
+    return _pack_checked(params, config, dtype, resolve_isa(isa), bool(training),
+                         get_num_threads())
+
+
+def _checked_params(params, I, H, L, bias, bidirectional, P, peephole, dtype=None):
+    shapes = param_shapes(I, H, L, bias, bidirectional, P, peephole)
+    if not isinstance(params, dict) or set(params) != set(shapes):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params: expected a dict with the keys {sorted(shapes)}, got {got}")
+    if dtype is None:  # pack(): the dtype of the first parameter
+        name = next(iter(shapes))
+        if not isinstance(params[name], np.ndarray):
+            raise TypeError(f"{name}: expected a numpy.ndarray, got "
+                            f"{type(params[name]).__name__}")
+        dtype = _checks.dtype_of(params[name].dtype)
+    return {k: _checks.shaped(params[k], k, dtype, shapes[k]) for k in shapes}, dtype
+
+
 @dataclass
 class _Layer:
     dims: tuple          # (T, B, I, H, P, D, peephole) as the core takes it
-    weights: list        # per direction (w_ih, w_hh, b_ih, b_hh, w_ph, w_hr)
-    names: list          # per direction, the parameter names in the same order
+    packed: object       # the layer's _core.PackedLayer (with backward panels)
+    names: list          # per direction, the parameter names (w_ih, w_hh, b_ih, b_hh, w_ph, w_hr)
     x: np.ndarray        # [T,B,I] the layer's input (after dropout)
-    h0: np.ndarray       # [D,B,Ho]
     c0: np.ndarray       # [D,B,H]
     ws: np.ndarray       # saved by the training forward
 
@@ -67,6 +133,7 @@ class Context:
     """What a training-mode forward saves for `lstm_backward`."""
     layers: list
     lengths: np.ndarray | None
+    shapes: dict = field(default_factory=dict)          # parameter name -> shape
     dropout_masks: list = field(default_factory=list)   # [T,B,D*Ho] per gap between layers
     isa: str = "scalar"
     dtype: np.dtype = np.dtype(np.float32)
@@ -87,13 +154,15 @@ def _kernel(kind: str, dtype: np.dtype):
 
 def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirectional=False,
                  bias=True, peephole=False, h0=None, c0=None, lengths=None, dropout=0.0,
-                 training=False, rng=None, isa=None):
+                 training=False, rng=None, isa=None, packed=None):
     """Multi-layer LSTM forward.
 
     x [T,B,I]; h0 [D*L,B,Ho] and c0 [D*L,B,H] or None (zeros); lengths int [B] or
     None. Returns y [T,B,D*Ho], h_n, c_n and a Context (None unless training).
     Arrays must already have one float dtype; params must hold every key of
-    `param_shapes` with that dtype, C-contiguous.
+    `param_shapes` with that dtype, C-contiguous. `packed` (from `pack`, with
+    the same configuration) skips packing the weights: then params may be None
+    and the packed weights are used.
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x: expected a numpy.ndarray, got {type(x).__name__}")
@@ -107,10 +176,21 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
     Ho, D = (P or H), (2 if bidirectional else 1)
     if T < 1 or B < 1:
         raise ValueError(f"x: T and B must be >= 1, got shape {x.shape}")
-    shapes = param_shapes(I, H, num_layers, bias, bidirectional, P, peephole)
-    if set(params) != set(shapes):
-        raise ValueError(f"params: expected the keys {sorted(shapes)}, got {sorted(params)}")
-    params = {k: _checks.shaped(params[k], k, dtype, shapes[k]) for k in shapes}
+    config = (I, H, num_layers, P, bool(bidirectional), bool(bias), bool(peephole))
+    isa = resolve_isa(isa)
+    nt = get_num_threads()
+    if packed is None:
+        params, _ = _checked_params(params, I, H, num_layers, bias, bidirectional, P, peephole,
+                                    dtype)
+        packed = _pack_checked(params, config, dtype, isa, bool(training), nt)
+    elif not isinstance(packed, Packed):
+        raise TypeError(f"packed: expected a fastlstm.functional.Packed, got "
+                        f"{type(packed).__name__}")
+    elif (packed.config != config or packed.dtype != dtype or packed.isa != isa
+          or (training and not packed.with_backward)):
+        raise ValueError(f"packed: built for {packed.config}, {packed.dtype}, isa "
+                         f"{packed.isa!r}, with_backward={packed.with_backward}; this call "
+                         f"needs {config}, {dtype}, isa {isa!r}, training={bool(training)}")
     if h0 is not None:
         h0 = _checks.shaped(h0, "h0", dtype, (D * num_layers, B, Ho))
     if c0 is not None:
@@ -119,31 +199,35 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
         lengths = _checks.lengths_array(lengths, B, T)
     if training and dropout > 0.0 and num_layers > 1 and rng is None:
         raise ValueError("rng: a numpy.random.Generator is needed for dropout in training")
-    isa = resolve_isa(isa)
-    nt = get_num_threads()
+    return _forward(x, packed, h0, c0, lengths, dropout, bool(training), rng, nt)
+
+
+def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt):
+    """lstm_forward on checked arguments: x [T,B,I] C-contiguous of packed.dtype."""
+    dtype, isa = packed.dtype, packed.isa
+    _, H, num_layers, P, bidirectional, _, peephole = packed.config
+    Ho, D = (P or H), (2 if bidirectional else 1)
+    T, B, _ = x.shape
     fwd = _kernel("forward", dtype)
     if h0 is None:
         h0 = np.zeros((D * num_layers, B, Ho), dtype)
     if c0 is None:
         c0 = np.zeros((D * num_layers, B, H), dtype)
-    ctx = Context([], lengths, [], isa, dtype) if training else None
+    ctx = Context([], lengths, packed.shapes, [], isa, dtype) if training else None
     inp = x
     hn = np.empty((D * num_layers, B, Ho), dtype)
     cn = np.empty((D * num_layers, B, H), dtype)
     for k in range(num_layers):
-        dims = (T, B, inp.shape[2], H, P, D, bool(peephole))
-        per_dir = [_direction_weights(params, k, sfx, bias, peephole, P)
-                   for sfx in _suffixes(bidirectional)]
-        weights = [w for _, w in per_dir]
+        dims = (T, B, inp.shape[2], H, P, D, peephole)
         h0k, c0k = h0[k * D:(k + 1) * D], c0[k * D:(k + 1) * D]
         y = np.empty((T, B, D * Ho), dtype)
         ws = None
         if training:
             ws = np.empty(_core.workspace_size(dims, lengths, isa, dtype.itemsize), dtype)
-        fwd(dims, weights, inp, lengths, h0k, c0k, y, hn[k * D:(k + 1) * D],
+        fwd(dims, packed.layers[k], inp, lengths, h0k, c0k, y, hn[k * D:(k + 1) * D],
             cn[k * D:(k + 1) * D], ws, nt, isa)
         if training:
-            ctx.layers.append(_Layer(dims, weights, [n for n, _ in per_dir], inp, h0k, c0k, ws))
+            ctx.layers.append(_Layer(dims, packed.layers[k], packed.names[k], inp, c0k, ws))
         if k < num_layers - 1 and training and dropout > 0.0:
             keep = rng.random(y.shape) >= dropout
             mask = (keep / (1.0 - dropout)).astype(dtype) if dropout < 1.0 else \
@@ -159,7 +243,8 @@ def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
 
     dy [T,B,D*Ho]; dh_n, dc_n like h_n, c_n or None (zeros). Parameter
     gradients are accumulated into `grads` (a dict of arrays keyed like params;
-    missing entries are created as zeros). Returns dx, dh0, dc0, grads.
+    missing entries are created as zeros). It differentiates the weights the
+    forward used. Returns dx, dh0, dc0, grads.
     """
     if ctx is None or ctx.consumed:
         raise RuntimeError("backward: no saved training-mode forward to differentiate "
@@ -179,21 +264,20 @@ def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
     dc0 = np.empty((D * L, B, H), dtype)
     for k in reversed(range(L)):
         lay = ctx.layers[k]
-        g = [tuple(None if n is None else _grad_buffer(grads, n, w)
-                   for n, w in zip(names, ws))
-             for names, ws in zip(lay.names, lay.weights)]
+        g = [tuple(None if n is None else _grad_buffer(grads, n, ctx.shapes[n], dtype)
+                   for n in names)
+             for names in lay.names]
         dx = np.empty_like(lay.x)
         sl = slice(k * D, (k + 1) * D)
-        bwd(lay.dims, lay.weights, g, lay.x, ctx.lengths, lay.h0, lay.c0, lay.ws, dy,
-            dh_n[sl], dc_n[sl], dx, dh0[sl],
-            dc0[sl], nt, isa)
+        bwd(lay.dims, lay.packed, g, lay.x, ctx.lengths, lay.c0, lay.ws, dy,
+            dh_n[sl], dc_n[sl], dx, dh0[sl], dc0[sl], nt, isa)
         lay.ws = None
         dy = dx * ctx.dropout_masks[k - 1] if (k > 0 and ctx.dropout_masks) else dx
     return dy, dh0, dc0, grads
 
 
-def _grad_buffer(grads: dict, name: str, like: np.ndarray) -> np.ndarray:
+def _grad_buffer(grads: dict, name: str, shape: tuple, dtype) -> np.ndarray:
     g = grads.get(name)
     if g is None:
-        g = grads[name] = np.zeros_like(like)
+        g = grads[name] = np.zeros(shape, dtype)
     return g

@@ -6,18 +6,30 @@ import warnings
 import numpy as np
 
 from . import _checks
-from .functional import init_params, lstm_backward, lstm_forward, param_shapes
+from ._param import Parameter, VersionCell
+from ._runtime import get_num_threads, resolve_isa
+from .functional import _forward, _pack_checked, init_params, lstm_backward, param_shapes
 
 __all__ = ["LSTM", "LSTMCell"]
 
 
 class _Module:
-    """Parameters as attributes, state_dict, grads, train/eval (as torch)."""
+    """Parameters as attributes, state_dict, grads, train/eval (as torch).
+
+    The layer packs its weights for the kernels once and repacks them only
+    after they change. Parameters are writable ndarrays (`Parameter`) whose
+    in-place changes through NumPy are seen, as are assignment and
+    ``load_state_dict``; writes that bypass NumPy need ``params_changed()``.
+    """
 
     def _setup_params(self, shapes: dict, hidden_size: int, dtype, seed) -> None:
         object.__setattr__(self, "_shapes", dict(shapes))
         self._rng = np.random.default_rng(seed)
-        object.__setattr__(self, "_params", init_params(shapes, hidden_size, dtype, self._rng))
+        self._cell = VersionCell()
+        params = {k: Parameter.wrap(v, self._cell)
+                  for k, v in init_params(shapes, hidden_size, dtype, self._rng).items()}
+        object.__setattr__(self, "_params", params)
+        self._packed = None     # (version, functional.Packed) or None
         self.training = True
         self.zero_grad()
 
@@ -30,22 +42,48 @@ class _Module:
     def __setattr__(self, name, value):
         params = self.__dict__.get("_params")
         if params is not None and name in params:
-            params[name] = _checks.shaped(value, name, self.dtype, self._shapes[name]).copy()
+            new = _checks.shaped(value, name, self.dtype, self._shapes[name])
+            params[name] = Parameter.wrap(np.array(new, order="C", copy=True), self._cell)
+            self._cell.bump()
         else:
             object.__setattr__(self, name, value)
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._params))
 
+    @property
+    def params_version(self) -> int:
+        """A counter bumped by every seen change of the parameters."""
+        return self._cell.value
+
+    def params_changed(self) -> None:
+        """Tell the layer its parameters changed behind NumPy's back (through
+        ``np.asarray`` views, memoryviews, ctypes, ``torch.from_numpy``): the
+        next call repacks them. NumPy operations on the parameters need no call."""
+        self._cell.bump()
+
+    def _packed_for(self, training: bool):
+        """The packed weights for this call's kernel path, repacked if stale."""
+        isa = resolve_isa()
+        cached = self._packed
+        if (cached is not None and cached[0] == self._cell.value and cached[1].isa == isa
+                and (cached[1].with_backward or not training)):
+            return cached[1]
+        version = self._cell.value
+        packed = _pack_checked(self._lstm_params(), self._config(), self.dtype, isa, training,
+                               get_num_threads())
+        self._packed = (version, packed)
+        return packed
+
     def named_parameters(self):
-        """(name, array) pairs; the arrays are the layer's own (edits are seen)."""
+        """(name, array) pairs: the layer's own arrays (in-place edits are seen)."""
         return list(self._params.items())
 
     def parameters(self):
         return list(self._params.values())
 
     def state_dict(self) -> dict:
-        """Copies of the parameters, with torch's keys."""
+        """Copies of the parameters (plain ndarrays), with torch's keys."""
         return {k: v.copy() for k, v in self._params.items()}
 
     def load_state_dict(self, state_dict) -> None:
@@ -113,6 +151,13 @@ class LSTM(_Module):
         self._ctx = None
         self.dropout_masks = []
 
+    def _config(self):
+        return (self.input_size, self.hidden_size, self.num_layers, self.proj_size,
+                self.bidirectional, self.bias, self.peephole)
+
+    def _lstm_params(self):
+        return self._params
+
     @property
     def _D(self):
         return 2 if self.bidirectional else 1
@@ -155,11 +200,8 @@ class LSTM(_Module):
                 raise ValueError("lengths: not accepted with unbatched (2-D) input")
             lengths = _checks.lengths_array(lengths, B, T)
         h0, c0 = self._initial_state(hx, B, batched)
-        y, hn, cn, ctx = lstm_forward(
-            x, self._params, num_layers=self.num_layers, hidden_size=self.hidden_size,
-            proj_size=self.proj_size, bidirectional=self.bidirectional, bias=self.bias,
-            peephole=self.peephole, h0=h0, c0=c0, lengths=lengths, dropout=self.dropout,
-            training=self.training, rng=self._rng)
+        y, hn, cn, ctx = _forward(x, self._packed_for(self.training), h0, c0, lengths,
+                                  self.dropout, self.training, self._rng, get_num_threads())
         if self.training:
             self._ctx = (ctx, T, B, batched)
             self.dropout_masks = ctx.dropout_masks
@@ -251,6 +293,9 @@ class LSTMCell(_Module):
     def _lstm_params(self):
         return {f"{k}_l0": v for k, v in self._params.items()}
 
+    def _config(self):
+        return (self.input_size, self.hidden_size, 1, 0, False, self.bias, self.peephole)
+
     def clear_saved(self) -> None:
         self._saved.clear()
 
@@ -277,9 +322,8 @@ class LSTMCell(_Module):
             shape = (B, H) if batched else (H,)
             h0 = _checks.shaped(hx[0], "hx[0] (h)", self.dtype, shape).reshape(1, B, H)
             c0 = _checks.shaped(hx[1], "hx[1] (c)", self.dtype, shape).reshape(1, B, H)
-        _, hn, cn, ctx = lstm_forward(
-            np.ascontiguousarray(xb[None]), self._lstm_params(), num_layers=1, hidden_size=H,
-            bias=self.bias, peephole=self.peephole, h0=h0, c0=c0, training=self.training)
+        _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), self._packed_for(self.training),
+                                  h0, c0, None, 0.0, self.training, None, get_num_threads())
         if self.training:
             self._saved.append((ctx, B, batched))
         h, c = hn[0], cn[0]

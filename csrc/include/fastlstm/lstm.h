@@ -18,9 +18,16 @@
 // Results are deterministic and bitwise identical for any thread count.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace fastlstm {
+namespace detail {
+template <class T>
+struct PackedImpl;  // cpu/packed.h
+}
+
 inline namespace v1 {
 
 enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
@@ -71,8 +78,52 @@ int64_t check_layer(const LayerDims& d, const int64_t* lengths /*[B] or null*/);
 int64_t layer_workspace_size(const LayerDims& d, const int64_t* lengths /*[B] or null*/,
                              Isa isa, int element_bytes);
 
+// The weights of one layer (every direction), packed once for one kernel path
+// into the layouts the kernels read: gate-interleaved panels of W_ih and W_hh,
+// b_ih + b_hh folded, peepholes interleaved, and (with_backward) the
+// transposed panels BPTT needs. The user's arrays are copied: after they
+// change, build a new PackedLayer. Immutable once built, so any number of
+// concurrent calls may share one. Only d.I, d.H, d.P, d.D and d.peephole are
+// read from d.
+template <class T>
+class PackedLayer {
+ public:
+  PackedLayer(const LayerDims& d, const DirWeights<T>* w /*[D]*/, Isa isa, bool with_backward,
+              int num_threads = 1);
+  ~PackedLayer();
+  PackedLayer(PackedLayer&&) noexcept;
+  PackedLayer& operator=(PackedLayer&&) noexcept;
+  Isa isa() const;
+  bool with_backward() const;
+  std::size_t bytes() const;  // memory held
+  const detail::PackedImpl<T>& impl() const { return *p_; }
+
+ private:
+  std::unique_ptr<detail::PackedImpl<T>> p_;
+};
+
+// Forward of one layer on packed weights (see the overload below for the
+// arguments). w.isa() must equal cfg.isa; training needs w.with_backward().
+template <class T>
+void layer_forward(const LayerDims& d, const PackedLayer<T>& w,
+                   const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
+                   const T* h0 /*[D,B,Ho]*/, const T* c0 /*[D,B,H]*/,
+                   T* y /*[T,B,D*Ho]*/, T* hn /*[D,B,Ho]*/, T* cn /*[D,B,H]*/,
+                   T* ws /*[layer_workspace_size] or null*/, const ExecConfig& cfg);
+
+// BPTT on packed weights (with_backward) equal to those of the forward.
+template <class T>
+void layer_backward(const LayerDims& d, const PackedLayer<T>& w,
+                    const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
+                    const T* c0 /*[D,B,H]*/, const T* ws /*[layer_workspace_size]*/,
+                    const T* dy /*[T,B,D*Ho]*/, const T* dhn /*[D,B,Ho]*/,
+                    const T* dcn /*[D,B,H]*/,
+                    T* dx /*[T,B,I]*/, T* dh0 /*[D,B,Ho]*/, T* dc0 /*[D,B,H]*/,
+                    const DirGrads<T>* g /*[D]*/, const ExecConfig& cfg);
+
 // Forward of one layer. ws == nullptr is inference (nothing saved); otherwise
-// ws [layer_workspace_size] receives what layer_backward needs.
+// ws [layer_workspace_size] receives what layer_backward needs. These two
+// overloads on raw weights pack them on every call.
 template <class T>
 void layer_forward(const LayerDims& d, const DirWeights<T>* w /*[D]*/,
                    const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,

@@ -1,0 +1,105 @@
+// Building a PackedLayer: every per-call rearrangement of the weights, done once.
+#include "cpu/packed.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "cpu/gemm.h"
+#include "cpu/geometry.h"
+#include "cpu/layer_common.h"
+
+namespace fastlstm {
+namespace detail {
+
+template <class T>
+void PackedImpl<T>::check(const LayerDims& d, Isa call_isa, bool need_backward) const {
+  if (d.I != I || d.H != H || d.P != P || d.D != D || d.peephole != peephole)
+    throw std::invalid_argument(
+        "packed weights: packed for I=" + std::to_string(I) + " H=" + std::to_string(H) +
+        " P=" + std::to_string(P) + " D=" + std::to_string(D) + " peephole=" +
+        std::to_string(peephole) + ", called with I=" + std::to_string(d.I) + " H=" +
+        std::to_string(d.H) + " P=" + std::to_string(d.P) + " D=" + std::to_string(d.D) +
+        " peephole=" + std::to_string(d.peephole));
+  if (call_isa != isa)
+    throw std::invalid_argument(std::string("packed weights: packed for isa ") + isa_name(isa) +
+                                ", called with " + isa_name(call_isa));
+  if (need_backward && !with_backward)
+    throw std::invalid_argument("packed weights: packed for inference only, training needs "
+                                "with_backward");
+}
+
+namespace {
+
+template <class T>
+void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& w,
+                    bool with_backward, int nt, PackedDir<T>& out) {
+  const int64_t I = d.I, H = d.H, P = d.P, Ho = g.Ho, W = g.W, NR = g.NR, Hp = g.Hp;
+  out.wih = pack_gate_cols(I, H, w.w_ih, W, nt);
+  out.whh = pack_gate_cols(Ho, H, w.w_hh, W, nt);
+  out.bias = interleaved_bias(w, H, Hp, W);
+  if (d.peephole) out.ph = interleaved_peephole(w.w_ph, H, Hp, W);
+  if (P > 0) out.whr = pack_plain(H, P, w.w_hr, 1, H, NR, nt);
+  if (with_backward) {
+    out.whh_t = pack_gate_rows(H, Hp, Ho, w.w_hh, NR, nt);
+    out.wih_t = pack_gate_rows(H, Hp, I, w.w_ih, NR, nt);
+    if (P > 0) out.whr_t = pack_plain(P, H, w.w_hr, H, 1, NR, nt);
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+inline namespace v1 {
+
+template <class T>
+PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
+                            bool with_backward, int num_threads)
+    : p_(new detail::PackedImpl<T>()) {
+  LayerDims shape = d;
+  shape.T = shape.B = 1;
+  check_layer(shape, nullptr);
+  const detail::Kernels<T>& kr = detail::kernels_for<T>(isa);
+  const int nt = detail::checked_threads(num_threads);
+  const detail::Geometry g(shape, kr.W);
+  p_->I = d.I; p_->H = d.H; p_->P = d.P; p_->D = d.D;
+  p_->peephole = d.peephole;
+  p_->with_backward = with_backward;
+  p_->isa = isa;
+  for (int64_t k = 0; k < d.D; ++k) {
+    if (!w[k].w_ih || !w[k].w_hh || (d.peephole && !w[k].w_ph) || (d.P > 0 && !w[k].w_hr))
+      throw std::invalid_argument("weights: a required weight pointer is null");
+    detail::pack_direction(shape, g, w[k], with_backward, nt, p_->dir[k]);
+  }
+}
+
+template <class T>
+PackedLayer<T>::~PackedLayer() = default;
+template <class T>
+PackedLayer<T>::PackedLayer(PackedLayer&&) noexcept = default;
+template <class T>
+PackedLayer<T>& PackedLayer<T>::operator=(PackedLayer&&) noexcept = default;
+template <class T>
+Isa PackedLayer<T>::isa() const { return p_->isa; }
+template <class T>
+bool PackedLayer<T>::with_backward() const { return p_->with_backward; }
+
+template <class T>
+std::size_t PackedLayer<T>::bytes() const {
+  std::size_t n = 0;
+  for (const auto& dr : p_->dir)
+    for (const auto* v : {&dr.wih, &dr.whh, &dr.bias, &dr.ph, &dr.whr, &dr.whh_t, &dr.wih_t,
+                          &dr.whr_t})
+      n += v->size() * sizeof(T);
+  return n;
+}
+
+template class PackedLayer<float>;
+template class PackedLayer<double>;
+
+}  // namespace v1
+
+namespace detail {
+template struct PackedImpl<float>;
+template struct PackedImpl<double>;
+}  // namespace detail
+}  // namespace fastlstm

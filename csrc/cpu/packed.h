@@ -1,0 +1,38 @@
+// What a PackedLayer holds: per direction, every weight in the layout its
+// kernel reads (see gemm.h for the panel layouts; W, NR, Hp as in kernels.h).
+#pragma once
+
+#include <cstdint>
+
+#include "core/aligned.h"
+#include "fastlstm/lstm.h"
+
+namespace fastlstm {
+namespace detail {
+
+template <class T>
+struct PackedDir {
+  avec<T> wih;    // [nblk][I][NR] W_ih, gate-interleaved columns (input projection)
+  avec<T> whh;    // [nblk][Ho][NR] W_hh, gate-interleaved columns (recurrence)
+  avec<T> bias;   // [nblk][4][W] b_ih + b_hh (zeros without bias)
+  avec<T> ph;     // [nblk][3][W] peepholes i,f,o, or empty
+  avec<T> whr;    // [ceil(P/NR)][H][NR] B(u,p) = W_hr[p,u], or empty
+  // with_backward only
+  avec<T> whh_t;  // [ceil(Ho/NR)][4Hp][NR] B(q*Hp+u, n) = W_hh[q*H+u, n]
+  avec<T> wih_t;  // [ceil(I/NR)][4Hp][NR] B(q*Hp+u, n) = W_ih[q*H+u, n]
+  avec<T> whr_t;  // [ceil(H/NR)][P][NR] B(p,u) = W_hr[p,u], or empty
+};
+
+template <class T>
+struct PackedImpl {
+  int64_t I = 0, H = 0, P = 0, D = 1;
+  bool peephole = false, with_backward = false;
+  Isa isa = Isa::scalar;
+  PackedDir<T> dir[2];
+  // Throws std::invalid_argument when d or isa differ from what was packed,
+  // or when training needs backward panels that were not built.
+  void check(const LayerDims& d, Isa call_isa, bool need_backward) const;
+};
+
+}  // namespace detail
+}  // namespace fastlstm
