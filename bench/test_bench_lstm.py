@@ -4,7 +4,8 @@
     pytest bench/ --benchmark-disable           # run each once (a smoke test)
 
 Benchmarks are grouped by shape, mode and thread count, so each group compares
-fastlstm and torch on the same weights and data (built by ``fastlstm.bench``).
+fastlstm (warm, and cold: the first call after a weight update) and torch on the
+same weights and data (built by ``fastlstm.bench``).
 Two plain tests (skipped under --benchmark-only) check the ONNX graph that the
 side-by-side bench times against torch.nn.LSTM, and run that bench once.
 """
@@ -45,6 +46,19 @@ def test_fastlstm(benchmark, shape, mode, threads):
 
 
 @CASES
+def test_fastlstm_cold(benchmark, shape, mode, threads):
+    """The first call after a weight update: the weights are marked changed in the
+    untimed setup, so every timed call repacks them."""
+    c = case(shape)
+    benchmark.group = f"{shape} {mode} t={threads}"
+    benchmark.extra_info["gflop"] = bench.mode_flops(c.shape, mode, c.lengths) / 1e9
+    impl = bench.FastLSTM(c)
+    fn = impl.prepare(mode, threads)
+    fn()  # warm-up: thread pool and workspaces, as in the warm case
+    benchmark.pedantic(fn, setup=impl.invalidate, rounds=10, iterations=1)
+
+
+@CASES
 def test_torch(benchmark, shape, mode, threads):
     pytest.importorskip("torch")
     run(benchmark, bench.Torch, shape, mode, threads)
@@ -71,3 +85,5 @@ def test_cli_runs(capsys):
                        "--min-time", "0"]) == 0
     out = capsys.readouterr().out
     assert "stream" in out and "ratio" in out and "error" not in out
+    assert "peak fp32 GEMM: 1 thread " in out and "GFLOP/s" in out
+    assert "%pk" in out and "cold" in out

@@ -4,6 +4,11 @@ Run ``python -m fastlstm bench --help``. Every implementation gets the same
 weights, inputs, thread count and dtype (float32); peers are timed the way their
 users call them (the module holds its weights, the timed call is the forward, or
 the forward plus backward). Missing peers are reported, never fatal.
+
+The table also gives the machine's measured fp32 GEMM rate per thread count
+("peak": the best of torch.mm and numpy matmul on 2048^3), fastlstm's GFLOP/s as a
+share of it (%pk), and fastlstm's "cold" time: a call right after a weight update,
+which repacks the weights (the warm columns reuse the packed weights).
 """
 
 from __future__ import annotations
@@ -196,6 +201,13 @@ class FastLSTM(Impl):
             lstm.backward(dy)
 
         return step
+
+    invalidation = "lstm.params_changed()"
+
+    def invalidate(self) -> None:
+        """Mark the weights changed, as a weight update does: the next call
+        repacks them. Called outside the timed region before each "cold" call."""
+        self.lstm.params_changed()
 
     def output(self) -> np.ndarray:
         return self.prepare("forward", fastlstm.get_num_threads())()[0]
@@ -429,18 +441,38 @@ class Result:
     samples_ms: list = field(default_factory=list)
     max_abs_diff: float | None = None  # forward y vs fastlstm's, at the first thread count
     warnings: list = field(default_factory=list)
+    # fastlstm only: calls each made right after a weight update (they repack the weights)
+    cold_samples_ms: list = field(default_factory=list)
+    cold_invalidation: str | None = None  # how the weights were marked changed
+    peak_gflops: float | None = None  # measured fp32 GEMM peak at this thread count
 
     @property
     def median_ms(self) -> float | None:
         return statistics.median(self.samples_ms) if self.samples_ms else None
 
     @property
+    def cold_median_ms(self) -> float | None:
+        return statistics.median(self.cold_samples_ms) if self.cold_samples_ms else None
+
+    @property
     def gflops(self) -> float | None:
         ms = self.median_ms
         return self.flops / (ms * 1e6) if ms else None
 
+    @property
+    def pct_peak(self) -> float | None:
+        return pct_peak(self.gflops, self.peak_gflops)
+
     def to_json(self) -> dict:
-        return {**asdict(self), "median_ms": self.median_ms, "gflops": self.gflops}
+        return {**asdict(self), "median_ms": self.median_ms, "gflops": self.gflops,
+                "pct_peak": self.pct_peak, "cold_median_ms": self.cold_median_ms}
+
+
+def pct_peak(gflops: float | None, peak_gflops: float | None) -> float | None:
+    """gflops as a percentage of peak_gflops, or None when either is unknown."""
+    if gflops is None or peak_gflops is None or not peak_gflops > 0:
+        return None
+    return 100.0 * gflops / peak_gflops
 
 
 @dataclass
@@ -449,10 +481,21 @@ class Timing:
     min_reps: int = 5
     warmup_time: float = 0.2
     max_warmup: int = 3
+    cold_min_reps: int = 3  # fastlstm's cold calls (each after a weight update), capped by min_reps
+    cold_min_time: float = 0.1  # capped by min_time
+
+    def cold(self) -> "Timing":
+        """The timing of cold calls: no warm-up (the warm measurement just ran), fewer calls."""
+        return Timing(min_time=min(self.cold_min_time, self.min_time),
+                      min_reps=max(1, min(self.cold_min_reps, self.min_reps)),
+                      warmup_time=0.0, max_warmup=0)
 
 
-def measure(fn: Callable, timing: Timing) -> list:
-    """Warm up, then time calls until both min_reps and min_time are reached; samples in ms."""
+def measure(fn: Callable, timing: Timing, setup: Callable | None = None) -> list:
+    """Warm up, then time calls until both min_reps and min_time are reached; samples in ms.
+
+    ``setup``, if given, runs before each timed call, outside the timed region.
+    """
     t_end = time.perf_counter() + timing.warmup_time
     for _ in range(timing.max_warmup):
         fn()
@@ -463,6 +506,8 @@ def measure(fn: Callable, timing: Timing) -> list:
     gc.disable()
     try:
         while len(samples) < timing.min_reps or sum(samples) < timing.min_time:
+            if setup is not None:
+                setup()
             t0 = time.perf_counter()
             fn()
             samples.append(time.perf_counter() - t0)
@@ -476,6 +521,117 @@ def blas_threads(n: int):
     """A context limiting NumPy's BLAS to n threads (a no-op without threadpoolctl)."""
     tpc = optional("threadpoolctl")
     return tpc.threadpool_limits(limits=n, user_api="blas") if tpc else contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- GEMM peak
+
+GEMM_N = 2048  # square float32 matrices: 2*N^3 FLOPs per product
+PEAK_BUDGET_S = 1.5  # seconds of products per thread count, shared by the sources
+PEAK_MIN_REPS, PEAK_MAX_REPS = 3, 50
+
+
+@dataclass
+class Peak:
+    """The measured fp32 GEMM rate at one thread count: the best of its sources."""
+
+    threads: int
+    n: int = GEMM_N
+    gflops: float | None = None  # best median rate over the sources, None if none ran
+    source: str = ""  # the source that gave ``gflops``
+    by_source: dict = field(default_factory=dict)  # source -> {"gflops", "samples_ms"} or error
+    blas_default_threads: bool = False  # numpy ran with its BLAS's own thread count
+
+
+def peak_sources(have_torch: bool, have_threadpoolctl: bool) -> list:
+    """The GEMMs to time: torch.mm, and numpy matmul where its threads can be limited.
+
+    Without threadpoolctl NumPy's BLAS uses its own thread count, so numpy is used
+    only when torch is missing too (and the peak is then noted as such).
+    """
+    sources = ["torch.mm"] if have_torch else []
+    if have_threadpoolctl or not have_torch:
+        sources.append("numpy matmul")
+    return sources
+
+
+def time_gemm(mm: Callable, budget_s: float) -> list:
+    """Samples (ms) of ``mm()``: one warm-up, then enough calls to fill budget_s."""
+    mm()
+    t0 = time.perf_counter()
+    mm()
+    first = time.perf_counter() - t0
+    reps = int(min(PEAK_MAX_REPS, max(PEAK_MIN_REPS, budget_s / max(first, 1e-9))))
+    samples = [first]
+    for _ in range(reps - 1):
+        t0 = time.perf_counter()
+        mm()
+        samples.append(time.perf_counter() - t0)
+    return [v * 1e3 for v in samples]
+
+
+@contextlib.contextmanager
+def gemm(source: str, threads: int, n: int):
+    """``mm()`` for one n x n float32 product on the given source and thread count."""
+    if source == "torch.mm":
+        import torch
+
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            g = torch.Generator().manual_seed(0)
+            a, b = (torch.randn(n, n, generator=g) for _ in range(2))
+            out = torch.empty(n, n)
+            yield lambda: torch.mm(a, b, out=out)
+        finally:
+            torch.set_num_threads(saved)
+    else:
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        out = np.empty((n, n), np.float32)
+        with blas_threads(threads):
+            yield lambda: np.matmul(a, b, out=out)
+
+
+def gemm_peak(threads: int, n: int = GEMM_N, budget_s: float = PEAK_BUDGET_S) -> Peak:
+    """The machine's fp32 GEMM rate at ``threads``: the best median over the sources."""
+    have_tpc = optional("threadpoolctl") is not None
+    sources = peak_sources(optional("torch") is not None, have_tpc)
+    peak = Peak(threads, n, blas_default_threads="numpy matmul" in sources and not have_tpc)
+    for source in sources:
+        try:
+            with gemm(source, threads, n) as mm:
+                samples = time_gemm(mm, budget_s / len(sources))
+        except Exception as e:  # a broken source must not end the run
+            peak.by_source[source] = {"error": error_status(e)}
+            continue
+        rate = 2.0 * n**3 / (statistics.median(samples) * 1e6)
+        peak.by_source[source] = {"gflops": rate, "samples_ms": samples}
+        if peak.gflops is None or rate > peak.gflops:
+            peak.gflops, peak.source = rate, source
+    return peak
+
+
+def peak_line(peaks: list) -> str:
+    """``peak fp32 GEMM: 1 thread X GFLOP/s, 2 threads Y GFLOP/s (torch.mm 2048^3)``."""
+    if not peaks:
+        return "peak fp32 GEMM: not measured"
+    sources = {p.source for p in peaks if p.gflops is not None}
+    parts = []
+    for p in peaks:
+        rate = "not measured" if p.gflops is None else f"{p.gflops:.1f} GFLOP/s"
+        if len(sources) > 1 and p.gflops is not None:
+            rate += f" ({p.source})"
+        parts.append(f"{p.threads} thread{'s' if p.threads != 1 else ''} {rate}")
+    sizes = sorted({p.n for p in peaks})
+    what = f"{next(iter(sources))} " if len(sources) == 1 else ""
+    return f"peak fp32 GEMM: {', '.join(parts)} ({what}{'/'.join(map(str, sizes))}^3)"
+
+
+def attach_peaks(results: list, peaks: list) -> None:
+    """Give each result the peak at its thread count (for % peak)."""
+    by_threads = {p.threads: p.gflops for p in peaks}
+    for r in results:
+        r.peak_gflops = by_threads.get(r.threads)
 
 
 def max_abs_diff(a, b) -> float:
@@ -494,7 +650,10 @@ class Progress:
               end=" ", file=sys.stderr, flush=True)
 
     def end(self, r: Result) -> None:
-        print(f"{fmt_ms(r.median_ms)} ms" if r.samples_ms else r.status, file=sys.stderr, flush=True)
+        text = f"{fmt_ms(r.median_ms)} ms" if r.samples_ms else r.status
+        if r.cold_samples_ms:
+            text += f" (cold {fmt_ms(r.cold_median_ms)} ms)"
+        print(text, file=sys.stderr, flush=True)
 
 
 def run_one(impl, case: Case, mode: str, threads: int, timing: Timing) -> Result:
@@ -508,6 +667,10 @@ def run_one(impl, case: Case, mode: str, threads: int, timing: Timing) -> Result
                 r.status = fn
             else:
                 r.samples_ms = measure(fn, timing)
+                invalidate = getattr(impl, "invalidate", None)
+                if invalidate is not None:  # fastlstm: the first call after a weight update
+                    r.cold_invalidation = impl.invalidation
+                    r.cold_samples_ms = measure(fn, timing.cold(), setup=invalidate)
         except Exception as e:  # a failing peer must not end the run
             r.status = error_status(e)
     r.warnings = sorted({str(w.message).strip().splitlines()[0] for w in caught})
@@ -560,9 +723,29 @@ def ratio(r: Result | None, base: Result | None) -> float | None:
     return r.median_ms / base.median_ms
 
 
+def fmt_pct(pct: float | None) -> str:
+    """A % of peak: ``"-"`` when unknown, one decimal below 10%, else a whole number."""
+    if pct is None or not math.isfinite(pct):
+        return "-"
+    return f"{pct:.1f}%" if pct < 9.95 else f"{pct:.0f}%"
+
+
+# (header, width) of each implementation's columns in the table
+FAST_COLUMNS = (("ms", 8), ("GFLOP/s", 8), ("%pk", 6), ("cold", 8))
+PEER_COLUMNS = (("ms", 8), ("GFLOP/s", 8), ("ratio", 7))
+
+
+def columns(name: str) -> tuple:
+    return PEER_COLUMNS if name in PEERS else FAST_COLUMNS
+
+
 def cell(r: Result | None, base: Result | None, peer: bool) -> str:
-    """One implementation's columns: ms, GFLOP/s, and for a peer its time / fastlstm's."""
-    width = 8 + 8 + (7 if peer else 0)
+    """One implementation's columns.
+
+    fastlstm: ms, GFLOP/s, % of the GEMM peak, cold ms; a peer: ms, GFLOP/s and
+    its time / fastlstm's.
+    """
+    width = sum(w for _, w in (PEER_COLUMNS if peer else FAST_COLUMNS))
     if r is None:
         return " " * width
     if not r.samples_ms:
@@ -572,15 +755,17 @@ def cell(r: Result | None, base: Result | None, peer: bool) -> str:
     if peer:
         x = ratio(r, base)
         text += f"{x:6.2f}x" if x is not None else f"{'-':>7}"
+    else:
+        text += f"{fmt_pct(r.pct_peak):>6}{fmt_ms(r.cold_median_ms):>8}"
     return text
 
 
 def table(results: list) -> str:
     """The results as a text table, one row per (shape, threads, mode)."""
     head1 = f"{'':10}{'':>3} {'':8}" + "".join(
-        f"{name:>{16 + (7 if name in PEERS else 0)}}" for name in IMPLS)
+        f"{name:>{sum(w for _, w in columns(name))}}" for name in IMPLS)
     head2 = f"{'shape':10}{'t':>3} {'mode':8}" + "".join(
-        f"{'ms':>8}{'GFLOP/s':>8}" + (f"{'ratio':>7}" if name in PEERS else "") for name in IMPLS)
+        "".join(f"{h:>{w}}" for h, w in columns(name)) for name in IMPLS)
     lines = [head1, head2, "-" * len(head2)]
     rows: dict = {}
     for r in results:
@@ -591,6 +776,9 @@ def table(results: list) -> str:
             cell(by_impl.get(name), base, name in PEERS) for name in IMPLS))
     lines.append("ratio = peer time / fastlstm time (> 1: fastlstm is faster); "
                  f"a training step counts {TRAIN_FLOPS_FACTOR}x the forward FLOPs")
+    lines.append("%pk = fastlstm GFLOP/s / the measured fp32 GEMM peak at the same thread count")
+    lines.append("cold = fastlstm median ms of calls each made right after a weight update "
+                 "(they repack the weights); ms, GFLOP/s, %pk and ratio are warm")
     return "\n".join(lines)
 
 
@@ -621,7 +809,7 @@ class CpuWatch:
         return max(0.0, busy - own) / (wall * (os.cpu_count() or 1)) if wall > 0 else None
 
 
-def notes(results: list, others_share: float | None = None) -> list:
+def notes(results: list, others_share: float | None = None, peaks: list | None = None) -> list:
     """Caveats to print under the table."""
     out = []
     if others_share is not None and others_share > 0.05:
@@ -630,6 +818,26 @@ def notes(results: list, others_share: float | None = None) -> list:
     if optional("threadpoolctl") is None:
         out.append("threadpoolctl is not installed: the NumPy reference uses its BLAS's default "
                    "thread count whatever the t column says")
+    for p in peaks or []:
+        if p.blas_default_threads:
+            out.append(f"peak t={p.threads}: torch and threadpoolctl are not installed, so the "
+                       "GEMM peak is numpy matmul with its BLAS's default thread count")
+        out += [f"peak t={p.threads}: {source}: {v['error']}"
+                for source, v in p.by_source.items() if "error" in v]
+    ran = {r.impl for r in results if r.samples_ms}
+    how = sorted({r.cold_invalidation for r in results if r.cold_samples_ms})
+    if how:
+        out.append(f"fastlstm cold: before each cold call the weights are marked changed "
+                   f"({' / '.join(how)}) outside the timed region, so the call repacks them; "
+                   "in a training loop every step follows a weight update, so in train mode "
+                   "the cold column is what each step costs")
+    if "torch" in ran:
+        out.append("torch: torch.nn.LSTM reorders its weights inside every call, so all its "
+                   "timings are already 'cold' (no separate cold column)")
+    if "onnxruntime" in ran:
+        out.append("onnxruntime: the weights are session initializers, prepared once when the "
+                   "session is built (untimed); updating them means a new session, so there is "
+                   "no cold column")
     for r in results:
         where = f"{r.shape} t={r.threads} {r.impl} {r.mode}"
         if r.status.startswith("error"):
@@ -678,53 +886,76 @@ def machine() -> dict:
     return info
 
 
-def save_json(path: str, results: list, settings: dict, others_share: float | None) -> None:
+def save_json(path: str, results: list, settings: dict, others_share: float | None,
+              peaks: list | None = None) -> None:
     doc = {"machine": {**machine(), "others_cpu_share": others_share}, "versions": versions(),
            "settings": settings, "shapes": {r.shape: asdict(SHAPES[r.shape]) for r in results},
-           "notes": notes(results, others_share), "results": [r.to_json() for r in results]}
+           "peak": {"summary": peak_line(peaks or []),
+                    "by_threads": [asdict(p) for p in peaks or []]},
+           "notes": notes(results, others_share, peaks), "results": [r.to_json() for r in results]}
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
 
 
-def plot(path: str, results: list) -> None:
-    """Bar chart of each peer's time / fastlstm's per shape (one panel per mode)."""
+NO_MATPLOTLIB = "matplotlib is not installed: --plot skipped"
+
+
+def speedups(results: list) -> dict:
+    """{mode: {(shape, threads): {peer: peer time / fastlstm time or None}}}, in run order."""
+    rows: dict = {}
+    for r in results:
+        rows.setdefault(r.mode, {}).setdefault((r.shape, r.threads), {})[r.impl] = r
+    return {mode: {key: {peer: ratio(g.get(peer), g.get("fastlstm")) for peer in PEERS}
+                   for key, g in groups.items()}
+            for mode, groups in rows.items()}
+
+
+def plot(path: str, results: list) -> bool:
+    """Bar chart of each peer's time / fastlstm's per shape and threads (one panel per mode).
+
+    Without matplotlib it prints one line to stderr and returns False; the run goes on.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
-        print("matplotlib is not installed: no plot", file=sys.stderr)
-        return
-    rows: dict = {}
-    for r in results:
-        rows.setdefault(r.mode, {}).setdefault((r.shape, r.threads), {})[r.impl] = r
-    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 4 * len(rows)), squeeze=False)
+        print(NO_MATPLOTLIB, file=sys.stderr)
+        return False
+    rows = speedups(results)
+    fig, axes = plt.subplots(max(1, len(rows)), 1, figsize=(12, 4 * max(1, len(rows))),
+                             squeeze=False)
     for ax, (mode, groups) in zip(axes[:, 0], rows.items()):
         labels = [f"{shape}\nt={n}" for shape, n in groups]
-        speedups = {peer: [ratio(g.get(peer), g.get("fastlstm")) for g in groups.values()]
-                    for peer in PEERS}
-        speedups = {p: v for p, v in speedups.items() if any(x is not None for x in v)}
-        width = 0.8 / max(1, len(speedups))
-        for j, (peer, values) in enumerate(speedups.items()):
-            xs = [i + (j - (len(speedups) - 1) / 2) * width for i in range(len(labels))]
+        by_peer = {peer: [g[peer] for g in groups.values()] for peer in PEERS}
+        by_peer = {p: v for p, v in by_peer.items() if any(x is not None for x in v)}
+        ax.set_title(f"fastlstm {mode}: > 1 means fastlstm is faster")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        if not by_peer:
+            ax.text(0.5, 0.5, "no peer ran", transform=ax.transAxes, ha="center")
+            continue
+        width = 0.8 / len(by_peer)
+        for j, (peer, values) in enumerate(by_peer.items()):
+            xs = [i + (j - (len(by_peer) - 1) / 2) * width for i in range(len(labels))]
             heights = [np.nan if v is None else v - 1.0 for v in values]  # bars grow from 1
             bars = ax.bar(xs, heights, width, bottom=1.0, color=f"C{PEERS.index(peer)}",
                           label=f"vs {peer}")
             ax.bar_label(bars, ["" if v is None else f"{v:.2g}x" for v in values], fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlim(-0.5, len(labels) - 0.5)
-        ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylabel("speedup (peer time / fastlstm time)")
-        ax.set_title(f"fastlstm {mode}: > 1 means fastlstm is faster")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
     print(f"plot saved to {path}", file=sys.stderr)
+    return True
 
 
 # --------------------------------------------------------------------------- command line
@@ -740,7 +971,9 @@ def parse_args(argv: list | None) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, help="seconds of timed calls per measurement (0.3)")
     p.add_argument("--min-reps", type=int, help="timed calls per measurement at least (5)")
     p.add_argument("--json", metavar="FILE", help="save all results and samples as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="bar chart of speedups (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="bar chart of speedups, peer time / fastlstm time (needs matplotlib; "
+                        "skipped with a message without it)")
     args = p.parse_args(argv)
     args.shapes = split(args.shapes or (",".join(QUICK_SHAPES) if args.quick else ",".join(SHAPES)))
     args.modes = split(args.modes)
@@ -762,27 +995,37 @@ def split(text: str) -> list:
 
 def main(argv: list | None = None) -> int:
     args = parse_args(argv)
-    quick = Timing(min_time=0.1, min_reps=3, warmup_time=0.05, max_warmup=2)
+    quick = Timing(min_time=0.1, min_reps=3, warmup_time=0.05, max_warmup=2, cold_min_time=0.03)
     timing = quick if args.quick else Timing()
     timing.min_time = args.min_time if args.min_time is not None else timing.min_time
     timing.min_reps = args.min_reps if args.min_reps is not None else timing.min_reps
     shapes = [SHAPES[name] for name in args.shapes]
     progress = Progress(len(shapes) * len(args.threads) * len(args.modes) * len(IMPLS))
     results, watch = [], CpuWatch()
+    peaks = []
+    for n in args.threads:
+        print(f"peak t={n}: fp32 GEMM {GEMM_N}^3 ...", end=" ", file=sys.stderr, flush=True)
+        peaks.append(gemm_peak(n))
+        p = peaks[-1]
+        print("failed" if p.gflops is None else f"{p.gflops:.1f} GFLOP/s ({p.source})",
+              file=sys.stderr, flush=True)
     for shape in shapes:
         print(f"{shape.name}: {shape.describe()}", file=sys.stderr, flush=True)
         results += run_shape(shape, args.threads, args.modes, timing, progress)
+    attach_peaks(results, peaks)
     others_share = watch.others_share()
     v = versions()
     print(f"fastlstm {v['fastlstm']} | numpy {v['numpy']} | torch {v['torch']} | "
           f"onnxruntime {v['onnxruntime']} | {cpu_model()}, {os.cpu_count()} cpus | float32")
+    print(peak_line(peaks))
     print(table(results))
-    for line in notes(results, others_share):
+    for line in notes(results, others_share, peaks):
         print(f"note: {line}")
     if args.json:
         settings = {"threads": args.threads, "modes": args.modes, "quick": args.quick,
-                    "timing": asdict(timing)}
-        save_json(args.json, results, settings, others_share)
+                    "timing": asdict(timing), "cold_timing": asdict(timing.cold()),
+                    "peak": {"n": GEMM_N, "budget_s": PEAK_BUDGET_S}}
+        save_json(args.json, results, settings, others_share, peaks)
         print(f"results saved to {args.json}", file=sys.stderr)
     if args.plot:
         plot(args.plot, results)

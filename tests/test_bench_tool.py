@@ -1,0 +1,275 @@
+"""The side-by-side bench tool's helpers (``python -m fastlstm bench``): % of the
+GEMM peak, the peak line, the cold measurement, the table layout and --plot
+without matplotlib. Nothing here asserts on a timing."""
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+bench = pytest.importorskip("fastlstm.bench")
+
+
+def result(impl, ms=None, cold=None, threads=1, mode="forward", shape="stream", flops=1e9,
+           peak=None, status="ok"):
+    r = bench.Result(shape, threads, mode, impl, flops, status=status)
+    r.samples_ms = [] if ms is None else [ms]
+    r.cold_samples_ms = [] if cold is None else [cold]
+    r.peak_gflops = peak
+    return r
+
+
+# --------------------------------------------------------------------------- % peak
+
+
+def test_pct_peak():
+    assert bench.pct_peak(50.0, 200.0) == pytest.approx(25.0)
+    assert bench.pct_peak(300.0, 200.0) == pytest.approx(150.0)
+    for gflops, peak in ((None, 200.0), (50.0, None), (50.0, 0.0), (50.0, float("nan"))):
+        assert bench.pct_peak(gflops, peak) is None
+
+
+@pytest.mark.parametrize("pct,text", [(25.0, "25%"), (4.83, "4.8%"), (0.04, "0.0%"),
+                                      (9.96, "10%"), (123.4, "123%"), (None, "-"),
+                                      (float("nan"), "-")])
+def test_fmt_pct(pct, text):
+    assert bench.fmt_pct(pct) == text
+
+
+def test_result_pct_peak_and_json():
+    r = result("fastlstm", ms=2.0, cold=3.0, flops=1e9, peak=1000.0)  # 500 GFLOP/s
+    assert r.gflops == pytest.approx(500.0)
+    assert r.pct_peak == pytest.approx(50.0)
+    doc = json.loads(json.dumps(r.to_json()))
+    assert doc["pct_peak"] == pytest.approx(50.0)
+    assert doc["cold_median_ms"] == pytest.approx(3.0)
+    assert doc["peak_gflops"] == pytest.approx(1000.0)
+
+
+# --------------------------------------------------------------------------- peak
+
+
+@pytest.mark.parametrize("torch,tpc,expected", [
+    (True, True, ["torch.mm", "numpy matmul"]),
+    (True, False, ["torch.mm"]),  # numpy's threads cannot be limited: torch alone
+    (False, True, ["numpy matmul"]),
+    (False, False, ["numpy matmul"]),  # noted as the BLAS default thread count
+])
+def test_peak_sources(torch, tpc, expected):
+    assert bench.peak_sources(torch, tpc) == expected
+
+
+def test_peak_line():
+    peaks = [bench.Peak(1, gflops=85.24, source="torch.mm"),
+             bench.Peak(2, gflops=160.0, source="torch.mm")]
+    assert bench.peak_line(peaks) == ("peak fp32 GEMM: 1 thread 85.2 GFLOP/s, "
+                                      "2 threads 160.0 GFLOP/s (torch.mm 2048^3)")
+    mixed = [bench.Peak(1, gflops=85.0, source="numpy matmul"),
+             bench.Peak(2, gflops=160.0, source="torch.mm")]
+    assert bench.peak_line(mixed) == ("peak fp32 GEMM: 1 thread 85.0 GFLOP/s (numpy matmul), "
+                                      "2 threads 160.0 GFLOP/s (torch.mm) (2048^3)")
+    failed = [bench.Peak(2)]
+    assert bench.peak_line(failed) == "peak fp32 GEMM: 2 threads not measured (2048^3)"
+    assert bench.peak_line([]) == "peak fp32 GEMM: not measured"
+
+
+def test_attach_peaks():
+    rs = [result("fastlstm", ms=1.0, threads=1), result("torch", ms=1.0, threads=2),
+          result("fastlstm", ms=1.0, threads=4)]
+    bench.attach_peaks(rs, [bench.Peak(1, gflops=10.0), bench.Peak(2, gflops=20.0)])
+    assert [r.peak_gflops for r in rs] == [10.0, 20.0, None]
+
+
+def test_gemm_peak_small():
+    """The peak machinery on a tiny product (the value itself is not checked)."""
+    peak = bench.gemm_peak(1, n=32, budget_s=0.0)
+    assert peak.threads == 1 and peak.n == 32
+    assert peak.gflops is not None and peak.gflops > 0
+    assert peak.source in peak.by_source
+    ran = peak.by_source[peak.source]
+    assert len(ran["samples_ms"]) >= bench.PEAK_MIN_REPS
+    assert peak.gflops == max(v["gflops"] for v in peak.by_source.values() if "gflops" in v)
+
+
+def test_peak_notes():
+    peaks = [bench.Peak(1, gflops=5.0, source="numpy matmul", blas_default_threads=True,
+                        by_source={"numpy matmul": {"gflops": 5.0},
+                                   "torch.mm": {"error": "error: RuntimeError: boom"}})]
+    text = "\n".join(bench.notes([], peaks=peaks))
+    assert "BLAS's default thread count" in text
+    assert "peak t=1: torch.mm: error: RuntimeError: boom" in text
+
+
+# --------------------------------------------------------------------------- cold
+
+
+def test_measure_runs_setup_before_each_timed_call():
+    log = []
+    timing = bench.Timing(min_time=0.0, min_reps=3, warmup_time=0.0, max_warmup=1)
+    samples = bench.measure(lambda: log.append("call"), timing,
+                            setup=lambda: log.append("setup"))
+    assert len(samples) == 3
+    assert log == ["call"] + ["setup", "call"] * 3  # the warm-up call has no setup
+
+
+def test_cold_timing():
+    cold = bench.Timing().cold()
+    assert (cold.min_reps, cold.max_warmup) == (3, 0)
+    assert cold.min_time <= bench.Timing().min_time
+    assert bench.Timing(min_reps=1, min_time=0.0).cold().min_reps == 1
+    assert bench.Timing(min_reps=1, min_time=0.0).cold().min_time == 0.0
+
+
+class FakeLayer:
+    def __init__(self):
+        self.log = []
+
+    def params_changed(self):
+        self.log.append("params_changed")
+
+
+def test_invalidate_marks_params_changed():
+    layer = FakeLayer()
+    impl = bench.FastLSTM(types.SimpleNamespace(model=layer))
+    impl.invalidate()
+    assert layer.log == ["params_changed"]
+    assert impl.invalidation == "lstm.params_changed()"
+
+
+TINY = bench.Shape("tiny", 5, 3, 4, 6)
+
+
+def test_invalidate_keeps_weights_and_output():
+    case = bench.make_case(TINY)
+    impl = bench.FastLSTM(case)
+    y0 = impl.output().copy()
+    before = case.model.state_dict()
+    version = getattr(case.model, "params_version", None)
+    impl.invalidate()
+    if version is not None:  # the layer counts weight changes: this must be one
+        assert case.model.params_version > version
+    after = case.model.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    np.testing.assert_array_equal(impl.output(), y0)
+
+
+class CountingFastLSTM(bench.FastLSTM):
+    """FastLSTM that logs its calls and invalidations."""
+
+    def __init__(self, case):
+        super().__init__(case)
+        self.log = []
+
+    def invalidate(self):
+        self.log.append("invalidate")
+        super().invalidate()
+
+    def prepare(self, mode, threads):
+        fn = super().prepare(mode, threads)
+        return lambda: (self.log.append("call"), fn())
+
+
+@pytest.mark.parametrize("mode", bench.MODES)
+def test_run_one_measures_cold_for_fastlstm_only(mode):
+    case = bench.make_case(TINY)
+    timing = bench.Timing(min_time=0.0, min_reps=2, warmup_time=0.0, max_warmup=1,
+                          cold_min_reps=2, cold_min_time=0.0)
+    impl = CountingFastLSTM(case)
+    r = bench.run_one(impl, case, mode, 1, timing)
+    assert r.status == "ok" and len(r.samples_ms) == 2
+    assert len(r.cold_samples_ms) == 2 and r.cold_invalidation
+    # warm-up + 2 warm calls, then each cold call right after an invalidation
+    assert impl.log == ["call"] * 3 + ["invalidate", "call"] * 2
+    peer = bench.run_one(bench.Unavailable("torch", "not installed"), case, mode, 1, timing)
+    assert peer.cold_samples_ms == [] and peer.cold_invalidation is None
+
+
+# --------------------------------------------------------------------------- table, notes
+
+
+def test_table_columns():
+    rs = [result("fastlstm", ms=2.0, cold=3.0, peak=1000.0),
+          result("torch", ms=4.0, peak=1000.0),
+          result("onnxruntime", status="not installed"),
+          result("numpy-ref", ms=1000.0)]
+    lines = bench.table(rs).splitlines()
+    head1, head2, rule, row = lines[:4]
+    assert head2.split()[:7] == ["shape", "t", "mode", "ms", "GFLOP/s", "%pk", "cold"]
+    assert len(head1) == len(head2) == len(rule) == len(row)
+    assert row.split()[:8] == ["stream", "1", "forward", "2.000", "500.0", "50%", "3.000",
+                               "4.000"]
+    assert "2.00x" in row and "not installed" in row
+    assert any(line.startswith("%pk = ") for line in lines)
+    assert any(line.startswith("cold = ") for line in lines)
+
+
+def test_table_without_peak_or_cold():
+    row = bench.table([result("fastlstm", ms=2.0)]).splitlines()[3]
+    assert row.split()[3:7] == ["2.000", "500.0", "-", "-"]
+
+
+def test_cold_notes():
+    fast = result("fastlstm", ms=2.0, cold=3.0)
+    fast.cold_invalidation = "lstm.params_changed()"
+    text = "\n".join(bench.notes([fast, result("torch", ms=4.0),
+                                  result("onnxruntime", ms=1.0)]))
+    assert "lstm.params_changed()" in text
+    assert "torch.nn.LSTM reorders its weights inside every call" in text
+    assert "session initializers" in text
+    assert "torch" not in "\n".join(bench.notes([fast]))
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def test_speedups():
+    rs = [result("fastlstm", ms=2.0), result("torch", ms=5.0),
+          result("onnxruntime", status="n/a"), result("numpy-ref", ms=1.0),
+          result("fastlstm", ms=1.0, mode="train"), result("torch", ms=3.0, mode="train")]
+    s = bench.speedups(rs)
+    assert s["forward"][("stream", 1)] == pytest.approx(
+        {"torch": 2.5, "onnxruntime": None, "numpy-ref": 0.5})
+    assert s["train"][("stream", 1)]["torch"] == pytest.approx(3.0)
+
+
+def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    path = tmp_path / "speedups.png"
+    assert bench.plot(str(path), [result("fastlstm", ms=2.0), result("torch", ms=4.0)]) is False
+    assert capsys.readouterr().err == "matplotlib is not installed: --plot skipped\n"
+    assert not path.exists()
+
+
+def test_plot_with_matplotlib(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "speedups.png"
+    rs = [result("fastlstm", ms=2.0), result("torch", ms=5.0),
+          result("fastlstm", ms=2.0, threads=2), result("torch", ms=1.0, threads=2),
+          result("fastlstm", ms=1.0, mode="train"), result("torch", status="not installed",
+                                                           mode="train")]
+    assert bench.plot(str(path), rs) is True
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_plot_without_matplotlib_exits_0(monkeypatch, capsys, tmp_path):
+    """--plot without matplotlib: one line on stderr, exit code 0; the JSON keeps peak and cold."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(bench, "gemm_peak", lambda n: bench.Peak(n, gflops=100.0, source="fake"))
+    monkeypatch.setattr(bench, "SHAPES", {"tiny": TINY})
+    monkeypatch.setattr(bench, "PEERS_BY_NAME", {
+        name: (cls, ("fastlstm_no_such_module",)) for name, (cls, _) in
+        bench.PEERS_BY_NAME.items()})  # every peer "not installed": fastlstm alone
+    png, js = tmp_path / "p.png", tmp_path / "r.json"
+    code = bench.main(["--shapes", "tiny", "--threads", "1", "--min-reps", "1", "--min-time",
+                       "0", "--plot", str(png), "--json", str(js)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "matplotlib is not installed: --plot skipped\n" in captured.err
+    assert not png.exists()
+    assert "peak fp32 GEMM: 1 thread 100.0 GFLOP/s (fake 2048^3)" in captured.out
+    doc = json.loads(js.read_text())
+    assert doc["peak"]["by_threads"][0]["gflops"] == 100.0
+    fast = [r for r in doc["results"] if r["impl"] == "fastlstm"]
+    assert fast and all(r["cold_median_ms"] is not None and r["pct_peak"] is not None
+                        for r in fast)
