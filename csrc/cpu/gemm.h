@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "core/aligned.h"
@@ -50,6 +51,30 @@ avec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>
       for (int64_t c = 0; c < NR; ++c) ok[c] = (r >= 0 && cp[c]) ? cp[c][r] : T(0);
     }
   }
+  return out;
+}
+
+// Round to the nearest bfloat16 (ties to even); NaN stays NaN.
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Panels of floats in the bfloat16 layout the kernels read: each group of 2W
+// consecutive values permuted by order(s) (see Kernels::bf16_order).
+template <class T>
+avec<uint16_t> to_bf16(const avec<T>& src, int64_t W, int (*order)(int), int nt) {
+  avec<uint16_t> out(src.size());
+  const int64_t G = 2 * W, ng = static_cast<int64_t>(src.size()) / G;
+  std::vector<int> perm(static_cast<size_t>(G));
+  for (int64_t s = 0; s < G; ++s) perm[s] = order(static_cast<int>(s));
+#pragma omp parallel for num_threads(threads_for(8.0 * ng * G, nt)) schedule(static)
+  for (int64_t g = 0; g < ng; ++g)
+    for (int64_t s = 0; s < G; ++s)
+      out[g * G + s] = to_bf16(static_cast<float>(src[g * G + perm[s]]));
   return out;
 }
 
@@ -99,6 +124,7 @@ struct Gemm {
   const T* a = nullptr;          // A(m,k) = a[m*rsa + k*csa]
   int64_t rsa = 0, csa = 0;
   const T* bp = nullptr;         // packed B panels [ceil(N/NR)][K][NR]
+  const uint16_t* bp16 = nullptr;  // the same in bfloat16, used instead of bp when set
   T* c = nullptr;                // [M,ldc]
   int64_t ldc = 0;
   bool accumulate = false;       // C += AB; else C = AB (+ bias)
@@ -106,23 +132,36 @@ struct Gemm {
 };
 
 // One MC x NR block of C = AB: rows [m0,m1), panel p; on the calling thread.
+// bfloat16 panels feed the bfloat16 tile when there are few rows; with more,
+// each k-slice is widened once into floats for the faster float tile.
 template <class T>
 void gemm_block(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, int64_t p) {
-  const int64_t NR = kr.NR, MR = kr.MR;
+  const int64_t NR = kr.NR;
   const int64_t KC = std::max<int64_t>(64, 16384 / (NR * int64_t(sizeof(T))));
   const int64_t n0 = p * NR;
   const int nr = static_cast<int>(std::min(NR, g.N - n0));
+  const bool widen = g.bp16 && m1 - m0 >= 4 * kr.MR;
+  const int64_t MR = g.bp16 && !widen ? kr.MR16 : kr.MR;
+  alignas(64) T wide[widen ? 4096 : 1];  // one widened k-slice [KC,NR] (16 KB)
   T* c0 = g.c + n0;
   if (!g.accumulate && g.bias)
     for (int64_t m = m0; m < m1; ++m)
       for (int j = 0; j < nr; ++j) c0[m * g.ldc + j] = g.bias[n0 + j];
-  const T* panel = g.bp + p * g.K * NR;
   for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
     const int64_t kc = std::min(KC, g.K - k0);
     const bool acc = g.accumulate || g.bias || k0 > 0;
-    for (int64_t m = m0; m < m1; m += MR)
-      kr.tile(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, panel + k0 * NR, c0 + m * g.ldc,
-              g.ldc, static_cast<int>(std::min(MR, m1 - m)), nr, acc);
+    const int64_t at = p * g.K * NR + k0 * NR;  // this panel's rows k0..
+    const T* bp = g.bp16 ? wide : g.bp + at;
+    if (widen) kr.widen_bf16(kc, g.bp16 + at, wide);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int mr = static_cast<int>(std::min(MR, m1 - m));
+      if (g.bp16 && !widen)
+        kr.tile_bf16(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, g.bp16 + at,
+                     c0 + m * g.ldc, g.ldc, mr, nr, acc);
+      else
+        kr.tile(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, bp, c0 + m * g.ldc, g.ldc, mr,
+                nr, acc);
+    }
   }
 }
 

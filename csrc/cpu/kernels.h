@@ -23,6 +23,7 @@ struct FwdBlockArgs {
   const T* h = nullptr;           // [n,ldh] h_{t-1}, first K columns read
   int64_t ldh = 0;
   const T* w = nullptr;           // [K,NR] packed W_hh panel of this block
+  const uint16_t* w16 = nullptr;  // [K,NR] the same panel in bfloat16 (bf16 kernels)
   const T* gx = nullptr;          // [n,ldgx] x W_ih^T + b, interleaved, this block
   int64_t ldgx = 0;
   const T* ph = nullptr;          // [3,W] peepholes i,f,o of this block, or null
@@ -64,6 +65,15 @@ struct Kernels {
   void (*tile)(int64_t kc, const T* a, int64_t rsa, int64_t csa, const T* bp,
                T* c, int64_t ldc, int mr, int nr, bool acc) = nullptr;
   void (*fwd_block[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training]
+  // bfloat16 weights (float only, inference): Bp is uint16_t, w16 is read,
+  // tiles have MR16 rows.
+  int MR16 = 0;
+  void (*tile_bf16)(int64_t kc, const T* a, int64_t rsa, int64_t csa, const uint16_t* bp,
+                    T* c, int64_t ldc, int mr, int nr, bool acc) = nullptr;
+  void (*fwd_block_bf16[2])(const FwdBlockArgs<T>&) = {};  // [peephole]
+  int (*bf16_order)(int s) = nullptr;  // float index at position s of a 2W group
+  // dst [rows,NR] floats = the bfloat16 panel rows src [rows,NR]
+  void (*widen_bf16)(int64_t rows, const uint16_t* src, T* dst) = nullptr;
   void (*bwd_block[2])(const BwdBlockArgs<T>&) = {};     // [peephole]
   void (*sigmoid)(int64_t n, const T* x, T* y) = nullptr;  // y[n] = σ(x[n])
   void (*tanh)(int64_t n, const T* x, T* y) = nullptr;     // y[n] = tanh(x[n])

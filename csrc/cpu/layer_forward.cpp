@@ -100,7 +100,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   }
   const bool direct_x = sc.identity && !rev;  // chunk rows are contiguous in x
   bool sense = false;
-  const auto block_kernel = kr.fwd_block[peep][train];
+  const auto block_kernel = L.pw.bf16 ? kr.fwd_block_bf16[peep] : kr.fwd_block[peep][train];
 
   for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
     const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];
@@ -119,6 +119,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
       gm.M = rows; gm.N = G4; gm.K = I;
       gm.a = a; gm.rsa = I; gm.csa = 1;
       gm.bp = pw.wih.data();
+      gm.bp16 = L.pw.bf16 ? pw.wih16.data() : nullptr;
       gm.c = gxc; gm.ldc = G4;
       gm.bias = pw.bias.data();
       gemm_panels(kr, gm, b0, b1);
@@ -132,7 +133,10 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         a.n = n;
         a.K = Ho;
         a.h = hprev; a.ldh = ldh;
-        a.w = pw.whh.data() + blk * Ho * NR;
+        if (L.pw.bf16)
+          a.w16 = pw.whh16.data() + blk * Ho * NR;
+        else
+          a.w = pw.whh.data() + blk * Ho * NR;
         a.gx = gxc + (off - r0) * G4 + blk * NR; a.ldgx = G4;
         a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
         a.c = st.c.data() + blk * W; a.ldc = Hp;

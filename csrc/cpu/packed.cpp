@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cpu/gemm.h"
 #include "cpu/geometry.h"
@@ -23,6 +24,8 @@ void PackedImpl<T>::check(const LayerDims& d, Isa call_isa, bool need_backward) 
   if (call_isa != isa)
     throw std::invalid_argument(std::string("packed weights: packed for isa ") + isa_name(isa) +
                                 ", called with " + isa_name(call_isa));
+  if (need_backward && bf16)
+    throw std::invalid_argument("packed weights: bfloat16 weights are for inference only");
   if (need_backward && !with_backward)
     throw std::invalid_argument("packed weights: packed for inference only, training needs "
                                 "with_backward");
@@ -31,11 +34,18 @@ void PackedImpl<T>::check(const LayerDims& d, Isa call_isa, bool need_backward) 
 namespace {
 
 template <class T>
-void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& w,
-                    bool with_backward, int nt, PackedDir<T>& out) {
+void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& w, Isa isa,
+                    bool with_backward, bool bf16, int nt, PackedDir<T>& out) {
   const int64_t I = d.I, H = d.H, P = d.P, Ho = g.Ho, W = g.W, NR = g.NR, Hp = g.Hp;
   out.wih = pack_gate_cols(I, H, w.w_ih, W, nt);
   out.whh = pack_gate_cols(Ho, H, w.w_hh, W, nt);
+  if (bf16) {
+    const auto order = kernels_for<T>(isa).bf16_order;
+    out.wih16 = to_bf16(out.wih, W, order, nt);
+    out.whh16 = to_bf16(out.whh, W, order, nt);
+    out.wih = avec<T>();
+    out.whh = avec<T>();
+  }
   out.bias = interleaved_bias(w, H, Hp, W);
   if (d.peephole) out.ph = interleaved_peephole(w.w_ph, H, Hp, W);
   if (P > 0) out.whr = pack_plain(H, P, w.w_hr, 1, H, NR, nt);
@@ -53,8 +63,13 @@ inline namespace v1 {
 
 template <class T>
 PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
-                            bool with_backward, int num_threads)
+                            bool with_backward, int num_threads, WeightFormat format)
     : p_(new detail::PackedImpl<T>()) {
+  const bool bf16 = format == WeightFormat::bfloat16;
+  if (bf16 && !std::is_same_v<T, float>)
+    throw std::invalid_argument("weights_dtype: bfloat16 weights need a float32 layer");
+  if (bf16 && with_backward)
+    throw std::invalid_argument("weights_dtype: bfloat16 weights are for inference only");
   LayerDims shape = d;
   shape.T = shape.B = 1;
   check_layer(shape, nullptr);
@@ -65,10 +80,11 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
   p_->peephole = d.peephole;
   p_->with_backward = with_backward;
   p_->isa = isa;
+  p_->bf16 = bf16;
   for (int64_t k = 0; k < d.D; ++k) {
     if (!w[k].w_ih || !w[k].w_hh || (d.peephole && !w[k].w_ph) || (d.P > 0 && !w[k].w_hr))
       throw std::invalid_argument("weights: a required weight pointer is null");
-    detail::pack_direction(shape, g, w[k], with_backward, nt, p_->dir[k]);
+    detail::pack_direction(shape, g, w[k], isa, with_backward, bf16, nt, p_->dir[k]);
   }
 }
 
@@ -82,6 +98,10 @@ template <class T>
 Isa PackedLayer<T>::isa() const { return p_->isa; }
 template <class T>
 bool PackedLayer<T>::with_backward() const { return p_->with_backward; }
+template <class T>
+WeightFormat PackedLayer<T>::format() const {
+  return p_->bf16 ? WeightFormat::bfloat16 : WeightFormat::native;
+}
 
 template <class T>
 std::size_t PackedLayer<T>::bytes() const {
@@ -90,6 +110,7 @@ std::size_t PackedLayer<T>::bytes() const {
     for (const auto* v : {&dr.wih, &dr.whh, &dr.bias, &dr.ph, &dr.whr, &dr.whh_t, &dr.wih_t,
                           &dr.whr_t})
       n += v->size() * sizeof(T);
+  for (const auto& dr : p_->dir) n += (dr.wih16.size() + dr.whh16.size()) * sizeof(uint16_t);
   return n;
 }
 

@@ -17,6 +17,8 @@ struct PackedDir {
   avec<T> bias;   // [nblk][4][W] b_ih + b_hh (zeros without bias)
   avec<T> ph;     // [nblk][3][W] peepholes i,f,o, or empty
   avec<T> whr;    // [ceil(P/NR)][H][NR] B(u,p) = W_hr[p,u], or empty
+  // bfloat16 weights: wih and whh rounded, and those two left empty
+  avec<uint16_t> wih16, whh16;
   // with_backward only
   avec<T> whh_t;  // [ceil(Ho/NR)][4Hp][NR] B(q*Hp+u, n) = W_hh[q*H+u, n]
   avec<T> wih_t;  // [ceil(I/NR)][4Hp][NR] B(q*Hp+u, n) = W_ih[q*H+u, n]
@@ -27,6 +29,7 @@ template <class T>
 struct PackedImpl {
   int64_t I = 0, H = 0, P = 0, D = 1;
   bool peephole = false, with_backward = false;
+  bool bf16 = false;  // W_ih and W_hh held as bfloat16 (inference only)
   Isa isa = Isa::scalar;
   PackedDir<T> dir[2];
   // Throws std::invalid_argument when d or isa differ from what was packed,

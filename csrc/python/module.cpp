@@ -99,7 +99,7 @@ std::vector<Ptrs> params(const py::sequence& seq, const LayerDims& d, bool writa
 template <class T>
 std::unique_ptr<PackedLayer<T>> pack(py::tuple shape, py::sequence weights,
                                      const std::string& isa, bool with_backward,
-                                     int num_threads) {
+                                     int num_threads, bool bf16) {
   if (shape.size() != 5) throw py::value_error("shape: expected (I, H, P, D, peephole)");
   LayerDims d;
   d.T = d.B = 1;
@@ -113,7 +113,8 @@ std::unique_ptr<PackedLayer<T>> pack(py::tuple shape, py::sequence weights,
   const auto w = params<T, DirWeights<T>>(weights, d, false, "weights");
   py::gil_scoped_release nogil;
   return std::unique_ptr<PackedLayer<T>>(
-      new PackedLayer<T>(d, w.data(), i, with_backward, num_threads));
+      new PackedLayer<T>(d, w.data(), i, with_backward, num_threads,
+                         bf16 ? WeightFormat::bfloat16 : WeightFormat::native));
 }
 
 template <class T>
@@ -161,13 +162,46 @@ void backward(py::tuple dims, const PackedLayer<T>& w, py::sequence grads, py::o
                     a.cfg);
 }
 
+// One inference step of an LSTMCell (one layer, one direction, no
+// projection): x [B,I], h, c [B,H] -> h1, c1 [B,H]. The lean entry for
+// streaming: B follows from x's size.
+template <class T>
+void cell_forward(const PackedLayer<T>& w, py::object x, py::object h, py::object c,
+                  py::object h1, py::object c1, int num_threads, const std::string& isa) {
+  const auto& p = w.impl();
+  if (p.D != 1 || p.P != 0) throw py::value_error("packed: expected a cell (D=1, P=0)");
+  if (!py::isinstance<py::array>(x)) throw py::type_error("x: expected a numpy array");
+  const int64_t n = py::reinterpret_borrow<py::array>(x).size();
+  if (n < p.I || n % p.I != 0) throw py::value_error("x: expected [B,I] elements");
+  LayerDims d;
+  d.T = 1;
+  d.B = n / p.I;
+  d.I = p.I;
+  d.H = p.H;
+  d.peephole = p.peephole;
+  ExecConfig cfg;
+  cfg.num_threads = num_threads;
+  cfg.isa = parse_isa(isa);
+  const T* px = buffer<T>(x, "x", d.B * d.I, false);
+  const T* ph = buffer<T>(h, "h", d.B * d.H, false);
+  const T* pc = buffer<T>(c, "c", d.B * d.H, false);
+  T* ph1 = buffer<T>(h1, "h_out", d.B * d.H, true);
+  T* pc1 = buffer<T>(c1, "c_out", d.B * d.H, true);
+  py::gil_scoped_release nogil;
+  layer_forward<T>(d, w, px, nullptr, ph, pc, ph1, ph1, pc1, nullptr, cfg);
+}
+
 template <class T>
 void bind_packed(py::module_& m, const char* name) {
   py::class_<PackedLayer<T>>(m, name)
       .def(py::init(&pack<T>), py::arg("shape"), py::arg("weights"), py::arg("isa"),
-           py::arg("with_backward"), py::arg("num_threads"))
+           py::arg("with_backward"), py::arg("num_threads"), py::arg("bf16") = false)
       .def_property_readonly("isa", [](const PackedLayer<T>& p) { return isa_name(p.isa()); })
       .def_property_readonly("with_backward", &PackedLayer<T>::with_backward)
+      .def_property_readonly("bf16",
+                             [](const PackedLayer<T>& p) {
+                               return p.format() == WeightFormat::bfloat16;
+                             })
       .def_property_readonly("nbytes", &PackedLayer<T>::bytes);
 }
 
@@ -226,6 +260,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm C++ core (internal; use the fastlstm package)";
   bind_packed<float>(m, "PackedLayerF32");
   bind_packed<double>(m, "PackedLayerF64");
+  m.def("cell_forward_f32", &cell_forward<float>);
+  m.def("cell_forward_f64", &cell_forward<double>);
   m.def("layer_forward_f32", &forward<float>);
   m.def("layer_forward_f64", &forward<double>);
   m.def("layer_backward_f32", &backward<float>);

@@ -36,17 +36,36 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+_SUPPORTED = tuple(i for i in _ISAS if _core.isa_supported(i))  # the CPU does not change
+_BEST = _core.best_isa()
+
+
+# os.environ.get costs about a microsecond (a KeyError inside when unset);
+# streaming calls read the variable through os.environ's own dict instead.
+try:
+    _ENV_DATA, _ENV_KEY = os.environ._data, os.environ.encodekey("FASTLSTM_ISA")
+except AttributeError:  # not CPython's os.environ
+    _ENV_DATA = None
+
+
+def _env_isa():
+    if _ENV_DATA is None:
+        return os.environ.get("FASTLSTM_ISA")
+    v = _ENV_DATA.get(_ENV_KEY)
+    return None if v is None else os.environ.decodevalue(v)
+
+
 def available_isas() -> list:
     """Kernel paths this build can run on this CPU, slowest first."""
-    return [i for i in _ISAS if _core.isa_supported(i)]
+    return list(_SUPPORTED)
 
 
 def resolve_isa(isa: str | None = None) -> str:
     """The kernel path to run: `isa`, else $FASTLSTM_ISA, else the best one."""
-    choice = isa or os.environ.get("FASTLSTM_ISA") or _core.best_isa()
-    if choice not in _ISAS:
-        raise ValueError(f"isa: expected one of {_ISAS}, got {choice!r}")
-    if not _core.isa_supported(choice):
+    choice = isa or _env_isa() or _BEST
+    if choice not in _SUPPORTED:
+        if choice not in _ISAS:
+            raise ValueError(f"isa: expected one of {_ISAS}, got {choice!r}")
         raise ValueError(f"isa: {choice!r} is not supported by this CPU or build "
                          f"(available: {available_isas()})")
     return choice

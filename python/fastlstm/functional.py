@@ -58,15 +58,18 @@ class Packed:
     Built by `pack` (the layers keep one and rebuild it when their weights
     change). It holds copies: later edits of the source arrays are not seen.
     """
-    __slots__ = ("layers", "names", "shapes", "isa", "dtype", "with_backward", "config")
+    __slots__ = ("layers", "names", "shapes", "isa", "dtype", "with_backward", "config",
+                 "weights_dtype")
 
-    def __init__(self, layers, names, shapes, isa, dtype, with_backward, config):
+    def __init__(self, layers, names, shapes, isa, dtype, with_backward, config,
+                 weights_dtype):
         self.layers = layers              # per layer: a _core.PackedLayerF32/F64
         self.names = names                # per layer, per direction: 6 names or None
         self.shapes = shapes              # name -> shape
         self.isa, self.dtype = isa, dtype
         self.with_backward = with_backward
         self.config = config              # (input_size, H, L, P, bidirectional, bias, peephole)
+        self.weights_dtype = weights_dtype  # dtype of W_ih, W_hh in the kernels
 
     @property
     def nbytes(self) -> int:
@@ -74,11 +77,33 @@ class Packed:
 
     def __repr__(self):
         return (f"Packed({len(self.layers)} layers, isa={self.isa!r}, dtype={self.dtype}, "
-                f"with_backward={self.with_backward}, nbytes={self.nbytes})")
+                f"weights_dtype={self.weights_dtype!r}, with_backward={self.with_backward}, "
+                f"nbytes={self.nbytes})")
 
 
-def _pack_checked(params, config, dtype, isa, with_backward, nt) -> Packed:
-    """`pack` on arguments already checked: params hold every key, right shape and dtype."""
+def weights_dtype_of(weights_dtype, dtype) -> str:
+    """'bfloat16', or the layer's own dtype name for None / that dtype."""
+    if weights_dtype is None or (weights_dtype != "bfloat16"
+                                 and _is_dtype(weights_dtype, dtype)):
+        return dtype.name
+    if weights_dtype != "bfloat16":
+        raise ValueError(f"weights_dtype: expected None, {dtype.name!r} or 'bfloat16', got "
+                         f"{weights_dtype!r}")
+    if dtype != np.float32:
+        raise ValueError(f"weights_dtype: 'bfloat16' needs dtype float32, got {dtype}")
+    return "bfloat16"
+
+
+def _is_dtype(value, dtype) -> bool:
+    try:
+        return np.dtype(value) == dtype
+    except TypeError:
+        return False
+
+
+def _pack_checked(params, config, dtype, isa, with_backward, nt, bf16=False) -> Packed:
+    """`pack` on arguments already checked: params hold every key, right shape and dtype.
+    bf16: W_ih and W_hh as bfloat16 (float32, inference only)."""
     I, H, L, P, bidirectional, bias, peephole = config
     D, Ho = (2 if bidirectional else 1), (P or H)
     cls = _core.PackedLayerF32 if dtype == np.float32 else _core.PackedLayerF64
@@ -87,21 +112,28 @@ def _pack_checked(params, config, dtype, isa, with_backward, nt) -> Packed:
         per_dir = [_direction_weights(params, k, sfx, bias, peephole, P)
                    for sfx in _suffixes(bidirectional)]
         shape = (I if k == 0 else D * Ho, H, P, D, bool(peephole))
-        layers.append(cls(shape, [w for _, w in per_dir], isa, with_backward, nt))
+        layers.append(cls(shape, [w for _, w in per_dir], isa, with_backward, nt, bf16))
         names.append([n for n, _ in per_dir])
     shapes = {k: tuple(v.shape) for k, v in params.items()}
-    return Packed(layers, names, shapes, isa, dtype, with_backward, config)
+    return Packed(layers, names, shapes, isa, dtype, with_backward, config,
+                  "bfloat16" if bf16 else dtype.name)
 
 
 def pack(params, *, input_size, hidden_size, num_layers=1, proj_size=0, bidirectional=False,
-         bias=True, peephole=False, training=False, isa=None) -> Packed:
+         bias=True, peephole=False, training=False, isa=None, weights_dtype=None) -> Packed:
     """Pack `params` for `lstm_forward(..., packed=)`; training=True also packs
-    what `lstm_backward` needs. The result holds copies of the weights."""
+    what `lstm_backward` needs. The result holds copies of the weights.
+    weights_dtype='bfloat16' (float32 params, inference only) rounds W_ih and
+    W_hh to bfloat16 for the kernels; products, biases and state stay float32."""
     I, H, L, _, P = _checks.layer_config(input_size, hidden_size, num_layers, 0.0, proj_size)
     params, dtype = _checked_params(params, I, H, L, bias, bidirectional, P, peephole)
     config = (I, H, L, P, bool(bidirectional), bool(bias), bool(peephole))
+    wdt = weights_dtype_of(weights_dtype, dtype)
+    if wdt == "bfloat16" and training:
+        raise ValueError("weights_dtype: 'bfloat16' weights are for inference only "
+                         "(training=False)")
     return _pack_checked(params, config, dtype, resolve_isa(isa), bool(training),
-                         get_num_threads())
+                         get_num_threads(), wdt == "bfloat16")
 
 
 def _checked_params(params, I, H, L, bias, bidirectional, P, peephole, dtype=None):

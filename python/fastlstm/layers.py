@@ -5,10 +5,11 @@ import warnings
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _core
 from ._param import Parameter, VersionCell
 from ._runtime import get_num_threads, resolve_isa
-from .functional import _forward, _pack_checked, init_params, lstm_backward, param_shapes
+from .functional import (_forward, _pack_checked, init_params, lstm_backward, param_shapes,
+                         weights_dtype_of)
 
 __all__ = ["LSTM", "LSTMCell"]
 
@@ -63,15 +64,19 @@ class _Module:
         self._cell.bump()
 
     def _packed_for(self, training: bool):
-        """The packed weights for this call's kernel path, repacked if stale."""
+        """The packed weights for this call's kernel path, repacked if stale.
+        Training packs float weights with backward panels; inference packs
+        `weights_dtype`."""
         isa = resolve_isa()
+        wdt = self.dtype.name if training else self.weights_dtype
         cached = self._packed
         if (cached is not None and cached[0] == self._cell.value and cached[1].isa == isa
+                and cached[1].weights_dtype == wdt
                 and (cached[1].with_backward or not training)):
             return cached[1]
         version = self._cell.value
         packed = _pack_checked(self._lstm_params(), self._config(), self.dtype, isa, training,
-                               get_num_threads())
+                               get_num_threads(), wdt == "bfloat16")
         self._packed = (version, packed)
         return packed
 
@@ -133,11 +138,12 @@ class LSTM(_Module):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, peephole=False,
-                 dtype=np.float32, seed=None):
+                 dtype=np.float32, seed=None, weights_dtype=None):
         (self.input_size, self.hidden_size, self.num_layers, self.dropout,
          self.proj_size) = _checks.layer_config(input_size, hidden_size, num_layers, dropout,
                                                 proj_size)
         self.dtype = _checks.dtype_of(dtype)
+        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype)
         self.bias, self.batch_first = bool(bias), bool(batch_first)
         self.bidirectional, self.peephole = bool(bidirectional), bool(peephole)
         if self.dropout > 0 and self.num_layers == 1:
@@ -273,10 +279,11 @@ class LSTMCell(_Module):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, peephole=False, dtype=np.float32,
-                 seed=None):
+                 seed=None, weights_dtype=None):
         self.input_size, self.hidden_size, _, _, _ = _checks.layer_config(
             input_size, hidden_size, 1, 0.0, 0)
         self.dtype = _checks.dtype_of(dtype)
+        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype)
         self.bias, self.peephole = bool(bias), bool(peephole)
         _checks.check_sizes("hidden_size", 4 * self.hidden_size,
                             max(self.input_size, self.hidden_size))
@@ -285,6 +292,8 @@ class LSTMCell(_Module):
         shapes = {k[:-3]: v for k, v in lstm_shapes.items()}  # drop "_l0"
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
         self._saved = []
+        self._cell_kernel = _core.cell_forward_f32 if self.dtype == np.float32 else \
+            _core.cell_forward_f64
 
     def __repr__(self):
         return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
@@ -322,8 +331,15 @@ class LSTMCell(_Module):
             shape = (B, H) if batched else (H,)
             h0 = _checks.shaped(hx[0], "hx[0] (h)", self.dtype, shape).reshape(1, B, H)
             c0 = _checks.shaped(hx[1], "hx[1] (c)", self.dtype, shape).reshape(1, B, H)
-        _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), self._packed_for(self.training),
-                                  h0, c0, None, 0.0, self.training, None, get_num_threads())
+        packed = self._packed_for(self.training)
+        if not self.training:  # the lean streaming step: one core call, no context
+            zeros = None if hx is not None else np.zeros((B, H), self.dtype)
+            h, c = np.empty((B, H), self.dtype), np.empty((B, H), self.dtype)
+            self._cell_kernel(packed.layers[0], xb, zeros if h0 is None else h0,
+                              zeros if c0 is None else c0, h, c, get_num_threads(), packed.isa)
+            return (h, c) if batched else (h[0], c[0])
+        _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), packed, h0, c0, None, 0.0,
+                                  True, None, get_num_threads())
         if self.training:
             self._saved.append((ctx, B, batched))
         h, c = hn[0], cn[0]

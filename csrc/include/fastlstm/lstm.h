@@ -32,6 +32,11 @@ inline namespace v1 {
 
 enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
 
+// How a PackedLayer holds W_ih and W_hh. bfloat16 (float layers, inference
+// only) rounds them to the nearest bfloat16 and widens them to float in the
+// kernels: products and state stay float.
+enum class WeightFormat : int { native = 0, bfloat16 = 1 };
+
 struct LayerDims {
   int64_t T = 0, B = 0, I = 0, H = 0;
   int64_t P = 0;   // projection size, 0 = none
@@ -89,12 +94,13 @@ template <class T>
 class PackedLayer {
  public:
   PackedLayer(const LayerDims& d, const DirWeights<T>* w /*[D]*/, Isa isa, bool with_backward,
-              int num_threads = 1);
+              int num_threads = 1, WeightFormat format = WeightFormat::native);
   ~PackedLayer();
   PackedLayer(PackedLayer&&) noexcept;
   PackedLayer& operator=(PackedLayer&&) noexcept;
   Isa isa() const;
   bool with_backward() const;
+  WeightFormat format() const;
   std::size_t bytes() const;  // memory held
   const detail::PackedImpl<T>& impl() const { return *p_; }
 
