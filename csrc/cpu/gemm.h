@@ -131,61 +131,85 @@ struct Gemm {
   const T* bias = nullptr;       // [N], added when !accumulate, or null
 };
 
-// One MC x NR block of C = AB: rows [m0,m1), panel p; on the calling thread.
-// bfloat16 panels feed the bfloat16 tile when there are few rows; with more,
-// each k-slice is widened once into floats for the faster float tile.
+inline int64_t gemm_kc(const int64_t NR, int64_t elem) {
+  return std::max<int64_t>(64, 16384 / (NR * elem));  // a [KC,NR] slice of B fills 16 KB
+}
+inline int64_t gemm_mc(int64_t MR) { return MR * 32; }
+
+// Rows [m0,m1) (at most MC) by panels [p0,p1) of C = AB, on the calling thread.
+// For each k-slice, A's rows are packed once into abuf as [tile][k][MR] (each
+// tile then reads its broadcasts in order, whatever A's strides) and reused
+// for every panel. bfloat16 panels feed the bfloat16 tile when there are few
+// rows; with more, each k-slice is widened once into floats for the float tile.
 template <class T>
-void gemm_block(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, int64_t p) {
-  const int64_t NR = kr.NR;
-  const int64_t KC = std::max<int64_t>(64, 16384 / (NR * int64_t(sizeof(T))));
-  const int64_t n0 = p * NR;
-  const int nr = static_cast<int>(std::min(NR, g.N - n0));
+void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, int64_t p0,
+               int64_t p1, T* abuf /*[MC*KC]*/) {
+  const int64_t NR = kr.NR, KC = gemm_kc(NR, sizeof(T));
   const bool widen = g.bp16 && m1 - m0 >= 4 * kr.MR;
-  const int64_t MR = g.bp16 && !widen ? kr.MR16 : kr.MR;
+  const bool tile16 = g.bp16 && !widen;
+  const int64_t MR = tile16 ? kr.MR16 : kr.MR;
   alignas(64) T wide[widen ? 4096 : 1];  // one widened k-slice [KC,NR] (16 KB)
-  T* c0 = g.c + n0;
   if (!g.accumulate && g.bias)
     for (int64_t m = m0; m < m1; ++m)
-      for (int j = 0; j < nr; ++j) c0[m * g.ldc + j] = g.bias[n0 + j];
+      for (int64_t j = p0 * NR; j < std::min(g.N, p1 * NR); ++j) g.c[m * g.ldc + j] = g.bias[j];
   for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
     const int64_t kc = std::min(KC, g.K - k0);
     const bool acc = g.accumulate || g.bias || k0 > 0;
-    const int64_t at = p * g.K * NR + k0 * NR;  // this panel's rows k0..
-    const T* bp = g.bp16 ? wide : g.bp + at;
-    if (widen) kr.widen_bf16(kc, g.bp16 + at, wide);
-    for (int64_t m = m0; m < m1; m += MR) {
-      const int mr = static_cast<int>(std::min(MR, m1 - m));
-      if (g.bp16 && !widen)
-        kr.tile_bf16(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, g.bp16 + at,
-                     c0 + m * g.ldc, g.ldc, mr, nr, acc);
-      else
-        kr.tile(kc, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, bp, c0 + m * g.ldc, g.ldc, mr,
-                nr, acc);
+    for (int64_t m = m0; m < m1; m += MR) {  // pack A[m0:m1, k0:k0+kc]
+      const int64_t mr = std::min(MR, m1 - m);
+      T* at = abuf + (m - m0) * kc;
+      const T* a = g.a + m * g.rsa + k0 * g.csa;
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < mr; ++r) at[k * MR + r] = a[r * g.rsa + k * g.csa];
+    }
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * NR;
+      const int nr = static_cast<int>(std::min(NR, g.N - n0));
+      const int64_t at = p * g.K * NR + k0 * NR;  // this panel's rows k0..
+      if (widen) kr.widen_bf16(kc, g.bp16 + at, wide);
+      const T* bp = widen ? wide : g.bp + at;
+      for (int64_t m = m0; m < m1; m += MR) {
+        const int mr = static_cast<int>(std::min(MR, m1 - m));
+        const T* a = abuf + (m - m0) * kc;
+        if (tile16)
+          kr.tile_bf16(kc, a, 1, MR, g.bp16 + at, g.c + m * g.ldc + n0, g.ldc, mr, nr, acc);
+        else
+          kr.tile(kc, a, 1, MR, bp, g.c + m * g.ldc + n0, g.ldc, mr, nr, acc);
+      }
     }
   }
 }
 
-inline int64_t gemm_mc(int64_t MR) { return MR * 32; }
+// Scratch for gemm_rows' packed A.
+template <class T>
+avec<T> gemm_abuf(const Kernels<T>& kr) {
+  const int64_t MR = std::max(kr.MR, kr.MR16);
+  return avec<T>(static_cast<size_t>(gemm_mc(MR) * gemm_kc(kr.NR, sizeof(T))));
+}
 
-// This thread's share of C = AB, called inside a parallel region of nt threads.
+// This thread's share of C = AB, called inside a parallel region of nt
+// threads: a static split of the (row block, panel) pairs, row-block major.
 template <class T>
 void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt) {
   const int64_t MC = gemm_mc(kr.MR);
   const int64_t mb = (g.M + MC - 1) / MC, nb = (g.N + kr.NR - 1) / kr.NR;
   int64_t lo, hi;
   split(mb * nb, tid, nt, lo, hi);
-  for (int64_t it = lo; it < hi; ++it) {
-    const int64_t m0 = (it / nb) * MC;
-    gemm_block(kr, g, m0, std::min(g.M, m0 + MC), it % nb);
+  if (lo >= hi) return;
+  avec<T> abuf = gemm_abuf(kr);
+  for (int64_t it = lo; it < hi;) {
+    const int64_t b = it / nb, pe = std::min(hi - b * nb, nb);  // panels [it%nb, pe) of block b
+    const int64_t m0 = b * MC;
+    gemm_rows(kr, g, m0, std::min(g.M, m0 + MC), it % nb, pe, abuf.data());
+    it = b * nb + pe;
   }
 }
 
 // Panels [p0,p1) of C = AB (all rows), on the calling thread.
 template <class T>
-void gemm_panels(const Kernels<T>& kr, const Gemm<T>& g, int64_t p0, int64_t p1) {
+void gemm_panels(const Kernels<T>& kr, const Gemm<T>& g, int64_t p0, int64_t p1, T* abuf) {
   const int64_t MC = gemm_mc(kr.MR);
-  for (int64_t p = p0; p < p1; ++p)
-    for (int64_t m0 = 0; m0 < g.M; m0 += MC) gemm_block(kr, g, m0, std::min(g.M, m0 + MC), p);
+  for (int64_t m0 = 0; m0 < g.M; m0 += MC) gemm_rows(kr, g, m0, std::min(g.M, m0 + MC), p0, p1, abuf);
 }
 
 // C = AB with its own parallel region.

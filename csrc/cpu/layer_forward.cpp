@@ -99,6 +99,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
     u1 = std::min(b1 * W, Ho);
   }
   const bool direct_x = sc.identity && !rev;  // chunk rows are contiguous in x
+  avec<T> abuf = gemm_abuf(kr);
   bool sense = false;
   const auto block_kernel = L.pw.bf16 ? kr.fwd_block_bf16[peep] : kr.fwd_block[peep][train];
 
@@ -122,7 +123,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
       gm.bp16 = L.pw.bf16 ? pw.wih16.data() : nullptr;
       gm.c = gxc; gm.ldc = G4;
       gm.bias = pw.bias.data();
-      gemm_panels(kr, gm, b0, b1);
+      gemm_panels(kr, gm, b0, b1, abuf.data());
     }
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t n = sc.n_at[s], off = sc.off[s];

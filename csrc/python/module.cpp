@@ -33,7 +33,7 @@ template <class T>
 T* buffer(const py::object& o, const char* name, int64_t size, bool writable) {
   if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(name) + ": expected a numpy array");
   py::array a = py::reinterpret_borrow<py::array>(o);
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!a.dtype().equal(py::dtype::of<T>()))  // equal, not identical: unpickled dtypes differ
     throw py::type_error(std::string(name) + ": expected dtype " +
                          std::string(py::str(py::dtype::of<T>())) + ", got " +
                          std::string(py::str(a.dtype())));

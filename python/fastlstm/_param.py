@@ -2,15 +2,23 @@
 
 A layer packs its weights once for its kernels and repacks only when they
 change. Parameters are ordinary writable ndarrays (a subclass) whose in-place
-changes through NumPy bump a version shared with their layer: item assignment,
-in-place operators and ufuncs with ``out=``, ``np.copyto``/``np.put``/... and
-the mutating methods (``fill``, ``sort``, ...), on the array or on any view
-taken from it by indexing, ``.T``, ``reshape`` and so on. Writes that bypass
-NumPy's API (a base-class view from ``np.asarray``, a ``memoryview``, ctypes,
-``torch.from_numpy``) cannot be seen: call the layer's ``params_changed()``
-after those.
+changes through NumPy bump a version shared with their layer:
+- item and slice assignment, ``p.flat[...] = v``, in-place operators, ufuncs
+  with ``out=`` (and ``ufunc.at``);
+- NumPy functions that write into an argument (``np.copyto``, ``np.put``,
+  ``np.place``, ``np.putmask``, ``np.fill_diagonal``, ``np.put_along_axis``)
+  and any function given a parameter as its ``out``;
+- the mutating methods (``fill``, ``put``, ``sort``, ``partition``, ...);
+on the parameter or on any view of it (indexing, ``.T``, ``reshape``,
+``np.split``, ``np.ravel``, ...). Copies (``p.copy()``, ``copy.copy``,
+``astype``, fancy indexing, arithmetic results) are plain ndarrays, detached
+from the layer. Writes that bypass NumPy's API (a base-class view from
+``np.asarray`` or ``p.view(np.ndarray)``, a memoryview, ctypes,
+``torch.from_numpy``) cannot be seen: call the layer's ``params_changed()``.
 """
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -26,19 +34,86 @@ class VersionCell:
         self.value += 1
 
 
-# NumPy functions that write into an argument: name -> index of that argument.
-_WRITERS = {np.copyto: 0, np.put: 0, np.place: 0, np.putmask: 0, np.fill_diagonal: 0,
-            np.put_along_axis: 0}
+# Functions that write into an argument: function -> that argument's name.
+_WRITERS = {np.copyto: "dst", np.put: "a", np.place: "arr", np.putmask: "a",
+            np.fill_diagonal: "a", np.put_along_axis: "arr"}
+# C functions with no introspectable signature that take `out` positionally.
+_POSITIONAL_OUT = {np.dot: 2, np.concatenate: 2, np.vdot: None, np.inner: None}
+_SIGNATURES: dict = {}
+
+
+def _bump(a) -> None:
+    cell = getattr(a, "_cell", None)
+    if cell is not None:
+        cell.bump()
+
+
+def _signature(func):
+    try:
+        return _SIGNATURES[func]
+    except KeyError:
+        pass
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        sig = None
+    _SIGNATURES[func] = sig
+    return sig
+
+
+def _written(func, args, kwargs):
+    """The arguments `func` writes into: its target (writers) and its `out`."""
+    name = _WRITERS.get(func)
+    found = []
+    if name is not None:
+        found.append(kwargs[name] if name in kwargs else (args[0] if args else None))
+    if "out" in kwargs:
+        found.append(kwargs["out"])
+    else:
+        pos = _POSITIONAL_OUT.get(func)
+        if pos is not None:
+            found.append(args[pos] if len(args) > pos else None)
+        elif func not in _POSITIONAL_OUT:
+            sig = _signature(func)
+            if sig is not None and "out" in sig.parameters:
+                params = list(sig.parameters)
+                i = params.index("out")
+                if len(args) > i and all(sig.parameters[p].kind in (
+                        inspect.Parameter.POSITIONAL_ONLY,
+                        inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params[:i + 1]):
+                    found.append(args[i])
+    out = []
+    for f in found:
+        out.extend(f if isinstance(f, tuple) else (f,))
+    return out
 
 
 def _plain(a):
     return a.view(np.ndarray) if isinstance(a, Parameter) else a
 
 
-def _bump(a):
-    cell = getattr(a, "_cell", None)
-    if cell is not None:
-        cell.bump()
+class _Flat:
+    """``p.flat``: numpy's flat iterator whose assignments bump the version."""
+    __slots__ = ("_p",)
+
+    def __init__(self, p):
+        self._p = p
+
+    def __getitem__(self, key):
+        return self._p.view(np.ndarray).flat[key]
+
+    def __setitem__(self, key, value):
+        self._p.view(np.ndarray).flat[key] = value
+        _bump(self._p)
+
+    def __iter__(self):
+        return iter(self._p.view(np.ndarray).flat)
+
+    def __len__(self):
+        return self._p.size
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self._p.view(np.ndarray).flat, dtype=dtype)
 
 
 class Parameter(np.ndarray):
@@ -53,10 +128,21 @@ class Parameter(np.ndarray):
         return p
 
     def __array_finalize__(self, obj):
-        self._cell = getattr(obj, "_cell", None)
+        # views share the layer's version; new arrays (copies) are detached
+        cell = getattr(obj, "_cell", None)
+        self._cell = cell if cell is not None and np.may_share_memory(self, obj) else None
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
+        _bump(self)
+
+    @property
+    def flat(self):
+        return _Flat(self)
+
+    @flat.setter
+    def flat(self, value):
+        self.view(np.ndarray).flat = value
         _bump(self)
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
@@ -73,13 +159,9 @@ class Parameter(np.ndarray):
         return out[0] if len(out) == 1 else out
 
     def __array_function__(self, func, types, args, kwargs):
-        plain_args = tuple(_plain(a) for a in args)
-        plain_kwargs = {k: _plain(v) for k, v in kwargs.items()}
-        result = func(*plain_args, **plain_kwargs)
-        if func in _WRITERS and len(args) > _WRITERS[func]:
-            _bump(args[_WRITERS[func]])
-        if "out" in kwargs:
-            _bump(kwargs["out"])
+        result = super().__array_function__(func, types, args, kwargs)
+        for a in _written(func, args, kwargs):
+            _bump(a)
         return result
 
     def _mutating(name):  # noqa: N805 - builds methods below
@@ -104,7 +186,16 @@ class Parameter(np.ndarray):
     def copy(self, order="C"):  # a copy is a plain array: not the layer's
         return np.array(self.view(np.ndarray), order=order, copy=True)
 
-    def __reduce__(self):  # pickles (and copies via pickle) as a plain array
+    def __copy__(self):
+        return self.copy()
+
+    def __deepcopy__(self, memo):
+        return self.copy()
+
+    def astype(self, dtype, *args, **kwargs):
+        return self.view(np.ndarray).astype(dtype, *args, **kwargs)
+
+    def __reduce__(self):  # pickles as a plain array
         return np.array(self).__reduce__()
 
     def __repr__(self):

@@ -52,6 +52,29 @@ class _Module:
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._params))
 
+    # Pickling and copy.deepcopy: the copy gets its own parameters and version,
+    # and none of the caches (packed weights, saved contexts) travel.
+    _TRANSIENT = {"_packed": None, "_ctx": None, "_saved": list, "_cell_kernel": None}
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+        state["_params"] = {k: np.array(v) for k, v in self._params.items()}
+        state["_transient"] = [k for k in self._TRANSIENT if k in self.__dict__]
+        del state["_cell"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._cell = VersionCell()
+        self._params = {k: Parameter.wrap(v, self._cell) for k, v in state["_params"].items()}
+        for k in self.__dict__.pop("_transient"):
+            make = self._TRANSIENT[k]
+            self.__dict__[k] = make() if callable(make) else make
+        self._init_transient()
+
+    def _init_transient(self) -> None:
+        """Restore what __getstate__ leaves out (subclasses extend)."""
+
     @property
     def params_version(self) -> int:
         """A counter bumped by every seen change of the parameters."""
@@ -292,6 +315,9 @@ class LSTMCell(_Module):
         shapes = {k[:-3]: v for k, v in lstm_shapes.items()}  # drop "_l0"
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
         self._saved = []
+        self._init_transient()
+
+    def _init_transient(self) -> None:
         self._cell_kernel = _core.cell_forward_f32 if self.dtype == np.float32 else \
             _core.cell_forward_f64
 
