@@ -134,47 +134,67 @@ struct Gemm {
 inline int64_t gemm_kc(const int64_t NR, int64_t elem) {
   return std::max<int64_t>(64, 16384 / (NR * elem));  // a [KC,NR] slice of B fills 16 KB
 }
+
 inline int64_t gemm_mc(int64_t MR) { return MR * 32; }
 
-// Rows [m0,m1) (at most MC) by panels [p0,p1) of C = AB, on the calling thread.
-// For each k-slice, A's rows are packed once into abuf as [tile][k][MR] (each
-// tile then reads its broadcasts in order, whatever A's strides) and reused
-// for every panel. bfloat16 panels feed the bfloat16 tile when there are few
-// rows; with more, each k-slice is widened once into floats for the float tile.
+// k-range packed at a time: MC rows of A over it fill about 192 KB of L2.
+template <class T>
+int64_t gemm_kw(const Kernels<T>& kr) {
+  const int64_t KC = gemm_kc(kr.NR, sizeof(T));
+  const int64_t kw = (192 * 1024 / int64_t(sizeof(T))) / gemm_mc(kr.MR) / KC * KC;
+  return std::max(KC, kw);
+}
+
+// Rows [m0,m1) (at most gemm_mc) by panels [p0,p1) of C = AB, on the calling
+// thread. For each window of k, A's rows are packed once into abuf as
+// [k-slice][tile][k][MR] (each tile then reads its broadcasts in order,
+// whatever A's strides); then each panel runs the window's k-slices while its
+// C block stays in cache, and each k-slice of the panel stays in L1 for every
+// tile. bfloat16 panels feed the bfloat16 tile when there are few rows; with
+// more, each k-slice is widened once into floats for the float tile.
 template <class T>
 void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, int64_t p0,
-               int64_t p1, T* abuf /*[MC*KC]*/) {
-  const int64_t NR = kr.NR, KC = gemm_kc(NR, sizeof(T));
+               int64_t p1, T* abuf /*[gemm_mc*gemm_kw]*/) {
+  const int64_t NR = kr.NR, KC = gemm_kc(NR, sizeof(T)), KW = gemm_kw(kr);
   const bool widen = g.bp16 && m1 - m0 >= 4 * kr.MR;
   const bool tile16 = g.bp16 && !widen;
   const int64_t MR = tile16 ? kr.MR16 : kr.MR;
+  const int64_t rows = (m1 - m0 + MR - 1) / MR * MR;  // a k-slice of abuf is [rows,kc]
   alignas(64) T wide[widen ? 4096 : 1];  // one widened k-slice [KC,NR] (16 KB)
   if (!g.accumulate && g.bias)
     for (int64_t m = m0; m < m1; ++m)
       for (int64_t j = p0 * NR; j < std::min(g.N, p1 * NR); ++j) g.c[m * g.ldc + j] = g.bias[j];
-  for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
-    const int64_t kc = std::min(KC, g.K - k0);
-    const bool acc = g.accumulate || g.bias || k0 > 0;
-    for (int64_t m = m0; m < m1; m += MR) {  // pack A[m0:m1, k0:k0+kc]
-      const int64_t mr = std::min(MR, m1 - m);
-      T* at = abuf + (m - m0) * kc;
-      const T* a = g.a + m * g.rsa + k0 * g.csa;
-      for (int64_t k = 0; k < kc; ++k)
-        for (int64_t r = 0; r < mr; ++r) at[k * MR + r] = a[r * g.rsa + k * g.csa];
+  for (int64_t w0 = 0; w0 < g.K; w0 += KW) {
+    const int64_t w1 = std::min(g.K, w0 + KW);
+    for (int64_t k0 = w0; k0 < w1; k0 += KC) {  // pack A[m0:m1, w0:w1]
+      const int64_t kc = std::min(KC, w1 - k0);
+      T* slice = abuf + rows * (k0 - w0);
+      for (int64_t m = m0; m < m1; m += MR) {
+        const int64_t mr = std::min(MR, m1 - m);
+        T* at = slice + (m - m0) * kc;
+        const T* a = g.a + m * g.rsa + k0 * g.csa;
+        for (int64_t k = 0; k < kc; ++k)
+          for (int64_t r = 0; r < mr; ++r) at[k * MR + r] = a[r * g.rsa + k * g.csa];
+      }
     }
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * NR;
       const int nr = static_cast<int>(std::min(NR, g.N - n0));
-      const int64_t at = p * g.K * NR + k0 * NR;  // this panel's rows k0..
-      if (widen) kr.widen_bf16(kc, g.bp16 + at, wide);
-      const T* bp = widen ? wide : g.bp + at;
-      for (int64_t m = m0; m < m1; m += MR) {
-        const int mr = static_cast<int>(std::min(MR, m1 - m));
-        const T* a = abuf + (m - m0) * kc;
-        if (tile16)
-          kr.tile_bf16(kc, a, 1, MR, g.bp16 + at, g.c + m * g.ldc + n0, g.ldc, mr, nr, acc);
-        else
-          kr.tile(kc, a, 1, MR, bp, g.c + m * g.ldc + n0, g.ldc, mr, nr, acc);
+      T* c = g.c + n0;
+      for (int64_t k0 = w0; k0 < w1; k0 += KC) {
+        const int64_t kc = std::min(KC, w1 - k0);
+        const bool acc = g.accumulate || g.bias || k0 > 0;
+        const int64_t at = p * g.K * NR + k0 * NR;  // this panel's rows k0..
+        if (widen) kr.widen_bf16(kc, g.bp16 + at, wide);
+        const T* bp = widen ? wide : g.bp + at;
+        for (int64_t m = m0; m < m1; m += MR) {
+          const int mr = static_cast<int>(std::min(MR, m1 - m));
+          const T* a = abuf + rows * (k0 - w0) + (m - m0) * kc;
+          if (tile16)
+            kr.tile_bf16(kc, a, 1, MR, g.bp16 + at, c + m * g.ldc, g.ldc, mr, nr, acc);
+          else
+            kr.tile(kc, a, 1, MR, bp, c + m * g.ldc, g.ldc, mr, nr, acc);
+        }
       }
     }
   }
@@ -183,8 +203,7 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
 // Scratch for gemm_rows' packed A.
 template <class T>
 avec<T> gemm_abuf(const Kernels<T>& kr) {
-  const int64_t MR = std::max(kr.MR, kr.MR16);
-  return avec<T>(static_cast<size_t>(gemm_mc(MR) * gemm_kc(kr.NR, sizeof(T))));
+  return avec<T>(static_cast<size_t>(gemm_mc(kr.MR) * gemm_kw(kr)));
 }
 
 // This thread's share of C = AB, called inside a parallel region of nt
@@ -205,11 +224,13 @@ void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt) {
   }
 }
 
-// Panels [p0,p1) of C = AB (all rows), on the calling thread.
+// Panels [p0,p1) of C = AB (all rows), on the calling thread; abuf from
+// gemm_abuf.
 template <class T>
 void gemm_panels(const Kernels<T>& kr, const Gemm<T>& g, int64_t p0, int64_t p1, T* abuf) {
   const int64_t MC = gemm_mc(kr.MR);
-  for (int64_t m0 = 0; m0 < g.M; m0 += MC) gemm_rows(kr, g, m0, std::min(g.M, m0 + MC), p0, p1, abuf);
+  for (int64_t m0 = 0; m0 < g.M; m0 += MC)
+    gemm_rows(kr, g, m0, std::min(g.M, m0 + MC), p0, p1, abuf);
 }
 
 // C = AB with its own parallel region.
