@@ -164,9 +164,12 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
   if (!g.accumulate && g.bias)
     for (int64_t m = m0; m < m1; ++m)
       for (int64_t j = p0 * NR; j < std::min(g.N, p1 * NR); ++j) g.c[m * g.ldc + j] = g.bias[j];
+  // Row-major A against one or two panels: packing would cost about as much
+  // as it saves, so the tiles read A in place.
+  const bool in_place = g.csa == 1 && p1 - p0 <= 2;
   for (int64_t w0 = 0; w0 < g.K; w0 += KW) {
     const int64_t w1 = std::min(g.K, w0 + KW);
-    for (int64_t k0 = w0; k0 < w1; k0 += KC) {  // pack A[m0:m1, w0:w1]
+    for (int64_t k0 = w0; k0 < w1 && !in_place; k0 += KC) {  // pack A[m0:m1, w0:w1]
       const int64_t kc = std::min(KC, w1 - k0);
       T* slice = abuf + rows * (k0 - w0);
       for (int64_t m = m0; m < m1; m += MR) {
@@ -189,11 +192,12 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
         const T* bp = widen ? wide : g.bp + at;
         for (int64_t m = m0; m < m1; m += MR) {
           const int mr = static_cast<int>(std::min(MR, m1 - m));
-          const T* a = abuf + rows * (k0 - w0) + (m - m0) * kc;
+          const T* a = in_place ? g.a + m * g.rsa + k0 : abuf + rows * (k0 - w0) + (m - m0) * kc;
+          const int64_t rsa = in_place ? g.rsa : 1, csa = in_place ? 1 : MR;
           if (tile16)
-            kr.tile_bf16(kc, a, 1, MR, g.bp16 + at, c + m * g.ldc, g.ldc, mr, nr, acc);
+            kr.tile_bf16(kc, a, rsa, csa, g.bp16 + at, c + m * g.ldc, g.ldc, mr, nr, acc);
           else
-            kr.tile(kc, a, 1, MR, bp, c + m * g.ldc, g.ldc, mr, nr, acc);
+            kr.tile(kc, a, rsa, csa, bp, c + m * g.ldc, g.ldc, mr, nr, acc);
         }
       }
     }

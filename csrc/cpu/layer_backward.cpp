@@ -21,18 +21,26 @@ namespace detail {
 
 namespace {
 
-// grad [4H,ldc] += dG[:, gate q]^T B for each gate q; dG [N,G4] gate-major padded.
+// grad [4H,ncols] += dG^T B for all four gates in one product (dG [N,G4] is
+// gate-major padded; with padding the product goes through a [G4,ncols] temp).
 template <class T>
 void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_t N,
                       const T* dG, const avec<T>& bpk, int64_t ncols, T* grad, int nt) {
-  for (int64_t q = 0; q < 4; ++q) {
-    Gemm<T> gm;
-    gm.M = H; gm.N = ncols; gm.K = N;
-    gm.a = dG + q * g.Hp; gm.rsa = 1; gm.csa = g.G4;
-    gm.bp = bpk.data();
-    gm.c = grad + q * H * ncols; gm.ldc = ncols;
-    gm.accumulate = true;
-    gemm(kr, gm, nt);
+  const bool direct = g.Hp == H;
+  avec<T> tmp(direct ? 0 : static_cast<size_t>(g.G4 * ncols));
+  Gemm<T> gm;
+  gm.M = g.G4; gm.N = ncols; gm.K = N;
+  gm.a = dG; gm.rsa = 1; gm.csa = g.G4;
+  gm.bp = bpk.data();
+  gm.c = direct ? grad : tmp.data(); gm.ldc = ncols;
+  gm.accumulate = direct;
+  gemm(kr, gm, nt);
+  if (direct) return;
+#pragma omp parallel for num_threads(threads_for(2.0 * g.G4 * ncols, nt)) schedule(static)
+  for (int64_t r = 0; r < 4 * H; ++r) {
+    const T* src = tmp.data() + ((r / H) * g.Hp + r % H) * ncols;
+    T* dst = grad + r * ncols;
+    for (int64_t j = 0; j < ncols; ++j) dst[j] += src[j];
   }
 }
 
