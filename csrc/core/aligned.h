@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <new>
+#include <utility>
 #include <vector>
 
 namespace fastlstm {
@@ -26,6 +27,25 @@ struct AlignedAlloc {
 
 template <class T>
 using avec = std::vector<T, AlignedAlloc<T>>;
+
+// The same allocator, but resize() leaves new elements uninitialised: for
+// scratch that is always written before it is read.
+template <class T>
+struct UninitAlloc : AlignedAlloc<T> {
+  using value_type = T;
+  template <class U>
+  struct rebind { using other = UninitAlloc<U>; };
+  UninitAlloc() = default;
+  template <class U>
+  UninitAlloc(const UninitAlloc<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept { ::new (static_cast<void*>(p)) U; }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) { ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...); }
+};
+
+template <class T>
+using scratch = std::vector<T, UninitAlloc<T>>;
 
 }  // namespace detail
 }  // namespace fastlstm

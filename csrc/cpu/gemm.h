@@ -137,6 +137,13 @@ inline int64_t gemm_kc(const int64_t NR, int64_t elem) {
 
 inline int64_t gemm_mc(int64_t MR) { return MR * 32; }
 
+// Rows of the next tile when rem rows are left: MR, except that MR + 1 rows
+// become two near-equal tiles rather than a full one and a lone row (a lone
+// row has only four FMA chains per k).
+inline int64_t tile_rows_for(int64_t rem, int64_t MR) {
+  return rem == MR + 1 && MR > 1 ? (rem + 1) / 2 : std::min(rem, MR);
+}
+
 // k-range packed at a time: MC rows of A over it fill about 192 KB of L2.
 template <class T>
 int64_t gemm_kw(const Kernels<T>& kr) {
@@ -159,7 +166,7 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
   const bool widen = g.bp16 && m1 - m0 >= 4 * kr.MR;
   const bool tile16 = g.bp16 && !widen;
   const int64_t MR = tile16 ? kr.MR16 : kr.MR;
-  const int64_t rows = (m1 - m0 + MR - 1) / MR * MR;  // a k-slice of abuf is [rows,kc]
+  const int64_t rows = m1 - m0;  // a k-slice of abuf is [rows,kc], tile by tile
   alignas(64) T wide[widen ? 4096 : 1];  // one widened k-slice [KC,NR] (16 KB)
   if (!g.accumulate && g.bias)
     for (int64_t m = m0; m < m1; ++m)
@@ -172,12 +179,12 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
     for (int64_t k0 = w0; k0 < w1 && !in_place; k0 += KC) {  // pack A[m0:m1, w0:w1]
       const int64_t kc = std::min(KC, w1 - k0);
       T* slice = abuf + rows * (k0 - w0);
-      for (int64_t m = m0; m < m1; m += MR) {
-        const int64_t mr = std::min(MR, m1 - m);
-        T* at = slice + (m - m0) * kc;
+      for (int64_t m = m0, mr; m < m1; m += mr) {
+        mr = tile_rows_for(m1 - m, MR);
+        T* at = slice + (m - m0) * kc;  // [kc][mr]
         const T* a = g.a + m * g.rsa + k0 * g.csa;
         for (int64_t k = 0; k < kc; ++k)
-          for (int64_t r = 0; r < mr; ++r) at[k * MR + r] = a[r * g.rsa + k * g.csa];
+          for (int64_t r = 0; r < mr; ++r) at[k * mr + r] = a[r * g.rsa + k * g.csa];
       }
     }
     for (int64_t p = p0; p < p1; ++p) {
@@ -190,14 +197,14 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
         const int64_t at = p * g.K * NR + k0 * NR;  // this panel's rows k0..
         if (widen) kr.widen_bf16(kc, g.bp16 + at, wide);
         const T* bp = widen ? wide : g.bp + at;
-        for (int64_t m = m0; m < m1; m += MR) {
-          const int mr = static_cast<int>(std::min(MR, m1 - m));
+        for (int64_t m = m0, mr; m < m1; m += mr) {
+          mr = tile_rows_for(m1 - m, MR);
           const T* a = in_place ? g.a + m * g.rsa + k0 : abuf + rows * (k0 - w0) + (m - m0) * kc;
-          const int64_t rsa = in_place ? g.rsa : 1, csa = in_place ? 1 : MR;
+          const int64_t rsa = in_place ? g.rsa : 1, csa = in_place ? 1 : mr;
           if (tile16)
-            kr.tile_bf16(kc, a, rsa, csa, g.bp16 + at, c + m * g.ldc, g.ldc, mr, nr, acc);
+            kr.tile_bf16(kc, a, rsa, csa, g.bp16 + at, c + m * g.ldc, g.ldc, int(mr), nr, acc);
           else
-            kr.tile(kc, a, rsa, csa, bp, c + m * g.ldc, g.ldc, mr, nr, acc);
+            kr.tile(kc, a, rsa, csa, bp, c + m * g.ldc, g.ldc, int(mr), nr, acc);
         }
       }
     }
@@ -206,24 +213,23 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
 
 // Scratch for gemm_rows' packed A.
 template <class T>
-avec<T> gemm_abuf(const Kernels<T>& kr) {
-  return avec<T>(static_cast<size_t>(gemm_mc(kr.MR) * gemm_kw(kr)));
+scratch<T> gemm_abuf(const Kernels<T>& kr) {
+  return scratch<T>(static_cast<size_t>(gemm_mc(kr.MR) * gemm_kw(kr)));
 }
 
 // This thread's share of C = AB, called inside a parallel region of nt
 // threads: a static split of the (row block, panel) pairs, row-block major.
+// abuf: this thread's gemm_abuf.
 template <class T>
-void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt) {
+void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt, T* abuf) {
   const int64_t MC = gemm_mc(kr.MR);
   const int64_t mb = (g.M + MC - 1) / MC, nb = (g.N + kr.NR - 1) / kr.NR;
   int64_t lo, hi;
   split(mb * nb, tid, nt, lo, hi);
-  if (lo >= hi) return;
-  avec<T> abuf = gemm_abuf(kr);
   for (int64_t it = lo; it < hi;) {
     const int64_t b = it / nb, pe = std::min(hi - b * nb, nb);  // panels [it%nb, pe) of block b
     const int64_t m0 = b * MC;
-    gemm_rows(kr, g, m0, std::min(g.M, m0 + MC), it % nb, pe, abuf.data());
+    gemm_rows(kr, g, m0, std::min(g.M, m0 + MC), it % nb, pe, abuf);
     it = b * nb + pe;
   }
 }
@@ -243,7 +249,10 @@ void gemm(const Kernels<T>& kr, const Gemm<T>& g, int nt) {
   if (g.M <= 0 || g.N <= 0) return;
   nt = threads_for(2.0 * g.M * g.N * g.K, nt);
 #pragma omp parallel num_threads(nt)
-  gemm_part(kr, g, omp_get_thread_num(), omp_get_num_threads());
+  {
+    scratch<T> abuf = gemm_abuf(kr);
+    gemm_part(kr, g, omp_get_thread_num(), omp_get_num_threads(), abuf.data());
+  }
 }
 
 }  // namespace detail

@@ -53,7 +53,7 @@ struct FwdDir {
   avec<T> hbuf;           // [2][B,ldh] h double-buffered, slot order
   avec<T> c;              // [B,Hp]
   avec<T> r;              // [B,Hp] o*tanh(c) before the projection
-  avec<T> gx;             // [chunk_rows,G4] projection of a chunk (inference)
+  scratch<T> gx;          // [chunk_rows,G4] projection of a chunk (inference)
   std::unique_ptr<SpinBarrier> bar;
 };
 
@@ -99,7 +99,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
     u1 = std::min(b1 * W, Ho);
   }
   const bool direct_x = sc.identity && !rev;  // chunk rows are contiguous in x
-  avec<T> abuf = gemm_abuf(kr);
+  scratch<T> abuf = gemm_abuf(kr);
   bool sense = false;
   const auto block_kernel = L.pw.bf16 ? kr.fwd_block_bf16[peep] : kr.fwd_block[peep][train];
 
@@ -171,7 +171,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         gm.a = st.r.data(); gm.rsa = Hp; gm.csa = 1;
         gm.bp = pw.whr.data();
         gm.c = hnext; gm.ldc = ldh;
-        gemm_part(kr, gm, gtid, gn);
+        gemm_part(kr, gm, gtid, gn, abuf.data());
         st.bar->wait(sense);
       }
       // y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
@@ -235,7 +235,7 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
   }
   const int team = layer_team(d, nt);
   const bool gather = !sc.identity || d.D == 2;
-  std::vector<avec<T>> xa(static_cast<size_t>(team));
+  std::vector<scratch<T>> xa(static_cast<size_t>(team));
   if (gather)
     for (auto& v : xa) v.resize(static_cast<size_t>(L.chunk_rows * d.I));
 #pragma omp parallel num_threads(team)
