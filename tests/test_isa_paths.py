@@ -106,9 +106,8 @@ CASES = {
                        lengths=None, hx=False),
     "chunks_bidir_lengths_proj_peep": dict(T=80, B=36, I=8, H=124, L=1, bidir=True, P=16,
                                            peep=True, bias=True, lengths="random", hx=True),
-    # >= 12 rows against a W_hh panel over 16 KB (Ho > 256 on the narrowest path): the
-    # recurrent product runs as a k-blocked GEMM before the gate kernel.
-    "split_product_lengths": dict(T=4, B=14, I=5, H=264, L=1, bidir=True, P=0, peep=True,
+    # many rows (full tiles, a two-row tail, rows ending) against a wide W_hh panel
+    "wide_panel_lengths": dict(T=4, B=14, I=5, H=264, L=1, bidir=True, P=0, peep=True,
                                   bias=True, lengths="random", hx=True),
 }
 

@@ -129,25 +129,10 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
       const int64_t n = sc.n_at[s], off = sc.off[s];
       const T* hprev = st.hbuf.data() + (s & 1) * B * ldh;
       T* hnext = st.hbuf.data() + ((s + 1) & 1) * B * ldh;
-      // Many rows against a large W_hh panel: first the k-blocked product into
-      // the pre-activations (each k-slice of the panel then stays in L1 for
-      // all rows), then the gate kernel with no product of its own. Otherwise
-      // the product runs inside the gate kernel, in registers.
-      const bool split_product = n >= 4 * kr.MR && Ho * NR * int64_t(sizeof(T)) > 16384;
-      if (split_product && b0 < b1) {
-        Gemm<T> gm;  // gx[rows of step s, own blocks] += h_{t-1} W_hh^T
-        gm.M = n; gm.N = G4; gm.K = Ho;
-        gm.a = hprev; gm.rsa = ldh; gm.csa = 1;
-        gm.bp = pw.whh.data();
-        gm.bp16 = L.pw.bf16 ? pw.whh16.data() : nullptr;
-        gm.c = gxc + (off - r0) * G4; gm.ldc = G4;
-        gm.accumulate = true;
-        gemm_panels(kr, gm, b0, b1, abuf.data());
-      }
       for (int64_t blk = b0; blk < b1; ++blk) {
         FwdBlockArgs<T> a;
         a.n = n;
-        a.K = split_product ? 0 : Ho;
+        a.K = Ho;
         a.h = hprev; a.ldh = ldh;
         if (L.pw.bf16)
           a.w16 = pw.whh16.data() + blk * Ho * NR;
