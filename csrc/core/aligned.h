@@ -25,11 +25,9 @@ struct AlignedAlloc {
   bool operator!=(const AlignedAlloc<U>&) const noexcept { return false; }
 };
 
-template <class T>
-using avec = std::vector<T, AlignedAlloc<T>>;
-
-// The same allocator, but resize() leaves new elements uninitialised: for
-// scratch that is always written before it is read.
+// The same, but resize() and the size constructor leave new elements
+// uninitialised (pass a value to fill): scratch and packed panels are always
+// written before they are read, and zeroing them cost a pass over memory.
 template <class T>
 struct UninitAlloc : AlignedAlloc<T> {
   using value_type = T;
@@ -45,7 +43,7 @@ struct UninitAlloc : AlignedAlloc<T> {
 };
 
 template <class T>
-using scratch = std::vector<T, UninitAlloc<T>>;
+using avec = std::vector<T, UninitAlloc<T>>;
 
 }  // namespace detail
 }  // namespace fastlstm

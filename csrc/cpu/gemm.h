@@ -40,15 +40,28 @@ avec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>
   const int64_t np = (N + NR - 1) / NR;
   avec<T> out(static_cast<size_t>(np * K * NR));
   T* o = out.data();
+  // Rows contiguous in the source (row[k+1] = row[k] + 1, e.g. W[4H,K] read
+  // down its columns): copy each column's run of 64 k at a time, reading in
+  // order; otherwise sweep k with the columns inner (adjacent in the source).
+  const bool k_runs = K > 1 && row[1] - row[0] == 1;
 #pragma omp parallel for num_threads(threads_for(16.0 * np * K * NR, nt)) schedule(static)
   for (int64_t p = 0; p < np; ++p) {
     const T* cp[64];  // NR <= 64 (AVX-512 float)
     const int64_t nc = std::min(NR, N - p * NR);
     for (int64_t c = 0; c < NR; ++c) cp[c] = c < nc ? col[p * NR + c] : nullptr;
-    for (int64_t k = 0; k < K; ++k) {
-      T* ok = o + (p * K + k) * NR;
-      const int64_t r = row[k];
-      for (int64_t c = 0; c < NR; ++c) ok[c] = (r >= 0 && cp[c]) ? cp[c][r] : T(0);
+    T* op = o + p * K * NR;
+    if (k_runs) {
+      for (int64_t k0 = 0; k0 < K; k0 += 64) {
+        const int64_t k1 = std::min(K, k0 + 64);
+        for (int64_t c = 0; c < NR; ++c)
+          for (int64_t k = k0; k < k1; ++k)
+            op[k * NR + c] = (cp[c] && row[k] >= 0) ? cp[c][row[k]] : T(0);
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t r = row[k];
+        for (int64_t c = 0; c < NR; ++c) op[k * NR + c] = (r >= 0 && cp[c]) ? cp[c][r] : T(0);
+      }
     }
   }
   return out;
@@ -213,8 +226,8 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
 
 // Scratch for gemm_rows' packed A.
 template <class T>
-scratch<T> gemm_abuf(const Kernels<T>& kr) {
-  return scratch<T>(static_cast<size_t>(gemm_mc(kr.MR) * gemm_kw(kr)));
+avec<T> gemm_abuf(const Kernels<T>& kr) {
+  return avec<T>(static_cast<size_t>(gemm_mc(kr.MR) * gemm_kw(kr)));
 }
 
 // This thread's share of C = AB, called inside a parallel region of nt
@@ -250,7 +263,7 @@ void gemm(const Kernels<T>& kr, const Gemm<T>& g, int nt) {
   nt = threads_for(2.0 * g.M * g.N * g.K, nt);
 #pragma omp parallel num_threads(nt)
   {
-    scratch<T> abuf = gemm_abuf(kr);
+    avec<T> abuf = gemm_abuf(kr);
     gemm_part(kr, g, omp_get_thread_num(), omp_get_num_threads(), abuf.data());
   }
 }

@@ -27,7 +27,7 @@ template <class T>
 void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_t N,
                       const T* dG, const avec<T>& bpk, int64_t ncols, T* grad, int nt) {
   const bool direct = g.Hp == H;
-  scratch<T> tmp(direct ? 0 : static_cast<size_t>(g.G4 * ncols));
+  avec<T> tmp(direct ? 0 : static_cast<size_t>(g.G4 * ncols));
   Gemm<T> gm;
   gm.M = g.G4; gm.N = ncols; gm.K = N;
   gm.a = dG; gm.rsa = 1; gm.csa = g.G4;
@@ -55,7 +55,7 @@ struct BwdDir {
   T* dh0 = nullptr;        // [B,Ho]
   T* dc0 = nullptr;        // [B,H]
   avec<T> dh, dc, c0p;     // [B,ldh], [B,Hp], [B,Hp] slot order, padded
-  scratch<T> dG;           // [N,G4] dgates, gate-major
+  avec<T> dG;           // [N,G4] dgates, gate-major
   avec<T> dr;              // [B,Hp] dL/dr (projection)
   avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
   std::unique_ptr<SpinBarrier> bar;
@@ -114,7 +114,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
     u1 = std::min(b1 * W, Ho);
   }
   bool sense = false;
-  scratch<T> abuf = gemm_abuf(kr);
+  avec<T> abuf = gemm_abuf(kr);
   for (int64_t s = S - 1; s >= 0; --s) {
     const int64_t n = sc.n_at[s], off = sc.off[s];
     for (int64_t j = 0; j < n; ++j) {  // dh_t += dy_t on this thread's columns
@@ -181,7 +181,7 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   // dx += dG W_ih
   {
     const bool direct = sc.identity && !rev;
-    scratch<T> tmp(direct ? 0 : static_cast<size_t>(N * I));
+    avec<T> tmp(direct ? 0 : static_cast<size_t>(N * I));
     Gemm<T> gm;
     gm.M = N; gm.N = I; gm.K = G4;
     gm.a = dG; gm.rsa = G4; gm.csa = 1;
@@ -301,7 +301,7 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
   }
   for (int dir = 0; dir < d.D; ++dir) {
     gradients(L, st[dir], x, dx, g[dir], nt);
-    st[dir].dG = scratch<T>();
+    st[dir].dG = avec<T>();
   }
 }
 

@@ -53,7 +53,7 @@ struct FwdDir {
   avec<T> hbuf;           // [2][B,ldh] h double-buffered, slot order
   avec<T> c;              // [B,Hp]
   avec<T> r;              // [B,Hp] o*tanh(c) before the projection
-  scratch<T> gx;          // [chunk_rows,G4] projection of a chunk (inference)
+  avec<T> gx;          // [chunk_rows,G4] projection of a chunk (inference)
   std::unique_ptr<SpinBarrier> bar;
 };
 
@@ -99,7 +99,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
     u1 = std::min(b1 * W, Ho);
   }
   const bool direct_x = sc.identity && !rev;  // chunk rows are contiguous in x
-  scratch<T> abuf = gemm_abuf(kr);
+  avec<T> abuf = gemm_abuf(kr);
   bool sense = false;
   const auto block_kernel = L.pw.bf16 ? kr.fwd_block_bf16[peep] : kr.fwd_block[peep][train];
 
@@ -220,7 +220,7 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
   }
   const int team = layer_team(d, nt);
   const bool gather = !sc.identity || d.D == 2;
-  std::vector<scratch<T>> xa(static_cast<size_t>(team));
+  std::vector<avec<T>> xa(static_cast<size_t>(team));
   if (gather)
     for (auto& v : xa) v.resize(static_cast<size_t>(L.chunk_rows * d.I));
 #pragma omp parallel num_threads(team)
