@@ -142,6 +142,7 @@ struct Gemm {
   int64_t ldc = 0;
   bool accumulate = false;       // C += AB; else C = AB (+ bias)
   const T* bias = nullptr;       // [N], added when !accumulate, or null
+  bool split_k = true;           // see Kernels::tile
 };
 
 inline int64_t gemm_kc(const int64_t NR, int64_t elem) {
@@ -215,9 +216,10 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
           const T* a = in_place ? g.a + m * g.rsa + k0 : abuf + rows * (k0 - w0) + (m - m0) * kc;
           const int64_t rsa = in_place ? g.rsa : 1, csa = in_place ? 1 : mr;
           if (tile16)
-            kr.tile_bf16(kc, a, rsa, csa, g.bp16 + at, c + m * g.ldc, g.ldc, int(mr), nr, acc);
+            kr.tile_bf16(kc, a, rsa, csa, g.bp16 + at, c + m * g.ldc, g.ldc, int(mr), nr, acc,
+                         g.split_k);
           else
-            kr.tile(kc, a, rsa, csa, bp, c + m * g.ldc, g.ldc, int(mr), nr, acc);
+            kr.tile(kc, a, rsa, csa, bp, c + m * g.ldc, g.ldc, int(mr), nr, acc, g.split_k);
         }
       }
     }

@@ -35,6 +35,7 @@ struct FwdBlockArgs {
   int64_t ldgs = 0;
   T* csave = nullptr;             // [n,ldcs] c_t, or null
   int64_t ldcs = 0;
+  bool split_k = true;            // a lone row may split k (see tile)
 };
 
 // One unit block of one backward step (pointwise part), rows [0,n).
@@ -61,15 +62,17 @@ struct Kernels {
   Isa isa = Isa::scalar;
   int W = 0, NR = 0, MR = 0;
   // C[m,0:nr] = (acc ? C[m,0:nr] : 0) + sum_k A[m*rsa + k*csa] * Bp[k*NR + 0:nr]
-  // for m < mr <= MR, nr <= NR. Bp: [kc,NR] one packed panel.
+  // for m < mr <= MR, nr <= NR. Bp: [kc,NR] one packed panel. split_k lets a
+  // lone row (mr = 1) sum k over several accumulator sets (faster, other
+  // rounding); without it every row sums in plain k order whatever mr is.
   void (*tile)(int64_t kc, const T* a, int64_t rsa, int64_t csa, const T* bp,
-               T* c, int64_t ldc, int mr, int nr, bool acc) = nullptr;
+               T* c, int64_t ldc, int mr, int nr, bool acc, bool split_k) = nullptr;
   void (*fwd_block[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training]
   // bfloat16 weights (float only, inference): Bp is uint16_t, w16 is read,
   // tiles have MR16 rows.
   int MR16 = 0;
   void (*tile_bf16)(int64_t kc, const T* a, int64_t rsa, int64_t csa, const uint16_t* bp,
-                    T* c, int64_t ldc, int mr, int nr, bool acc) = nullptr;
+                    T* c, int64_t ldc, int mr, int nr, bool acc, bool split_k) = nullptr;
   void (*fwd_block_bf16[2])(const FwdBlockArgs<T>&) = {};  // [peephole]
   int (*bf16_order)(int s) = nullptr;  // float index at position s of a 2W group
   // dst [rows,NR] floats = the bfloat16 panel rows src [rows,NR]

@@ -69,6 +69,7 @@ struct BwdLayer {
   const Kernels<T>& kr;
   const PackedImpl<T>& pw;
   const T* dy;  // [T,B,D*Ho]
+  bool rows_mode;  // threads split the rows (see rows_mode_for)
 };
 
 template <class T>
@@ -105,55 +106,75 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const int64_t ldy = d.D * Ho;
   const T* const dyd = L.dy + st.dir * Ho;
   const auto block_kernel = kr.bwd_block[peep];
-  int64_t b0, b1, u0, u1;
-  split(g.nblk, gtid, gn, b0, b1);
-  if (P > 0) {
-    split(Ho, gtid, gn, u0, u1);
+  // as the forward: all rows and a slice of the units, or a slice of the rows
+  const bool rows = L.rows_mode;
+  int64_t j0 = 0, j1 = B, b0 = 0, b1 = g.nblk, u0 = 0, u1 = Ho;
+  if (rows) {
+    row_range(sc, gtid, gn, j0, j1);
   } else {
-    u0 = std::min(b0 * W, Ho);
-    u1 = std::min(b1 * W, Ho);
+    split(g.nblk, gtid, gn, b0, b1);
+    if (P > 0) {
+      split(Ho, gtid, gn, u0, u1);
+    } else {
+      u0 = std::min(b0 * W, Ho);
+      u1 = std::min(b1 * W, Ho);
+    }
   }
   bool sense = false;
+  auto barrier = [&] {
+    if (!rows) st.bar->wait(sense);
+  };
   avec<T> abuf = gemm_abuf(kr);
   for (int64_t s = S - 1; s >= 0; --s) {
-    const int64_t n = sc.n_at[s], off = sc.off[s];
+    const int64_t n = std::max<int64_t>(0, std::min(j1, sc.n_at[s]) - j0);
+    const int64_t off = sc.off[s] + j0;  // packed row of slot j0
+    T* dh = st.dh.data() + j0 * ldh;
     for (int64_t j = 0; j < n; ++j) {  // dh_t += dy_t on this thread's columns
-      const T* a = dyd + (sc.t_of(s, j, rev) * B + sc.perm[j]) * ldy;
-      T* o = &st.dh[j * ldh];
+      const T* a = dyd + (sc.t_of(s, j0 + j, rev) * B + sc.perm[j0 + j]) * ldy;
+      T* o = dh + j * ldh;
       for (int64_t u = u0; u < u1; ++u) o[u] += a[u];
       if (P > 0) std::memcpy(&st.dH[(off + j) * ldh + u0], o + u0, sizeof(T) * (u1 - u0));
     }
     if (P > 0) {
-      st.bar->wait(sense);
+      barrier();
       Gemm<T> gm;  // dr = dh W_hr
-      gm.M = n; gm.N = H; gm.K = P;
-      gm.a = st.dh.data(); gm.rsa = ldh; gm.csa = 1;
+      gm.M = rows ? n : sc.n_at[s]; gm.N = H; gm.K = P;
+      gm.a = dh; gm.rsa = ldh; gm.csa = 1;
       gm.bp = pw.whr_t.data();
-      gm.c = st.dr.data(); gm.ldc = Hp;
-      gemm_part(kr, gm, gtid, gn, abuf.data());
-      st.bar->wait(sense);
+      gm.c = st.dr.data() + j0 * Hp; gm.ldc = Hp;
+      gm.split_k = !rows;
+      if (rows)
+        gemm_panels(kr, gm, 0, (H + NR - 1) / NR, abuf.data());
+      else
+        gemm_part(kr, gm, gtid, gn, abuf.data());
+      barrier();
     }
-    for (int64_t blk = b0; blk < b1; ++blk) {
+    for (int64_t blk = b0; blk < b1 && n > 0; ++blk) {
       BwdBlockArgs<T> a;
       a.n = n;
       a.gates = gs + off * G4 + blk * NR; a.ldg = G4;
       a.c = cs + off * Hp + blk * W; a.ldc = Hp;
-      a.cp = (s > 0 ? cs + sc.off[s - 1] * Hp : st.c0p.data()) + blk * W; a.ldcp = Hp;
-      a.dh = (P > 0 ? st.dr.data() : st.dh.data()) + blk * W;
+      a.cp = (s > 0 ? cs + (sc.off[s - 1] + j0) * Hp : st.c0p.data() + j0 * Hp) + blk * W;
+      a.ldcp = Hp;
+      a.dh = (P > 0 ? st.dr.data() + j0 * Hp : dh) + blk * W;
       a.lddh = P > 0 ? Hp : ldh;
-      a.dc = st.dc.data() + blk * W; a.lddc = Hp;
+      a.dc = st.dc.data() + j0 * Hp + blk * W; a.lddc = Hp;
       a.dg = st.dG.data() + off * G4 + blk * W; a.lddg = G4; a.gstride = Hp;
       a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
       block_kernel(a);
     }
-    st.bar->wait(sense);
+    barrier();
     Gemm<T> gm;  // dh_{t-1} = dgates_t W_hh
-    gm.M = n; gm.N = Ho; gm.K = G4;
+    gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = G4;
     gm.a = st.dG.data() + off * G4; gm.rsa = G4; gm.csa = 1;
     gm.bp = pw.whh_t.data();
-    gm.c = st.dh.data(); gm.ldc = ldh;
-    gemm_part(kr, gm, gtid, gn, abuf.data());
-    st.bar->wait(sense);
+    gm.c = dh; gm.ldc = ldh;
+    gm.split_k = !rows;
+    if (rows)
+      gemm_panels(kr, gm, 0, (Ho + NR - 1) / NR, abuf.data());
+    else
+      gemm_part(kr, gm, gtid, gn, abuf.data());
+    barrier();
   }
 }
 
@@ -270,7 +291,7 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
   const Geometry geo(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
-  const BwdLayer<T> L{d, geo, sc, kr, pw, dy};
+  const BwdLayer<T> L{d, geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T))};
   std::vector<BwdDir<T>> st(static_cast<size_t>(d.D));
   for (int dir = 0; dir < d.D; ++dir) {
     BwdDir<T>& s = st[dir];
@@ -282,7 +303,9 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
     s.dc0 = dc0 + dir * d.B * d.H;
     init_state(L, c0 + dir * d.B * d.H, s);
   }
-#pragma omp parallel num_threads(layer_team(d, nt))
+  const int team =
+      L.rows_mode ? std::min(nt, static_cast<int>(d.D * d.B / 4)) : layer_team(d, nt);
+#pragma omp parallel num_threads(team)
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const bool both = d.D == 2 && nth >= 2;

@@ -12,6 +12,7 @@
 #include "core/schedule.h"
 #include "core/aligned.h"
 #include "cpu/gemm.h"
+#include "cpu/geometry.h"
 #include "fastlstm/lstm.h"
 
 namespace fastlstm {
@@ -26,6 +27,32 @@ inline int checked_threads(int nt) {
 // 2*B*4H*(Ho + P) flops, split only where that pays for the barriers.
 inline int recurrent_threads(const LayerDims& d, int nt) {
   return threads_for(8.0 * d.B * d.H * (d.hout() + d.P), nt);
+}
+
+// Whether threads split a layer's rows rather than its hidden units: with a
+// batch of 16 or more and a W_hh of at most 2 MB, every thread can stream the
+// whole W_hh per step for its own rows and needs no barrier at all. Chosen by
+// the sizes alone, never the thread count, so results stay bitwise identical
+// for any thread count (rows are computed alike however they are grouped).
+inline bool rows_mode_for(const LayerDims& d, const Geometry& g, std::size_t elem) {
+  return d.B >= 16 && g.G4 * g.Ho * static_cast<int64_t>(elem) <= (int64_t(2) << 20);
+}
+
+// Slots [j0,j1) of thread gtid of gn when rows are split: contiguous ranges
+// with near-equal work (sum of lengths; slots are sorted longest first).
+inline void row_range(const Schedule& sc, int gtid, int gn, int64_t& j0, int64_t& j1) {
+  const int64_t B = static_cast<int64_t>(sc.len.size());
+  int64_t cum = 0;
+  j0 = j1 = B;
+  for (int64_t j = 0; j < B; ++j) {
+    if (j0 == B && cum * gn >= sc.N * gtid) j0 = j;
+    if (cum * gn >= sc.N * (gtid + 1)) {
+      j1 = j;
+      break;
+    }
+    cum += sc.len[j];
+  }
+  if (j1 < j0) j1 = j0;
 }
 
 // Team size for a layer's recurrence: a bidirectional layer runs its two

@@ -37,6 +37,7 @@ struct FwdLayer {
   const T* x;                  // [T,B,I]
   T* y;                        // [T,B,D*Ho]
   bool train;
+  bool rows_mode;              // threads split the rows, not the units (see rows_mode_for)
   std::vector<int64_t> chunk;  // step boundaries of the projection chunks
   int64_t chunk_rows = 0;      // most rows in one chunk
 };
@@ -63,7 +64,7 @@ void init_state(const FwdLayer<T>& L, FwdDir<T>& s) {
   s.hbuf.assign(static_cast<size_t>(2 * B * ldh), T(0));
   s.c.assign(static_cast<size_t>(B * Hp), T(0));
   if (L.d.P > 0) s.r.assign(static_cast<size_t>(B * Hp), T(0));
-  if (!L.train) s.gx.resize(static_cast<size_t>(L.chunk_rows * L.g.G4));
+  if (!L.train && !L.rows_mode) s.gx.resize(static_cast<size_t>(L.chunk_rows * L.g.G4));
   for (int64_t j = 0; j < B; ++j) {
     std::memcpy(&s.hbuf[j * ldh], s.h0 + L.sc.perm[j] * Ho, sizeof(T) * Ho);
     std::memcpy(&s.c[j * Hp], s.c0 + L.sc.perm[j] * L.d.H, sizeof(T) * L.d.H);
@@ -72,16 +73,20 @@ void init_state(const FwdLayer<T>& L, FwdDir<T>& s) {
     std::memcpy(s.ws + L.sc.N * (L.g.G4 + Hp), s.hbuf.data(), sizeof(T) * B * ldh);
 }
 
-// One thread's part of one direction: thread gtid of a group of gn.
+// One thread's part of one direction: thread gtid of a group of gn. It owns
+// rows [j0,j1) and unit blocks [b0,b1): all rows and a slice of the units
+// (one barrier per step), or, with L.rows_mode, a slice of the rows and all
+// units (no barrier at all: rows are independent).
 template <class T>
 void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
-                   T* xa /*[chunk_rows,I] this thread's*/) {
+                   T* xa /*[chunk_rows,I] this thread's*/,
+                   T* gxl /*[chunk_rows,G4] this thread's, rows mode*/) {
   const LayerDims& d = L.d;
   const Geometry& g = L.g;
   const Schedule& sc = L.sc;
   const Kernels<T>& kr = L.kr;
   const PackedDir<T>& pw = L.pw.dir[st.dir];
-  const bool rev = st.dir == 1, train = L.train, peep = d.peephole;
+  const bool rev = st.dir == 1, train = L.train, peep = d.peephole, rows = L.rows_mode;
   const int64_t B = d.B, I = d.I, P = d.P, Ho = g.Ho, N = sc.N;
   const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
   T* gs = st.ws;                                  // [N,G4] activated gates
@@ -90,46 +95,58 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const int64_t ldy = d.D * Ho;
   T* const yd = L.y + st.dir * Ho;
 
-  int64_t b0, b1, u0, u1;
-  split(g.nblk, gtid, gn, b0, b1);
-  if (P > 0) {
-    split(Ho, gtid, gn, u0, u1);
+  int64_t j0 = 0, j1 = B, b0 = 0, b1 = g.nblk, u0 = 0, u1 = Ho;
+  if (rows) {
+    row_range(sc, gtid, gn, j0, j1);
   } else {
-    u0 = std::min(b0 * W, Ho);
-    u1 = std::min(b1 * W, Ho);
+    split(g.nblk, gtid, gn, b0, b1);
+    if (P > 0) {
+      split(Ho, gtid, gn, u0, u1);
+    } else {
+      u0 = std::min(b0 * W, Ho);
+      u1 = std::min(b1 * W, Ho);
+    }
   }
-  const bool direct_x = sc.identity && !rev;  // chunk rows are contiguous in x
+  auto rows_at = [&](int64_t s) { return std::max<int64_t>(0, std::min(j1, sc.n_at[s]) - j0); };
+  const bool direct_x = !rows && sc.identity && !rev;  // chunk rows are contiguous in x
+  const bool direct_gx = !rows && train;  // projection straight into the saved gates
   avec<T> abuf = gemm_abuf(kr);
   bool sense = false;
+  auto barrier = [&] {
+    if (!rows) st.bar->wait(sense);
+  };
   const auto block_kernel = L.pw.bf16 ? kr.fwd_block_bf16[peep] : kr.fwd_block[peep][train];
 
   for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
     const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];
-    const int64_t r0 = sc.off[s0], rows = sc.off[s1] - r0;
-    T* gxc = train ? gs + r0 * G4 : st.gx.data();  // [rows,G4]
-    if (b0 < b1) {  // gx = x W_ih^T + b for this thread's gate columns
-      const T* a = L.x + r0 * I;
+    // this thread's rows of the chunk, step by step: row lo(s) of gxc is slot j0 at step s
+    int64_t m = 0;
+    for (int64_t s = s0; s < s1; ++s) m += rows_at(s);
+    T* gxc = direct_gx ? gs + sc.off[s0] * G4 : (rows ? gxl : st.gx.data());  // [m,G4]
+    if (b0 < b1 && m > 0) {  // gx = x W_ih^T + b for this thread's rows and gate columns
+      const T* a = L.x + sc.off[s0] * I;
       if (!direct_x) {
-        for (int64_t s = s0; s < s1; ++s)
-          for (int64_t j = 0; j < sc.n_at[s]; ++j)
-            std::memcpy(xa + (sc.off[s] - r0 + j) * I,
-                        L.x + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I, sizeof(T) * I);
+        for (int64_t s = s0, r = 0; s < s1; ++s)
+          for (int64_t j = j0; j < j0 + rows_at(s); ++j, ++r)
+            std::memcpy(xa + r * I, L.x + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I,
+                        sizeof(T) * I);
         a = xa;
       }
       Gemm<T> gm;
-      gm.M = rows; gm.N = G4; gm.K = I;
+      gm.M = m; gm.N = G4; gm.K = I;
       gm.a = a; gm.rsa = I; gm.csa = 1;
       gm.bp = pw.wih.data();
       gm.bp16 = L.pw.bf16 ? pw.wih16.data() : nullptr;
       gm.c = gxc; gm.ldc = G4;
       gm.bias = pw.bias.data();
+      gm.split_k = !rows;
       gemm_panels(kr, gm, b0, b1, abuf.data());
     }
-    for (int64_t s = s0; s < s1; ++s) {
-      const int64_t n = sc.n_at[s], off = sc.off[s];
-      const T* hprev = st.hbuf.data() + (s & 1) * B * ldh;
-      T* hnext = st.hbuf.data() + ((s + 1) & 1) * B * ldh;
-      for (int64_t blk = b0; blk < b1; ++blk) {
+    for (int64_t s = s0, lo = 0; s < s1; lo += rows_at(s), ++s) {
+      const int64_t n = rows_at(s), off = sc.off[s] + j0;  // packed row of slot j0
+      const T* hprev = st.hbuf.data() + (s & 1) * B * ldh + j0 * ldh;
+      T* hnext = st.hbuf.data() + ((s + 1) & 1) * B * ldh + j0 * ldh;
+      for (int64_t blk = b0; blk < b1 && n > 0; ++blk) {
         FwdBlockArgs<T> a;
         a.n = n;
         a.K = Ho;
@@ -138,31 +155,36 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
           a.w16 = pw.whh16.data() + blk * Ho * NR;
         else
           a.w = pw.whh.data() + blk * Ho * NR;
-        a.gx = gxc + (off - r0) * G4 + blk * NR; a.ldgx = G4;
+        a.gx = gxc + lo * G4 + blk * NR; a.ldgx = G4;
         a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
-        a.c = st.c.data() + blk * W; a.ldc = Hp;
-        a.out = (P > 0 ? st.r.data() : hnext) + blk * W;
+        a.c = st.c.data() + j0 * Hp + blk * W; a.ldc = Hp;
+        a.out = (P > 0 ? st.r.data() + j0 * Hp : hnext) + blk * W;
         a.ldo = P > 0 ? Hp : ldh;
         if (train) {
           a.gsave = gs + off * G4 + blk * NR; a.ldgs = G4;
           a.csave = cs + off * Hp + blk * W; a.ldcs = Hp;
         }
+        a.split_k = !rows;
         block_kernel(a);
       }
       if (P > 0) {
-        st.bar->wait(sense);
+        barrier();
         Gemm<T> gm;  // h_t = r_t W_hr^T
         gm.M = n; gm.N = P; gm.K = d.H;
-        gm.a = st.r.data(); gm.rsa = Hp; gm.csa = 1;
+        gm.a = st.r.data() + j0 * Hp; gm.rsa = Hp; gm.csa = 1;
         gm.bp = pw.whr.data();
         gm.c = hnext; gm.ldc = ldh;
-        gemm_part(kr, gm, gtid, gn, abuf.data());
-        st.bar->wait(sense);
+        gm.split_k = !rows;
+        if (rows)
+          gemm_panels(kr, gm, 0, (P + NR - 1) / NR, abuf.data());
+        else
+          gemm_part(kr, gm, gtid, gn, abuf.data());
+        barrier();
       }
       // y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
       const int64_t nnext = s + 1 < S ? sc.n_at[s + 1] : 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const T* hj = hnext + j * ldh;
+      for (int64_t j = j0; j < j0 + n; ++j) {
+        const T* hj = hnext + (j - j0) * ldh;
         const int64_t b = sc.perm[j], t = sc.t_of(s, j, rev);
         std::memcpy(yd + (t * B + b) * ldy + u0, hj + u0, sizeof(T) * (u1 - u0));
         if (j >= nnext)
@@ -170,7 +192,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         else if (train)
           std::memcpy(hs + (sc.off[s + 1] + j) * ldh + u0, hj + u0, sizeof(T) * (u1 - u0));
       }
-      if (P == 0) st.bar->wait(sense);
+      if (P == 0) barrier();
     }
   }
 }
@@ -202,7 +224,7 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
   const Geometry g(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
-  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, {}, 0};
+  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T)), {}, 0};
   // ~2 MB of projection per chunk (at least one step); training writes the
   // projection straight into the saved gates, so chunks only order the work.
   const int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / (g.G4 * int64_t(sizeof(T))));
@@ -218,11 +240,13 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
     s.ws = ws ? ws + dir * sc.N * g.saved_per_row() : nullptr;
     init_state(L, s);
   }
-  const int team = layer_team(d, nt);
-  const bool gather = !sc.identity || d.D == 2;
-  std::vector<avec<T>> xa(static_cast<size_t>(team));
-  if (gather)
-    for (auto& v : xa) v.resize(static_cast<size_t>(L.chunk_rows * d.I));
+  const int team = L.rows_mode ? std::min(nt, static_cast<int>(d.D * d.B / 4)) : layer_team(d, nt);
+  const bool gather = !sc.identity || d.D == 2 || L.rows_mode;
+  std::vector<avec<T>> xa(static_cast<size_t>(team)), gxl(static_cast<size_t>(team));
+  for (int t = 0; t < team; ++t) {
+    if (gather) xa[t].resize(static_cast<size_t>(L.chunk_rows * d.I));
+    if (L.rows_mode) gxl[t].resize(static_cast<size_t>(L.chunk_rows * g.G4));
+  }
 #pragma omp parallel num_threads(team)
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -233,11 +257,12 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
       st[dir].bar.reset(new SpinBarrier(both ? (dir == 0 ? n0 : nth - n0) : nth));
     if (both) {
       if (tid < n0)
-        run_direction(L, st[0], tid, n0, xa[tid].data());
+        run_direction(L, st[0], tid, n0, xa[tid].data(), gxl[tid].data());
       else
-        run_direction(L, st[1], tid - n0, nth - n0, xa[tid].data());
+        run_direction(L, st[1], tid - n0, nth - n0, xa[tid].data(), gxl[tid].data());
     } else {
-      for (int dir = 0; dir < d.D; ++dir) run_direction(L, st[dir], tid, nth, xa[tid].data());
+      for (int dir = 0; dir < d.D; ++dir)
+        run_direction(L, st[dir], tid, nth, xa[tid].data(), gxl[tid].data());
     }
   }
   for (const FwdDir<T>& s : st)
