@@ -24,7 +24,8 @@ struct FwdBlockArgs {
   int64_t ldh = 0;
   const T* w = nullptr;           // [K,NR] packed W_hh panel of this block
   const uint16_t* w16 = nullptr;  // [K,NR] the same panel in bfloat16 (bf16 kernels)
-  const T* gx = nullptr;          // [n,ldgx] x W_ih^T + b, interleaved, this block
+  T* gx = nullptr;                // [n,ldgx] x W_ih^T + b, interleaved, this block
+                                  // (scratch: may hold running sums on return)
   int64_t ldgx = 0;
   const T* ph = nullptr;          // [3,W] peepholes i,f,o of this block, or null
   T* c = nullptr;                 // [n,ldc] c_{t-1} in, c_t out (this block)
