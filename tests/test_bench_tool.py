@@ -273,3 +273,12 @@ def test_main_plot_without_matplotlib_exits_0(monkeypatch, capsys, tmp_path):
     fast = [r for r in doc["results"] if r["impl"] == "fastlstm"]
     assert fast and all(r["cold_median_ms"] is not None and r["pct_peak"] is not None
                         for r in fast)
+
+
+def test_best_peaks_keeps_the_higher_measurement_per_thread_count():
+    first = [bench.Peak(1, gflops=70.0, source="torch.mm"), bench.Peak(2, gflops=None)]
+    second = [bench.Peak(1, gflops=65.0, source="torch.mm"),
+              bench.Peak(2, gflops=120.0, source="torch.mm")]
+    best = bench.best_peaks(first, second)
+    assert [p.gflops for p in best] == [70.0, 120.0]
+    assert [p.threads for p in best] == [1, 2]
