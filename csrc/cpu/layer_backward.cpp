@@ -55,7 +55,7 @@ struct BwdDir {
   T* dh0 = nullptr;        // [B,Ho]
   T* dc0 = nullptr;        // [B,H]
   avec<T> dh, dc, c0p;     // [B,ldh], [B,Hp], [B,Hp] slot order, padded
-  avec<T> dG;           // [N,G4] dgates, gate-major
+  avec<T> dG;              // [N,G4] dgates, gate-major
   avec<T> dr;              // [B,Hp] dL/dr (projection)
   avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
   std::unique_ptr<SpinBarrier> bar;
@@ -303,9 +303,7 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
     s.dc0 = dc0 + dir * d.B * d.H;
     init_state(L, c0 + dir * d.B * d.H, s);
   }
-  const int team =
-      L.rows_mode ? std::min(nt, static_cast<int>(d.D * d.B / 4)) : layer_team(d, nt);
-#pragma omp parallel num_threads(team)
+#pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode))
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const bool both = d.D == 2 && nth >= 2;

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "core/schedule.h"
 #include "core/aligned.h"
+#include "core/schedule.h"
 #include "cpu/gemm.h"
 #include "cpu/geometry.h"
 #include "fastlstm/lstm.h"
@@ -57,7 +57,9 @@ inline void row_range(const Schedule& sc, int gtid, int gn, int64_t& j0, int64_t
 
 // Team size for a layer's recurrence: a bidirectional layer runs its two
 // directions at once on two groups when the team has two or more threads.
-inline int layer_team(const LayerDims& d, int nt) {
+// Split rows go at least four to a thread.
+inline int layer_team(const LayerDims& d, int nt, bool rows_mode) {
+  if (rows_mode) return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, d.D * d.B / 4)));
   const int per_dir = recurrent_threads(d, nt);
   return d.D == 2 ? std::min(nt, 2 * per_dir) : per_dir;
 }

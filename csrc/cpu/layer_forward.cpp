@@ -5,7 +5,9 @@
 //    its hidden units). It computes the input projection of its own gate
 //    columns for a chunk of steps (so inference memory does not grow with T,
 //    and no barrier is needed), then runs the fused gate kernel per step.
-//  - One group barrier per step (three with a projection).
+//    One group barrier per step (three with a projection).
+//  - Rows mode (see rows_mode_for): each thread owns a slice of the rows and
+//    all units instead, and no barrier is needed at all.
 #include <omp.h>
 
 #include <algorithm>
@@ -54,7 +56,7 @@ struct FwdDir {
   avec<T> hbuf;           // [2][B,ldh] h double-buffered, slot order
   avec<T> c;              // [B,Hp]
   avec<T> r;              // [B,Hp] o*tanh(c) before the projection
-  avec<T> gx;          // [chunk_rows,G4] projection of a chunk (inference)
+  avec<T> gx;             // [chunk_rows,G4] projection of a chunk (inference)
   std::unique_ptr<SpinBarrier> bar;
 };
 
@@ -240,7 +242,7 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
     s.ws = ws ? ws + dir * sc.N * g.saved_per_row() : nullptr;
     init_state(L, s);
   }
-  const int team = L.rows_mode ? std::min(nt, static_cast<int>(d.D * d.B / 4)) : layer_team(d, nt);
+  const int team = layer_team(d, nt, L.rows_mode);
   const bool gather = !sc.identity || d.D == 2 || L.rows_mode;
   std::vector<avec<T>> xa(static_cast<size_t>(team)), gxl(static_cast<size_t>(team));
   for (int t = 0; t < team; ++t) {
