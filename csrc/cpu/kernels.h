@@ -39,11 +39,14 @@ struct FwdBlockArgs {
   bool split_k = true;            // a lone row may split k (see tile)
 };
 
-// One unit block of one backward step (pointwise part), rows [0,n).
+// Unit blocks [0,nblk) of one backward step (pointwise part), rows [0,n);
+// the pointers are at block 0, and block b is NR further in gates, W further
+// in c, cp, dh, dc and dg (3W in ph).
 template <class T>
 struct BwdBlockArgs {
   int64_t n = 0;
-  const T* gates = nullptr;       // [n,ldg] activated gates, interleaved, this block
+  int64_t nblk = 1;
+  const T* gates = nullptr;       // [n,ldg] activated gates, interleaved, from block 0
   int64_t ldg = 0;
   const T* c = nullptr;           // [n,ldc] c_t
   int64_t ldc = 0;

@@ -149,9 +149,11 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
         gemm_part(kr, gm, gtid, gn, abuf.data());
       barrier();
     }
-    for (int64_t blk = b0; blk < b1 && n > 0; ++blk) {
+    if (b0 < b1 && n > 0) {
+      const int64_t blk = b0;
       BwdBlockArgs<T> a;
       a.n = n;
+      a.nblk = b1 - b0;
       a.gates = gs + off * G4 + blk * NR; a.ldg = G4;
       a.c = cs + off * Hp + blk * W; a.ldc = Hp;
       a.cp = (s > 0 ? cs + (sc.off[s - 1] + j0) * Hp : st.c0p.data() + j0 * Hp) + blk * W;
