@@ -288,6 +288,10 @@ THREAD_CASES = {
     # several projection chunks on every path (f32: 4Hp = 256 floats, <= 2048 rows a chunk)
     "bidir_chunks_lengths": dict(T=160, B=32, I=4, H=64, L=1, bidir=True, P=0, peep=False,
                                  bias=True, lengths="random", hx=False),
+    # B >= 16: threads split the rows. W_hh is 1.4 MB in float32 (rows in both passes)
+    # and 2.9 MB in float64 (units in the forward, rows in the backward).
+    "rows_split_lengths_peep": dict(T=3, B=17, I=5, H=300, L=1, bidir=False, P=0, peep=True,
+                                    bias=True, lengths="random", hx=True),
 }
 CASES.update({"threads:" + k: v for k, v in THREAD_CASES.items()})
 

@@ -293,7 +293,7 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
   const Geometry geo(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
-  const BwdLayer<T> L{d, geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T))};
+  const BwdLayer<T> L{d, geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T), int64_t(4) << 20)};
   std::vector<BwdDir<T>> st(static_cast<size_t>(d.D));
   for (int dir = 0; dir < d.D; ++dir) {
     BwdDir<T>& s = st[dir];

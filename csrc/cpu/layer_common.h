@@ -30,12 +30,15 @@ inline int recurrent_threads(const LayerDims& d, int nt) {
 }
 
 // Whether threads split a layer's rows rather than its hidden units: with a
-// batch of 16 or more and a W_hh of at most 2 MB, every thread can stream the
-// whole W_hh per step for its own rows and needs no barrier at all. Chosen by
-// the sizes alone, never the thread count, so results stay bitwise identical
-// for any thread count (rows are computed alike however they are grouped).
-inline bool rows_mode_for(const LayerDims& d, const Geometry& g, std::size_t elem) {
-  return d.B >= 16 && g.G4 * g.Ho * static_cast<int64_t>(elem) <= (int64_t(2) << 20);
+// batch of 16 or more and a W_hh of at most `most` bytes, every thread can
+// stream the whole W_hh per step for its own rows and needs no barrier at all
+// (the forward passes 2 MB; the backward, with two barriers a step to save,
+// 4 MB). Chosen by the sizes alone, never the thread count, so results stay
+// bitwise identical for any thread count (rows are computed alike however
+// they are grouped).
+inline bool rows_mode_for(const LayerDims& d, const Geometry& g, std::size_t elem,
+                          int64_t most) {
+  return d.B >= 16 && g.G4 * g.Ho * static_cast<int64_t>(elem) <= most;
 }
 
 // Slots [j0,j1) of thread gtid of gn when rows are split: contiguous ranges

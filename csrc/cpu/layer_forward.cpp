@@ -226,7 +226,7 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
   const Geometry g(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
-  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T)), {}, 0};
+  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T), int64_t(2) << 20), {}, 0};
   // ~2 MB of projection per chunk (at least one step); training writes the
   // projection straight into the saved gates, so chunks only order the work.
   const int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / (g.G4 * int64_t(sizeof(T))));
