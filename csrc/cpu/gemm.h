@@ -35,7 +35,7 @@ inline int threads_for(double flops, int nt) {
 // layout below one loop with no index arithmetic per element.
 template <class T>
 avec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
-                           int64_t NR, int nt) {
+                    int64_t NR, int nt) {
   const int64_t K = static_cast<int64_t>(row.size()), N = static_cast<int64_t>(col.size());
   const int64_t np = (N + NR - 1) / NR;
   avec<T> out(static_cast<size_t>(np * K * NR));
@@ -99,8 +99,8 @@ inline std::vector<int64_t> strided_rows(int64_t K, int64_t stride) {
 
 // B(k,n) = src[k*sk + n*sn]
 template <class T>
-avec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn,
-                          int64_t NR, int nt) {
+avec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn, int64_t NR,
+                   int nt) {
   std::vector<const T*> col(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) col[n] = src + n * sn;
   return pack_panels(strided_rows(K, sk), col, NR, nt);
@@ -121,8 +121,7 @@ avec<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int nt) {
 // Gate-major padded rows: B(q*Hp + u, n) = src[(q*H + u)*N + n] (0 for u >= H).
 // src: [4H,N], e.g. W_hh or W_ih, for products with dgates [.,4Hp].
 template <class T>
-avec<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, const T* src, int64_t NR,
-                              int nt) {
+avec<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, const T* src, int64_t NR, int nt) {
   std::vector<int64_t> row(static_cast<size_t>(4 * Hp));
   for (int64_t q = 0; q < 4; ++q)
     for (int64_t u = 0; u < Hp; ++u) row[q * Hp + u] = u < H ? (q * H + u) * N : -1;
@@ -173,7 +172,7 @@ int64_t gemm_kw(const Kernels<T>& kr) {
 
 // Rows [m0,m1) (at most gemm_mc) by panels [p0,p1) of C = AB, on the calling
 // thread. For each window of k, A's rows are packed once into abuf as
-// [k-slice][tile][k][MR] (each tile then reads its broadcasts in order,
+// [k-slice][tile][k][mr] (each tile then reads its broadcasts in order,
 // whatever A's strides); then each panel runs the window's k-slices while its
 // C block stays in cache, and each k-slice of the panel stays in L1 for every
 // tile. bfloat16 panels feed the bfloat16 tile when there are few rows; with
