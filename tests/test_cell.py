@@ -454,3 +454,24 @@ def test_cell_ctor_validation(kw, name):
         fastlstm.LSTMCell(**kw)
     with pytest.raises((TypeError, ValueError), match="dtype"):
         fastlstm.LSTMCell(I, H, dtype=np.float16)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streaming_step_matches_the_general_path(dtype):
+    """eval() calls with a tuple of C-contiguous [B,H] arrays take the lean path;
+    any other spelling of the same call takes the general one: same bits."""
+    cell = fastlstm.LSTMCell(7, 11, seed=3, dtype=dtype).eval()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 7)).astype(dtype)
+    h0 = rng.standard_normal((4, 11)).astype(dtype)
+    c0 = rng.standard_normal((4, 11)).astype(dtype)
+    h_fast, c_fast = cell(x, (h0, c0))
+    h_gen, c_gen = cell(x, [h0, c0])                        # a list: general path
+    h_nc, c_nc = cell(np.asfortranarray(x), (h0, c0))       # not C-contiguous: general path
+    for h, c in ((h_gen, c_gen), (h_nc, c_nc)):
+        np.testing.assert_array_equal(h_fast, h)
+        np.testing.assert_array_equal(c_fast, c)
+    with pytest.raises(ValueError, match="hx"):
+        cell(x, (h0.T.copy(), c0))                           # wrong shape: general path's check
+    with pytest.raises(TypeError, match="dtype"):
+        cell(x.astype(np.float16), (h0, c0))

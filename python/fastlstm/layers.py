@@ -339,6 +339,21 @@ class LSTMCell(_Module):
 
     def forward(self, x, hx=None):
         """h, c = cell(x, hx=None); x [B,I] or [I], hx = (h [B,H], c [B,H]) or None."""
+        if not self.training and type(hx) is tuple and type(x) is np.ndarray and x.ndim == 2:
+            # the streaming step: C-contiguous [B,I] and [B,H] arrays of the layer's dtype
+            # go straight to the kernel (which checks dtypes, layout and sizes again)
+            h0, c0 = hx if len(hx) == 2 else (None, None)
+            shape = (x.shape[0], self.hidden_size)
+            if (type(h0) is np.ndarray and type(c0) is np.ndarray and x.dtype == self.dtype
+                    and h0.dtype == self.dtype and c0.dtype == self.dtype
+                    and x.shape[1] == self.input_size and h0.shape == shape
+                    and c0.shape == shape and shape[0] > 0 and x.flags.c_contiguous
+                    and h0.flags.c_contiguous and c0.flags.c_contiguous):
+                packed = self._packed_for(False)
+                h, c = np.empty(shape, self.dtype), np.empty(shape, self.dtype)
+                self._cell_kernel(packed.layers[0], x, h0, c0, h, c, get_num_threads(),
+                                  packed.isa)
+                return h, c
         x = _checks.array(x, "x", self.dtype)
         if x.ndim not in (1, 2):
             raise ValueError(f"x: expected a 2-D [B,I] or 1-D [I] array, got {x.ndim}-D")
