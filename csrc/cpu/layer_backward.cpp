@@ -108,25 +108,12 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const auto block_kernel = kr.bwd_block[peep];
   // as the forward: all rows and a slice of the units, or a slice of the rows
   const bool rows = L.rows_mode;
-  int64_t j0 = 0, j1 = B, b0 = 0, b1 = g.nblk, u0 = 0, u1 = Ho;
-  if (rows) {
-    row_range(sc, gtid, gn, j0, j1);
-  } else {
-    split(g.nblk, gtid, gn, b0, b1);
-    if (P > 0) {
-      split(Ho, gtid, gn, u0, u1);
-    } else {
-      u0 = std::min(b0 * W, Ho);
-      u1 = std::min(b1 * W, Ho);
-    }
-  }
+  const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
+  const int64_t j0 = sh.j0, b0 = sh.b0, b1 = sh.b1, u0 = sh.u0, u1 = sh.u1;
   bool sense = false;
-  auto barrier = [&] {
-    if (!rows) st.bar->wait(sense);
-  };
   avec<T> abuf = gemm_abuf(kr);
   for (int64_t s = S - 1; s >= 0; --s) {
-    const int64_t n = std::max<int64_t>(0, std::min(j1, sc.n_at[s]) - j0);
+    const int64_t n = sh.rows_at(sc, s);
     const int64_t off = sc.off[s] + j0;  // packed row of slot j0
     T* dh = st.dh.data() + j0 * ldh;
     for (int64_t j = 0; j < n; ++j) {  // dh_t += dy_t on this thread's columns
@@ -136,18 +123,14 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       if (P > 0) std::memcpy(&st.dH[(off + j) * ldh + u0], o + u0, sizeof(T) * (u1 - u0));
     }
     if (P > 0) {
-      barrier();
+      st.bar->wait(sense);
       Gemm<T> gm;  // dr = dh W_hr
       gm.M = rows ? n : sc.n_at[s]; gm.N = H; gm.K = P;
       gm.a = dh; gm.rsa = ldh; gm.csa = 1;
       gm.bp = pw.whr_t.data();
       gm.c = st.dr.data() + j0 * Hp; gm.ldc = Hp;
-      gm.split_k = !rows;
-      if (rows)
-        gemm_panels(kr, gm, 0, (H + NR - 1) / NR, abuf.data());
-      else
-        gemm_part(kr, gm, gtid, gn, abuf.data());
-      barrier();
+      step_gemm(kr, gm, sh, gtid, gn, abuf.data());
+      st.bar->wait(sense);
     }
     if (b0 < b1 && n > 0) {
       const int64_t blk = b0;
@@ -165,18 +148,14 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
       block_kernel(a);
     }
-    barrier();
+    st.bar->wait(sense);
     Gemm<T> gm;  // dh_{t-1} = dgates_t W_hh
     gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = G4;
     gm.a = st.dG.data() + off * G4; gm.rsa = G4; gm.csa = 1;
     gm.bp = pw.whh_t.data();
     gm.c = dh; gm.ldc = ldh;
-    gm.split_k = !rows;
-    if (rows)
-      gemm_panels(kr, gm, 0, (Ho + NR - 1) / NR, abuf.data());
-    else
-      gemm_part(kr, gm, gtid, gn, abuf.data());
-    barrier();
+    step_gemm(kr, gm, sh, gtid, gn, abuf.data());
+    st.bar->wait(sense);
   }
 }
 
@@ -306,22 +285,9 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
     init_state(L, c0 + dir * d.B * d.H, s);
   }
 #pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode))
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const bool both = d.D == 2 && nth >= 2;
-    const int n0 = both ? (nth + 1) / 2 : nth;
-#pragma omp single
-    for (int dir = 0; dir < d.D; ++dir)
-      st[dir].bar.reset(new SpinBarrier(both ? (dir == 0 ? n0 : nth - n0) : nth));
-    if (both) {
-      if (tid < n0)
-        recurrence(L, st[0], tid, n0);
-      else
-        recurrence(L, st[1], tid - n0, nth - n0);
-    } else {
-      for (int dir = 0; dir < d.D; ++dir) recurrence(L, st[dir], tid, nth);
-    }
-  }
+  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
+    recurrence(L, st[dir], gtid, gn);
+  });
   for (int dir = 0; dir < d.D; ++dir) {
     gradients(L, st[dir], x, dx, g[dir], nt);
     st[dir].dG = avec<T>();

@@ -3,13 +3,17 @@
 // per-layer rearrangements of biases and peepholes.
 #pragma once
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/aligned.h"
+#include "core/barrier.h"
 #include "core/schedule.h"
 #include "cpu/gemm.h"
 #include "cpu/geometry.h"
@@ -56,6 +60,78 @@ inline void row_range(const Schedule& sc, int gtid, int gn, int64_t& j0, int64_t
     cum += sc.len[j];
   }
   if (j1 < j0) j1 = j0;
+}
+
+// What one thread of a direction's group owns: rows [j0,j1) and unit blocks
+// [b0,b1), whose columns of h are [u0,u1). Units split: all rows and a slice
+// of the blocks (of h's P columns with a projection). Rows split: a slice of
+// the rows and every block and column.
+struct ThreadShare {
+  bool rows = false;
+  int64_t j0 = 0, j1 = 0, b0 = 0, b1 = 0, u0 = 0, u1 = 0;
+  // this thread's active rows at step s (rows j0 .. j0 + rows_at(s))
+  int64_t rows_at(const Schedule& sc, int64_t s) const {
+    return std::max<int64_t>(0, std::min(j1, sc.n_at[s]) - j0);
+  }
+};
+
+inline ThreadShare thread_share(const Schedule& sc, const Geometry& g, int64_t P, bool rows,
+                                int gtid, int gn) {
+  ThreadShare t;
+  t.rows = rows;
+  t.j1 = static_cast<int64_t>(sc.len.size());
+  t.b1 = g.nblk;
+  t.u1 = g.Ho;
+  if (rows) {
+    row_range(sc, gtid, gn, t.j0, t.j1);
+  } else {
+    split(g.nblk, gtid, gn, t.b0, t.b1);
+    if (P > 0) {
+      split(g.Ho, gtid, gn, t.u0, t.u1);
+    } else {
+      t.u0 = std::min(t.b0 * g.W, g.Ho);
+      t.u1 = std::min(t.b1 * g.W, g.Ho);
+    }
+  }
+  return t;
+}
+
+// A product inside a step: with split rows the thread computes every panel of
+// its own rows (gm.M = its rows), otherwise its share of the (row block,
+// panel) pairs of all rows. Lone rows sum k in plain order with split rows.
+template <class T>
+void step_gemm(const Kernels<T>& kr, Gemm<T> gm, const ThreadShare& sh, int gtid, int gn,
+               T* abuf) {
+  gm.split_k = !sh.rows;
+  if (sh.rows)
+    gemm_panels(kr, gm, 0, (gm.N + kr.NR - 1) / kr.NR, abuf);
+  else
+    gemm_part(kr, gm, gtid, gn, abuf);
+}
+
+// Inside a layer's parallel region: splits the team between the directions
+// (both at once when D == 2 and the team has two or more threads, else one
+// after the other), gives each direction its group barrier (one thread's, a
+// no-op, where threads split rows) and calls run(dir, gtid, gn) for this
+// thread's part of each direction.
+template <class Dir, class Run>
+void run_directions(int64_t D, bool rows_mode, std::vector<Dir>& st, Run&& run) {
+  const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+  const bool both = D == 2 && nth >= 2;
+  const int n0 = both ? (nth + 1) / 2 : nth;
+#pragma omp single
+  for (int64_t dir = 0; dir < D; ++dir) {
+    const int gn = both ? (dir == 0 ? n0 : nth - n0) : nth;
+    st[dir].bar.reset(new SpinBarrier(rows_mode ? 1 : gn));
+  }
+  if (both) {
+    if (tid < n0)
+      run(0, tid, n0);
+    else
+      run(1, tid - n0, nth - n0);
+  } else {
+    for (int dir = 0; dir < D; ++dir) run(dir, tid, nth);
+  }
 }
 
 // Team size for a layer's recurrence: a bidirectional layer runs its two

@@ -97,39 +97,25 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const int64_t ldy = d.D * Ho;
   T* const yd = L.y + st.dir * Ho;
 
-  int64_t j0 = 0, j1 = B, b0 = 0, b1 = g.nblk, u0 = 0, u1 = Ho;
-  if (rows) {
-    row_range(sc, gtid, gn, j0, j1);
-  } else {
-    split(g.nblk, gtid, gn, b0, b1);
-    if (P > 0) {
-      split(Ho, gtid, gn, u0, u1);
-    } else {
-      u0 = std::min(b0 * W, Ho);
-      u1 = std::min(b1 * W, Ho);
-    }
-  }
-  auto rows_at = [&](int64_t s) { return std::max<int64_t>(0, std::min(j1, sc.n_at[s]) - j0); };
+  const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
+  const int64_t j0 = sh.j0, b0 = sh.b0, b1 = sh.b1, u0 = sh.u0, u1 = sh.u1;
   const bool direct_x = !rows && sc.identity && !rev;  // chunk rows are contiguous in x
   const bool direct_gx = !rows && train;  // projection straight into the saved gates
   avec<T> abuf = gemm_abuf(kr);
   bool sense = false;
-  auto barrier = [&] {
-    if (!rows) st.bar->wait(sense);
-  };
   const auto block_kernel = L.pw.bf16 ? kr.fwd_block_bf16[peep] : kr.fwd_block[peep][train];
 
   for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
     const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];
     // this thread's rows of the chunk, step by step: row lo(s) of gxc is slot j0 at step s
     int64_t m = 0;
-    for (int64_t s = s0; s < s1; ++s) m += rows_at(s);
+    for (int64_t s = s0; s < s1; ++s) m += sh.rows_at(sc, s);
     T* gxc = direct_gx ? gs + sc.off[s0] * G4 : (rows ? gxl : st.gx.data());  // [m,G4]
     if (b0 < b1 && m > 0) {  // gx = x W_ih^T + b for this thread's rows and gate columns
       const T* a = L.x + sc.off[s0] * I;
       if (!direct_x) {
         for (int64_t s = s0, r = 0; s < s1; ++s)
-          for (int64_t j = j0; j < j0 + rows_at(s); ++j, ++r)
+          for (int64_t j = j0; j < j0 + sh.rows_at(sc, s); ++j, ++r)
             std::memcpy(xa + r * I, L.x + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I,
                         sizeof(T) * I);
         a = xa;
@@ -144,8 +130,8 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
       gm.split_k = !rows;
       gemm_panels(kr, gm, b0, b1, abuf.data());
     }
-    for (int64_t s = s0, lo = 0; s < s1; lo += rows_at(s), ++s) {
-      const int64_t n = rows_at(s), off = sc.off[s] + j0;  // packed row of slot j0
+    for (int64_t s = s0, lo = 0; s < s1; lo += sh.rows_at(sc, s), ++s) {
+      const int64_t n = sh.rows_at(sc, s), off = sc.off[s] + j0;  // packed row of slot j0
       const T* hprev = st.hbuf.data() + (s & 1) * B * ldh + j0 * ldh;
       T* hnext = st.hbuf.data() + ((s + 1) & 1) * B * ldh + j0 * ldh;
       for (int64_t blk = b0; blk < b1 && n > 0; ++blk) {
@@ -170,18 +156,14 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         block_kernel(a);
       }
       if (P > 0) {
-        barrier();
+        st.bar->wait(sense);
         Gemm<T> gm;  // h_t = r_t W_hr^T
         gm.M = n; gm.N = P; gm.K = d.H;
         gm.a = st.r.data() + j0 * Hp; gm.rsa = Hp; gm.csa = 1;
         gm.bp = pw.whr.data();
         gm.c = hnext; gm.ldc = ldh;
-        gm.split_k = !rows;
-        if (rows)
-          gemm_panels(kr, gm, 0, (P + NR - 1) / NR, abuf.data());
-        else
-          gemm_part(kr, gm, gtid, gn, abuf.data());
-        barrier();
+        step_gemm(kr, gm, sh, gtid, gn, abuf.data());
+        st.bar->wait(sense);
       }
       // y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
       const int64_t nnext = s + 1 < S ? sc.n_at[s + 1] : 0;
@@ -194,7 +176,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         else if (train)
           std::memcpy(hs + (sc.off[s + 1] + j) * ldh + u0, hj + u0, sizeof(T) * (u1 - u0));
       }
-      if (P == 0) barrier();
+      if (P == 0) st.bar->wait(sense);
     }
   }
 }
@@ -250,23 +232,10 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
     if (L.rows_mode) gxl[t].resize(static_cast<size_t>(L.chunk_rows * g.G4));
   }
 #pragma omp parallel num_threads(team)
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const bool both = d.D == 2 && nth >= 2;
-    const int n0 = both ? (nth + 1) / 2 : nth;
-#pragma omp single
-    for (int dir = 0; dir < d.D; ++dir)
-      st[dir].bar.reset(new SpinBarrier(both ? (dir == 0 ? n0 : nth - n0) : nth));
-    if (both) {
-      if (tid < n0)
-        run_direction(L, st[0], tid, n0, xa[tid].data(), gxl[tid].data());
-      else
-        run_direction(L, st[1], tid - n0, nth - n0, xa[tid].data(), gxl[tid].data());
-    } else {
-      for (int dir = 0; dir < d.D; ++dir)
-        run_direction(L, st[dir], tid, nth, xa[tid].data(), gxl[tid].data());
-    }
-  }
+  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
+    const int tid = omp_get_thread_num();
+    run_direction(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
+  });
   for (const FwdDir<T>& s : st)
     for (int64_t j = 0; j < d.B; ++j)
       std::memcpy(s.cn + sc.perm[j] * d.H, &s.c[j * g.Hp], sizeof(T) * d.H);
