@@ -25,16 +25,13 @@ import zlib
 
 import numpy as np
 import pytest
+from _tolerance import F32, F64, bound_for, float32_reference_error, max_abs, perturb_ulp
 
 fastlstm = pytest.importorskip("fastlstm")
 from fastlstm import functional as F  # noqa: E402
 from fastlstm import reference as ref  # noqa: E402
 from fastlstm import _core  # noqa: E402
 
-F32, F64 = np.float32, np.float64
-TOL64 = 1e-10
-F32_MULTIPLE = 8.0
-F32_FLOOR_ULPS = 32.0
 ISAS = fastlstm.available_isas()
 CHUNK_BYTES = 2 << 20           # the forward's projection chunk (csrc/cpu/layer_forward.cpp)
 
@@ -49,28 +46,6 @@ def restore_threads():
 def test_scalar_path_is_always_available():
     assert ISAS and ISAS[0] == "scalar", ISAS
     assert set(ISAS) <= {"scalar", "avx2", "avx512"}
-
-
-# ----------------------------------------------------------------------------
-# tolerance helpers (the scheme of tests/test_lstm_oracles.py)
-# ----------------------------------------------------------------------------
-
-def max_abs(a):
-    a = np.asarray(a, dtype=np.float64)
-    return float(np.max(np.abs(a), initial=0.0))
-
-
-def bound_for(dtype, want64, ref32_err=None):
-    scale = max(max_abs(want64), 1e-300)
-    if dtype == F64:
-        return TOL64 * scale
-    return max(F32_MULTIPLE * ref32_err, F32_FLOOR_ULPS * np.finfo(F32).eps * scale)
-
-
-def perturb_ulp(a, rng):
-    a = np.asarray(a, F32)
-    up = rng.random(a.shape) < 0.5
-    return np.where(up, np.nextafter(a, F32(np.inf)), np.nextafter(a, F32(-np.inf)))
 
 
 # ----------------------------------------------------------------------------
@@ -164,8 +139,7 @@ def reference(name, dtype):
     want = run(F64)
     err32 = {}
     if dtype == F32:
-        runs = [run(F32)] + [run(F32, np.random.default_rng(k)) for k in range(2)]
-        err32 = {n: max(max_abs(r[n] - want[n]) for r in runs) for n in want}
+        err32 = float32_reference_error(run, want)
     _REF_CACHE[key] = (want, err32)
     return want, err32
 

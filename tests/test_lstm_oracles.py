@@ -24,15 +24,13 @@ import random
 import numpy as np
 from _fd import central_diff
 from _expected import param_shapes
+from _tolerance import (F32, F64, bound_for, check_close, float32_reference_error, max_abs,
+                        perturb_ulp)
 import pytest
 
 fastlstm = pytest.importorskip("fastlstm")
 from fastlstm import reference as ref  # noqa: E402
 
-F32, F64 = np.float32, np.float64
-TOL64 = 1e-10                       # float64, relative to max|oracle|
-F32_MULTIPLE = 8.0                  # float32: allowed multiple of the reference's own float32 error
-F32_FLOOR_ULPS = 32.0               # float32: floor, in ulps of max|oracle|
 TORCH_TOL = {F32: 1e-5, F64: 1e-10}
 
 
@@ -45,48 +43,6 @@ def restore_threads():
     n = fastlstm.get_num_threads()
     yield
     fastlstm.set_num_threads(n)
-
-
-def max_abs(a):
-    a = np.asarray(a, dtype=np.float64)
-    return float(np.max(np.abs(a), initial=0.0))
-
-
-def check_close(got, want, bound, name):
-    got = np.asarray(got)
-    want = np.asarray(want)
-    assert got.shape == want.shape, f"{name}: shape {got.shape}, expected {want.shape}"
-    err = max_abs(got.astype(np.float64) - want.astype(np.float64))
-    assert err <= bound, (f"{name}: max|diff| = {err:.3e} > bound {bound:.3e} "
-                          f"(max|oracle| = {max_abs(want):.3e})")
-
-
-def bound_for(dtype, want64, ref32_err=None):
-    """Tolerance for comparing a `dtype` kernel result with the float64 oracle want64;
-    ref32_err: the float32 reference's own error on that quantity (float32 only)."""
-    scale = max(max_abs(want64), 1e-300)
-    if dtype == F64:
-        return TOL64 * scale
-    return max(F32_MULTIPLE * ref32_err, F32_FLOOR_ULPS * np.finfo(F32).eps * scale)
-
-
-def perturb_ulp(a, rng):
-    """float32 array a with every element moved one ulp up or down at random."""
-    a = np.asarray(a, F32)
-    up = rng.random(a.shape) < 0.5
-    return np.where(up, np.nextafter(a, F32(np.inf)), np.nextafter(a, F32(-np.inf)))
-
-
-def float32_reference_error(run, want64, n_perturbed=2):
-    """The error the float32 reference commits, per output: max|run32 - want64| over
-    run(F32, None) and n_perturbed runs run(F32, rng) whose float inputs are moved by one
-    ulp (perturb_ulp). The perturbed runs make the estimate robust where one float32
-    evaluation is exact by luck (a few-element output, cancellation): a float32 kernel's
-    own rounding acts like such a perturbation."""
-    runs = [run(F32, None)] + [run(F32, np.random.default_rng(k)) for k in range(n_perturbed)]
-    return {n: max(max_abs(r[n] - want64[n]) for r in runs) for n in want64}
-
-
 
 
 def random_params(rng, shapes, dtype, scale=0.6):
