@@ -584,22 +584,17 @@ def test_layer_usable_after_errors():
 # load_state_dict
 
 
-def test_load_state_dict_missing_key():
-    lstm = make()
+@pytest.mark.parametrize("kw, key", [
+    ({}, "bias_hh_l0"),
+    ({"num_layers": 2, "bidirectional": True}, "weight_hh_l1_reverse"),
+], ids=["missing_key", "missing_reverse_key"])
+def test_load_state_dict_missing_key(kw, key):
+    lstm = make(**kw)
     sd = lstm.state_dict()
-    del sd["bias_hh_l0"]
+    del sd[key]
     with pytest.raises(ValueError) as ei:
         lstm.load_state_dict(sd)
-    _check(ei, word("bias_hh_l0"))
-
-
-def test_load_state_dict_missing_reverse_key():
-    lstm = make(num_layers=2, bidirectional=True)
-    sd = lstm.state_dict()
-    del sd["weight_hh_l1_reverse"]
-    with pytest.raises(ValueError) as ei:
-        lstm.load_state_dict(sd)
-    _check(ei, word("weight_hh_l1_reverse"))
+    _check(ei, word(key))
 
 
 def test_load_state_dict_extra_key():
