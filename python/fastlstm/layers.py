@@ -331,6 +331,15 @@ class LSTMCell(_Module):
     def _config(self):
         return (self.input_size, self.hidden_size, 1, 0, False, self.bias, self.peephole)
 
+    def _infer_step(self, x, h0, c0):
+        """One inference step on checked, C-contiguous arrays: x [B,I]; h0, c0 hold B*H
+        values of the layer's dtype. Returns h, c [B,H]."""
+        packed = self._packed_for(False)
+        shape = (x.shape[0], self.hidden_size)
+        h, c = np.empty(shape, self.dtype), np.empty(shape, self.dtype)
+        self._cell_kernel(packed.layers[0], x, h0, c0, h, c, get_num_threads(), packed.isa)
+        return h, c
+
     def clear_saved(self) -> None:
         self._saved.clear()
 
@@ -349,11 +358,7 @@ class LSTMCell(_Module):
                     and x.shape[1] == self.input_size and h0.shape == shape
                     and c0.shape == shape and shape[0] > 0 and x.flags.c_contiguous
                     and h0.flags.c_contiguous and c0.flags.c_contiguous):
-                packed = self._packed_for(False)
-                h, c = np.empty(shape, self.dtype), np.empty(shape, self.dtype)
-                self._cell_kernel(packed.layers[0], x, h0, c0, h, c, get_num_threads(),
-                                  packed.isa)
-                return h, c
+                return self._infer_step(x, h0, c0)
         x = _checks.array(x, "x", self.dtype)
         if x.ndim not in (1, 2):
             raise ValueError(f"x: expected a 2-D [B,I] or 1-D [I] array, got {x.ndim}-D")
@@ -372,17 +377,14 @@ class LSTMCell(_Module):
             shape = (B, H) if batched else (H,)
             h0 = _checks.shaped(hx[0], "hx[0] (h)", self.dtype, shape).reshape(1, B, H)
             c0 = _checks.shaped(hx[1], "hx[1] (c)", self.dtype, shape).reshape(1, B, H)
-        packed = self._packed_for(self.training)
-        if not self.training:  # the lean streaming step: one core call, no context
-            zeros = None if hx is not None else np.zeros((B, H), self.dtype)
-            h, c = np.empty((B, H), self.dtype), np.empty((B, H), self.dtype)
-            self._cell_kernel(packed.layers[0], xb, zeros if h0 is None else h0,
-                              zeros if c0 is None else c0, h, c, get_num_threads(), packed.isa)
+        if not self.training:  # inference: one core call, no context
+            if hx is None:
+                h0 = c0 = np.zeros((B, H), self.dtype)
+            h, c = self._infer_step(xb, h0, c0)
             return (h, c) if batched else (h[0], c[0])
-        _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), packed, h0, c0, None, 0.0,
-                                  True, None, get_num_threads())
-        if self.training:
-            self._saved.append((ctx, B, batched))
+        _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), self._packed_for(True), h0,
+                                  c0, None, 0.0, True, None, get_num_threads())
+        self._saved.append((ctx, B, batched))
         h, c = hn[0], cn[0]
         return (h, c) if batched else (h[0], c[0])
 
