@@ -124,7 +124,6 @@ void forward(py::tuple dims, const PackedLayer<T>& w, py::object x, py::object l
   const Args a = unpack(dims, lengths, num_threads, isa);
   const LayerDims& d = a.d;
   const int64_t Ho = d.hout();
-  w.impl().check(d, a.cfg.isa, !ws.is_none());
   const T* px = buffer<T>(x, "x", d.T * d.B * d.I, false);
   const T* ph0 = buffer<T>(h0, "h0", d.D * d.B * Ho, false);
   const T* pc0 = buffer<T>(c0, "c0", d.D * d.B * d.H, false);
@@ -145,7 +144,6 @@ void backward(py::tuple dims, const PackedLayer<T>& w, py::sequence grads, py::o
   const Args a = unpack(dims, lengths, num_threads, isa);
   const LayerDims& d = a.d;
   const int64_t Ho = d.hout();
-  w.impl().check(d, a.cfg.isa, true);
   const auto g = params<T, DirGrads<T>>(grads, d, true, "grads");
   const T* px = buffer<T>(x, "x", d.T * d.B * d.I, false);
   const T* pc0 = buffer<T>(c0, "c0", d.D * d.B * d.H, false);
