@@ -18,6 +18,7 @@ from the layer. Writes that bypass NumPy's API (a base-class view from
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
@@ -39,7 +40,6 @@ _WRITERS = {np.copyto: "dst", np.put: "a", np.place: "arr", np.putmask: "a",
             np.fill_diagonal: "a", np.put_along_axis: "arr"}
 # C functions with no introspectable signature that take `out` positionally.
 _POSITIONAL_OUT = {np.dot: 2, np.concatenate: 2, np.vdot: None, np.inner: None}
-_SIGNATURES: dict = {}
 
 
 def _bump(a) -> None:
@@ -48,17 +48,12 @@ def _bump(a) -> None:
         cell.bump()
 
 
+@functools.lru_cache(maxsize=None)
 def _signature(func):
     try:
-        return _SIGNATURES[func]
-    except KeyError:
-        pass
-    try:
-        sig = inspect.signature(func)
+        return inspect.signature(func)
     except (TypeError, ValueError):
-        sig = None
-    _SIGNATURES[func] = sig
-    return sig
+        return None
 
 
 def _written(func, args, kwargs):
