@@ -202,12 +202,16 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
                           const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn,
                           T* cn, T* ws, const ExecConfig& cfg) {
   check_layer(d, lengths);
-  pw.check(d, cfg.isa, ws != nullptr);
+  pw.check(d, cfg.isa, false);  // a training forward needs no backward panels
+  if (ws != nullptr && pw.bf16)
+    throw std::invalid_argument("packed weights: bfloat16 weights are for inference only");
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
   const int nt = checked_threads(cfg.num_threads);
   const Geometry g(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
+  if (ws != nullptr && (g.Hp != d.H || g.ldh != g.Ho))  // padding lanes: defined, not stale
+    std::memset(ws, 0, sizeof(T) * sc.N * g.saved_per_row() * d.D);
   FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T), int64_t(2) << 20), {}, 0};
   // ~2 MB of projection per chunk (at least one step); training writes the
   // projection straight into the saved gates, so chunks only order the work.

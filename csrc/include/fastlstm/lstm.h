@@ -109,7 +109,8 @@ class PackedLayer {
 };
 
 // Forward of one layer on packed weights (see the overload below for the
-// arguments). w.isa() must equal cfg.isa; training needs w.with_backward().
+// arguments). w.isa() must equal cfg.isa; a training forward (ws set) needs
+// native-format weights (backward panels are only needed by layer_backward).
 template <class T>
 void layer_forward(const LayerDims& d, const PackedLayer<T>& w,
                    const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
