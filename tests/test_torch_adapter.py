@@ -120,6 +120,36 @@ def test_packed_sequence_in_and_out():
         assert_close(a, b, torch.float64, name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_eager_path_equals_the_ops(dtype):
+    """Eager autograd packs once for forward and backward; the op pair (what
+    torch.compile runs) packs in each. Both give the same bits."""
+    _, fm = pair(dtype, input_size=5, hidden_size=6, bidirectional=True, proj_size=3)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 3, 5, generator=g, dtype=dtype)
+    h0 = torch.randn(2, 3, 3, generator=g, dtype=dtype)
+    c0 = torch.randn(2, 3, 6, generator=g, dtype=dtype)
+    lengths = torch.tensor([4, 1, 3])
+    dy = torch.randn(4, 3, 6, generator=g, dtype=dtype)
+    w = fm._layer_weights(0)
+    results = []
+    for eager in (True, False):
+        xs = x.clone().requires_grad_()
+        ws = [t.detach().clone().requires_grad_() for t in w]
+        if eager:
+            y, hn, cn = flt._EagerLayer.apply(xs, h0, c0, lengths, (6, 3, True, True, False), *ws)
+        else:
+            y, hn, cn, _ = torch.ops.fastlstm.lstm_layer(xs, ws, h0, c0, lengths, 6, 3, True,
+                                                         True, False, True)
+        ((y * dy).sum() + hn.sum() + cn.sum()).backward(retain_graph=True)
+        first = [xs.grad.clone()] + [t.grad.clone() for t in ws]
+        ((y * dy).sum() + hn.sum() + cn.sum()).backward()  # retain_graph: twice is allowed
+        assert all(torch.equal(2 * a, b) for a, b in zip(first, [xs.grad] + [t.grad for t in ws]))
+        results.append([y, hn, cn] + first)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def test_unbatched_input():
     tm, fm = pair(torch.float64, input_size=3, hidden_size=4, num_layers=2)
     g = torch.Generator().manual_seed(4)

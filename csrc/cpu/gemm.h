@@ -50,17 +50,35 @@ avec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>
     const int64_t nc = std::min(NR, N - p * NR);
     for (int64_t c = 0; c < NR; ++c) cp[c] = c < nc ? col[p * NR + c] : nullptr;
     T* op = o + p * K * NR;
+    // columns adjacent in the source (col[c] = col[0] + c): rows are memcpys
+    bool c_runs = nc > 0;
+    for (int64_t c = 0; c < nc && c_runs; ++c) c_runs = cp[c] == cp[0] + c;
     if (k_runs) {
       for (int64_t k0 = 0; k0 < K; k0 += 64) {
         const int64_t k1 = std::min(K, k0 + 64);
-        for (int64_t c = 0; c < NR; ++c)
-          for (int64_t k = k0; k < k1; ++k)
-            op[k * NR + c] = (cp[c] && row[k] >= 0) ? cp[c][row[k]] : T(0);
+        bool run = row[k0] >= 0;  // row[k] = row[k0] + (k - k0) over the block
+        for (int64_t k = k0 + 1; k < k1 && run; ++k) run = row[k] == row[k0] + (k - k0);
+        for (int64_t c = 0; c < NR; ++c) {
+          const T* src = cp[c];
+          if (src == nullptr || !run) {  // padding, or not a run
+            for (int64_t k = k0; k < k1; ++k)
+              op[k * NR + c] = (src && row[k] >= 0) ? src[row[k]] : T(0);
+          } else {
+            src += row[k0];
+            for (int64_t k = k0; k < k1; ++k) op[k * NR + c] = src[k - k0];
+          }
+        }
       }
     } else {
       for (int64_t k = 0; k < K; ++k) {
         const int64_t r = row[k];
-        for (int64_t c = 0; c < NR; ++c) op[k * NR + c] = (r >= 0 && cp[c]) ? cp[c][r] : T(0);
+        T* ok = op + k * NR;
+        if (r >= 0 && c_runs) {
+          std::memcpy(ok, cp[0] + r, sizeof(T) * nc);
+          std::fill(ok + nc, ok + NR, T(0));
+        } else {
+          for (int64_t c = 0; c < NR; ++c) ok[c] = (r >= 0 && cp[c]) ? cp[c][r] : T(0);
+        }
       }
     }
   }

@@ -34,6 +34,7 @@ from ._runtime import resolve_isa
 __all__ = ["LSTM", "lstm_layer", "lstm_layer_backward"]
 
 _DTYPES = (torch.float32, torch.float64)
+_TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
 # --------------------------------------------------------------------------- ops
@@ -97,6 +98,68 @@ def _workspace_per_row(dims, isa: str, itemsize: int) -> int:
     return _core.workspace_size((1, 1, I, H, P, D, peephole), None, isa, itemsize)
 
 
+def _run_forward(packed_layer, dims, dtype, isa: str, nt: int, x: np.ndarray, h0, c0, lens,
+                 training: bool):
+    """The forward kernel of one layer -> y, h_n, c_n, workspace (empty unless
+    training; sized for all T*B rows, so its shape does not depend on lengths)."""
+    T, B, _, H, P, D, _ = dims
+    Ho, tdt = P or H, _TORCH_DTYPE[dtype]
+    y = torch.empty((T, B, D * Ho), dtype=tdt)
+    hn = torch.empty((D, B, Ho), dtype=tdt)
+    cn = torch.empty((D, B, H), dtype=tdt)
+    ws = torch.empty(T * B * _workspace_per_row(dims, isa, dtype.itemsize) if training else 0,
+                     dtype=tdt)
+    wsn = None
+    if training:
+        need = _core.workspace_size(dims, lens, isa, dtype.itemsize)
+        ws[need:].zero_()  # rows past sum(lengths): defined output
+        wsn = ws.numpy()[:need]
+    functional._kernel("forward", dtype)(dims, packed_layer, x, lens, h0, c0, y.numpy(),
+                                         hn.numpy(), cn.numpy(), wsn, nt, isa)
+    return y, hn, cn, ws
+
+
+def _run_backward(packed_layer, dims, dtype, isa: str, nt: int, bias: bool, x: np.ndarray, c0,
+                  lens, ws: Tensor, dy, dh_n, dc_n) -> list:
+    """The BPTT kernel of one layer -> [dx, dh0, dc0] + the weight gradients in
+    the order of `_names`."""
+    T, B, I, H, P, D, peephole = dims
+    Ho, tdt = P or H, _TORCH_DTYPE[dtype]
+    need = _core.workspace_size(dims, lens, isa, dtype.itemsize)
+    if ws.dtype != tdt or ws.dim() != 1 or ws.numel() < need:
+        raise ValueError(f"workspace: expected the workspace of a training-mode lstm_layer "
+                         f"call (at least {need} elements of {tdt}), got {ws.numel()} of "
+                         f"{ws.dtype}")
+    names = _names(D == 2, bias, P > 0, peephole)
+    shapes = functional.param_shapes(I, H, 1, bias, D == 2, P, peephole)
+    grads = {n: torch.zeros(shapes[n], dtype=tdt) for n in names}
+    gnp = {n: g.numpy() for n, g in grads.items()}
+    per_dir = [tuple(None if n is None else gnp[n] for n in
+                     functional._direction_weights(gnp, 0, sfx, bias, peephole, P)[0])
+               for sfx in ("", "_reverse")[:D]]
+    dx = torch.empty((T, B, I), dtype=tdt)
+    dh0 = torch.empty((D, B, Ho), dtype=tdt)
+    dc0 = torch.empty((D, B, H), dtype=tdt)
+    functional._kernel("backward", dtype)(
+        dims, packed_layer, per_dir, x, lens, c0, _np(ws)[:need],
+        _state(dy, "dy", dtype, (T, B, D * Ho)), _state(dh_n, "dh_n", dtype, (D, B, Ho)),
+        _state(dc_n, "dc_n", dtype, (D, B, H)), dx.numpy(), dh0.numpy(), dc0.numpy(), nt, isa)
+    return [dx, dh0, dc0] + [grads[n] for n in names]
+
+
+def _prepare(x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias,
+             peephole, with_backward):
+    """Checked arguments of one layer call and its packed weights."""
+    dims, params, dtype, config = _layer_args(x, weights, hidden_size, proj_size,
+                                              bidirectional, bias, peephole)
+    T, B, _, H, P, D, _ = dims
+    isa, nt = resolve_isa(), torch.get_num_threads()
+    h0n = None if h0 is None else _state(h0, "h0", dtype, (D, B, P or H))
+    c0n = _state(c0, "c0", dtype, (D, B, H))
+    packed = functional._pack_checked(params, config, dtype, isa, with_backward, nt)
+    return packed.layers[0], dims, dtype, isa, nt, _np(x), h0n, c0n, _lengths(lengths, B, T)
+
+
 @torch.library.custom_op("fastlstm::lstm_layer", mutates_args=(), device_types="cpu")
 def lstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
                lengths: Optional[Tensor], hidden_size: int, proj_size: int,
@@ -105,28 +168,10 @@ def lstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
     """One LSTM layer: x [T,B,I], h0 [D,B,Ho], c0 [D,B,H], lengths int64 [B] or
     None -> y [T,B,D*Ho], h_n [D,B,Ho], c_n [D,B,H], workspace (what
     `lstm_layer_backward` needs when training, else empty)."""
-    dims, params, dtype, config = _layer_args(x, weights, hidden_size, proj_size,
-                                              bidirectional, bias, peephole)
-    T, B, _, H, P, D, _ = dims
-    Ho = P or H
-    isa, nt = resolve_isa(), torch.get_num_threads()
-    lens = _lengths(lengths, B, T)
-    h0n = _state(h0, "h0", dtype, (D, B, Ho))
-    c0n = _state(c0, "c0", dtype, (D, B, H))
-    packed = functional._pack_checked(params, config, dtype, isa, False, nt)
-    y = torch.empty((T, B, D * Ho), dtype=x.dtype)
-    hn = torch.empty((D, B, Ho), dtype=x.dtype)
-    cn = torch.empty((D, B, H), dtype=x.dtype)
-    ws = torch.empty(T * B * _workspace_per_row(dims, isa, dtype.itemsize) if training else 0,
-                     dtype=x.dtype)
-    wsn = None
-    if training:
-        need = _core.workspace_size(dims, lens, isa, dtype.itemsize)
-        ws[need:].zero_()  # rows past sum(lengths): defined output
-        wsn = ws.numpy()[:need]
-    functional._kernel("forward", dtype)(dims, packed.layers[0], _np(x), lens, h0n, c0n,
-                                         y.numpy(), hn.numpy(), cn.numpy(), wsn, nt, isa)
-    return y, hn, cn, ws
+    pl, dims, dtype, isa, nt, xn, h0n, c0n, lens = _prepare(
+        x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
+        False)
+    return _run_forward(pl, dims, dtype, isa, nt, xn, h0n, c0n, lens, training)
 
 
 @lstm_layer.register_fake
@@ -148,33 +193,11 @@ def lstm_layer_backward(x: Tensor, weights: list[Tensor], c0: Tensor, lengths: O
                         peephole: bool) -> list[Tensor]:
     """BPTT through `lstm_layer(..., training=True)`: returns [dx, dh0, dc0] and
     then one gradient per tensor of `weights`, in its order."""
-    dims, params, dtype, config = _layer_args(x, weights, hidden_size, proj_size,
-                                              bidirectional, bias, peephole)
-    T, B, _, H, P, D, _ = dims
-    Ho = P or H
-    isa, nt = resolve_isa(), torch.get_num_threads()
-    lens = _lengths(lengths, B, T)
-    need = _core.workspace_size(dims, lens, isa, dtype.itemsize)
-    if workspace.dtype != x.dtype or workspace.dim() != 1 or workspace.numel() < need:
-        raise ValueError(f"workspace: expected the workspace of a training-mode lstm_layer "
-                         f"call (at least {need} elements of {x.dtype}), got "
-                         f"{workspace.numel()} of {workspace.dtype}")
-    packed = functional._pack_checked(params, config, dtype, isa, True, nt)
-    names = _names(bidirectional, bias, P > 0, peephole)
-    grads = {n: torch.zeros(params[n].shape, dtype=x.dtype) for n in names}
-    gnp = {n: g.numpy() for n, g in grads.items()}
-    dx = torch.empty((T, B, x.shape[2]), dtype=x.dtype)
-    dh0 = torch.empty((D, B, Ho), dtype=x.dtype)
-    dc0 = torch.empty((D, B, H), dtype=x.dtype)
-    per_dir = [tuple(None if n is None else gnp[n] for n in
-                     functional._direction_weights(gnp, 0, sfx, bias, peephole, P)[0])
-               for sfx in ("", "_reverse")[:D]]
-    functional._kernel("backward", dtype)(
-        dims, packed.layers[0], per_dir, _np(x), lens, _state(c0, "c0", dtype, (D, B, H)),
-        _np(workspace)[:need], _state(dy, "dy", dtype, (T, B, D * Ho)),
-        _state(dh_n, "dh_n", dtype, (D, B, Ho)), _state(dc_n, "dc_n", dtype, (D, B, H)),
-        dx.numpy(), dh0.numpy(), dc0.numpy(), nt, isa)
-    return [dx, dh0, dc0] + [grads[n] for n in names]
+    pl, dims, dtype, isa, nt, xn, _, c0n, lens = _prepare(
+        x, weights, None, c0, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
+        True)
+    return _run_backward(pl, dims, dtype, isa, nt, bias, xn, c0n, lens, workspace, dy, dh_n,
+                         dc_n)
 
 
 @lstm_layer_backward.register_fake
@@ -210,6 +233,29 @@ def _lstm_layer_grad(ctx, dy, dh_n, dc_n, _dws):
 
 
 lstm_layer.register_autograd(_lstm_layer_grad, setup_context=_setup_context)
+
+
+class _EagerLayer(torch.autograd.Function):
+    """`lstm_layer` + `lstm_layer_backward` for eager autograd: the weights are
+    packed once (with the backward panels) and kept for the backward, where
+    the op pair packs in each (an op cannot pass packed weights on)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, lengths, cfg, *weights):
+        pl, dims, dtype, isa, nt, xn, h0n, c0n, lens = _prepare(x, list(weights), h0, c0,
+                                                                lengths, *cfg, True)
+        y, hn, cn, ws = _run_forward(pl, dims, dtype, isa, nt, xn, h0n, c0n, lens, True)
+        ctx.save_for_backward(x, c0)  # version-checked by autograd
+        ctx.kernel = (pl, dims, dtype, isa, cfg[3], lens, ws)
+        return y, hn, cn
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n):
+        x, c0 = ctx.saved_tensors
+        pl, dims, dtype, isa, bias, lens, ws = ctx.kernel
+        out = _run_backward(pl, dims, dtype, isa, torch.get_num_threads(), bias, _np(x), _np(c0),
+                            lens, ws, dy, dh_n, dc_n)
+        return (out[0], out[1], out[2], None, None) + tuple(out[3:])
 
 
 # --------------------------------------------------------------------------- module
@@ -422,15 +468,18 @@ class LSTM(torch.nn.Module):
             x.requires_grad or h0.requires_grad or c0.requires_grad
             or any(w.requires_grad for ws in weights for w in ws))
         cfg = (self.hidden_size, self.proj_size, self.bidirectional, self.bias, self.peephole)
-        packed = None
-        if not grad and not torch.compiler.is_compiling():
-            packed = self._packed(weights, x.dtype)
+        # compiled: the ops; eager training: one pack per step kept for backward;
+        # eager inference: packed weights kept until a parameter changes
+        compiling = torch.compiler.is_compiling()
+        packed = None if grad or compiling else self._packed(weights, x.dtype)
         hns, cns, inp = [], [], x
         for k in range(L):
             sl = slice(k * D, (k + 1) * D)
-            if packed is None:
+            if compiling:
                 y, hn, cn, _ = torch.ops.fastlstm.lstm_layer(inp, weights[k], h0[sl], c0[sl],
                                                              lengths, *cfg, grad)
+            elif grad:
+                y, hn, cn = _EagerLayer.apply(inp, h0[sl], c0[sl], lengths, cfg, *weights[k])
             else:
                 y, hn, cn = _infer_layer(packed, k, inp, h0[sl], c0[sl], lengths)
             if k < L - 1 and self.dropout > 0 and self.training:
@@ -458,15 +507,10 @@ class LSTM(torch.nn.Module):
 
 def _infer_layer(packed, k: int, x: Tensor, h0: Tensor, c0: Tensor, lengths):
     """Layer k of `packed` without autograd: y, h_n, c_n."""
-    dtype = packed.dtype
     _, H, _, P, bidirectional, _, peephole = packed.config
     T, B, In = x.shape
-    Ho, D = P or H, 2 if bidirectional else 1
-    dims = (T, B, In, H, P, D, peephole)
-    y = torch.empty((T, B, D * Ho), dtype=x.dtype)
-    hn = torch.empty((D, B, Ho), dtype=x.dtype)
-    cn = torch.empty((D, B, H), dtype=x.dtype)
-    functional._kernel("forward", dtype)(dims, packed.layers[k], _np(x), _lengths(lengths, B, T),
-                                         _np(h0), _np(c0), y.numpy(), hn.numpy(), cn.numpy(),
-                                         None, torch.get_num_threads(), packed.isa)
+    dims = (T, B, In, H, P, 2 if bidirectional else 1, peephole)
+    y, hn, cn, _ = _run_forward(packed.layers[k], dims, packed.dtype, packed.isa,
+                                torch.get_num_threads(), _np(x), _np(h0), _np(c0),
+                                _lengths(lengths, B, T), False)
     return y, hn, cn
