@@ -260,64 +260,6 @@ class Torch(Impl):
         return self.prepare("forward", self.torch.get_num_threads())().numpy()
 
 
-ONNX_OPSET = 17  # the IR version is the lowest that supports it, so older runtimes load it
-ONNX_GATE_ORDER = (0, 3, 1, 2)  # ONNX i,o,f,c taken from torch's i,f,g,o blocks
-
-
-def onnx_gates(a: np.ndarray, H: int) -> np.ndarray:
-    """Reorder the 4H gate rows of a weight or bias from torch's to ONNX's order."""
-    return np.concatenate([a[g * H:(g + 1) * H] for g in ONNX_GATE_ORDER])
-
-
-def onnx_layer_weights(state: dict, k: int, D: int, H: int):
-    """ONNX W [D,4H,I], R [D,4H,H], B [D,8H] for layer k from a torch-style state dict."""
-    sfx = [f"_l{k}", f"_l{k}_reverse"][:D]
-    W = np.stack([onnx_gates(state["weight_ih" + s], H) for s in sfx])
-    R = np.stack([onnx_gates(state["weight_hh" + s], H) for s in sfx])
-    B = np.stack([np.concatenate([onnx_gates(state["bias_ih" + s], H),
-                                  onnx_gates(state["bias_hh" + s], H)]) for s in sfx])
-    return W, R, B
-
-
-def onnx_lstm_model(state: dict, shape: Shape):
-    """A chain of standard ONNX LSTM nodes, X [T,B,I] (+ sequence_lens [B]) -> Y [T,B,D*H].
-
-    Between layers (and at the end) Y [T,D,B,H] is transposed and reshaped to
-    torch's [T,B,D*H] layout.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    if shape.proj:
-        raise ValueError("ONNX LSTM has no projection")
-    T, B, H, D = shape.T, shape.B, shape.H, shape.D
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, shape.I])]
-    seq = []
-    if shape.varlen:
-        inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [B]))
-        seq = ["sequence_lens"]
-    inits = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "tbh")]
-    nodes, x = [], "X"
-    for k in range(shape.layers):
-        for name, a in zip("WRB", onnx_layer_weights(state, k, D, H)):
-            inits.append(numpy_helper.from_array(np.ascontiguousarray(a, np.float32), f"{name}{k}"))
-        y = "Y" if k == shape.layers - 1 else f"layer{k}"
-        nodes += [
-            helper.make_node("LSTM", [x, f"W{k}", f"R{k}", f"B{k}"] + seq, [f"Y{k}"], name=f"lstm{k}",
-                             hidden_size=H, direction="bidirectional" if D == 2 else "forward"),
-            helper.make_node("Transpose", [f"Y{k}"], [f"Y{k}_t"], perm=[0, 2, 1, 3]),
-            helper.make_node("Reshape", [f"Y{k}_t", "tbh"], [y]),
-        ]
-        x = y
-    out = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [T, B, D * H])
-    graph = helper.make_graph(nodes, f"lstm_{shape.name}", inputs, [out], inits)
-    opset = helper.make_opsetid("", ONNX_OPSET)
-    model = helper.make_model(graph, opset_imports=[opset],
-                              ir_version=helper.find_min_ir_version_for([opset]))
-    onnx.checker.check_model(model)
-    return model
-
-
 class OnnxRuntime(Impl):
     name = "onnxruntime"
 
@@ -329,7 +271,10 @@ class OnnxRuntime(Impl):
         import onnxruntime
 
         self.ort, self.sessions = onnxruntime, {}
-        self.model = onnx_lstm_model(case.state, case.shape).SerializeToString()
+        from .onnx import model_from_state_dict
+
+        self.model = model_from_state_dict(case.state, lengths=case.lengths is not None
+                                           ).SerializeToString()
         self.feeds = {"X": case.x}
         if case.lengths is not None:
             self.feeds["sequence_lens"] = case.lengths.astype(np.int32)
