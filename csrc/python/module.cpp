@@ -15,6 +15,9 @@
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
 #include "fastlstm/lstm.h"
+#if defined(FASTLSTM_HAVE_XLA_FFI)
+#include "jax/ffi.h"
+#endif
 
 namespace py = pybind11;
 using namespace fastlstm;
@@ -266,6 +269,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("layer_backward_f64", &backward<double>);
   m.def("activation_f32", &activation<float>);
   m.def("activation_f64", &activation<double>);
+  // XLA FFI handlers for fastlstm.jax (empty when built without the XLA headers).
+  m.def("jax_ffi_targets", [] {
+    py::dict out;
+#if defined(FASTLSTM_HAVE_XLA_FFI)
+    out["fastlstm_lstm_layer_fwd"] = py::capsule(reinterpret_cast<void*>(&FastlstmLstmLayerFwd));
+    out["fastlstm_lstm_layer_bwd"] = py::capsule(reinterpret_cast<void*>(&FastlstmLstmLayerBwd));
+#endif
+    return out;
+  });
   m.def("workspace_size",
         [](py::tuple dims, py::object lengths, const std::string& isa, int element_bytes) {
           const Args a = unpack(dims, lengths, 1, isa);

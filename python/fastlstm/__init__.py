@@ -23,4 +23,5 @@ def info() -> dict:
         "num_threads": get_num_threads(),
         "num_procs": _core.num_procs(),
         "backends": ["cpu"] + (["cuda"] if build["cuda"] else []),
+        "jax_ffi": bool(_core.jax_ffi_targets()),  # fastlstm.jax available
     }

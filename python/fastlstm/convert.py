@@ -59,7 +59,8 @@ def _reorder(a: np.ndarray, src: str, dst: str, axis: int = 0) -> np.ndarray:
 
 def describe(state_dict: dict) -> dict:
     """num_layers, bidirectional, bias, proj_size, peephole, input_size and
-    hidden_size of a torch-style LSTM state dict (checked for consistency)."""
+    hidden_size of a torch-style LSTM state dict (checked for consistency).
+    Only shapes are read, so traced arrays (jax.jit) work too."""
     if not isinstance(state_dict, dict) or not state_dict:
         raise ValueError("state_dict: expected a non-empty dict of LSTM parameters")
     found = {}
@@ -74,14 +75,14 @@ def describe(state_dict: dict) -> dict:
     kinds = {kind for kind, _, _ in found.values()}
     if "weight_ih" not in kinds or "weight_hh" not in kinds:
         raise ValueError("state_dict: weight_ih_l* and weight_hh_l* are required")
-    w_hh = _array(state_dict["weight_hh_l0"], "weight_hh_l0")
-    if w_hh.ndim != 2 or w_hh.shape[0] % 4:
-        raise ValueError(f"weight_hh_l0: expected shape [4H, H_out], got {w_hh.shape}")
-    H = w_hh.shape[0] // 4
-    P = w_hh.shape[1] if "weight_hr" in kinds else 0
+    hh = np.shape(state_dict["weight_hh_l0"])
+    if len(hh) != 2 or hh[0] % 4 or hh[0] == 0:
+        raise ValueError(f"weight_hh_l0: expected shape [4H, H_out], got {hh}")
+    H = hh[0] // 4
+    P = hh[1] if "weight_hr" in kinds else 0
     cfg = dict(num_layers=layers, bidirectional=bidirectional, bias="bias_ih" in kinds,
                proj_size=P, peephole="weight_ph" in kinds, hidden_size=H,
-               input_size=_array(state_dict["weight_ih_l0"], "weight_ih_l0").shape[-1])
+               input_size=(np.shape(state_dict["weight_ih_l0"]) or (0,))[-1])
     from .functional import param_shapes
     want = param_shapes(cfg["input_size"], H, layers, cfg["bias"], bidirectional, P,
                         cfg["peephole"])
@@ -90,7 +91,7 @@ def describe(state_dict: dict) -> dict:
                          f"{sorted(set(want) - set(state_dict))}, unexpected "
                          f"{sorted(set(state_dict) - set(want))}")
     for k, shape in want.items():
-        got = _array(state_dict[k], k).shape
+        got = tuple(np.shape(state_dict[k]))
         if got != shape:
             raise ValueError(f"{k}: expected shape {shape}, got {got}")
     return cfg

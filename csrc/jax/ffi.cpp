@@ -1,0 +1,283 @@
+// XLA FFI handlers (jax.ffi) for one LSTM layer: forward and BPTT on the CPU,
+// over the public C++ API. Built into the Python module when the XLA FFI
+// headers are found (see CMakeLists.txt); fastlstm/jax.py registers them.
+//
+// Weights (remaining arguments) per direction, in this order: w_ih [4H,I],
+// w_hh [4H,Ho], then b_ih, b_hh [4H] (bias), w_hr [P,H] (P > 0), w_ph [3,H]
+// (peephole). lengths is int32 [B], or [0] for none.
+#include "jax/ffi.h"
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fastlstm/lstm.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace fastlstm {
+namespace jax_ffi {
+namespace {
+
+struct Config {
+  LayerDims d;
+  bool bias = true;
+  ExecConfig cfg;
+};
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+int64_t count(const ffi::AnyBuffer& b) { return static_cast<int64_t>(b.element_count()); }
+
+Config config(const ffi::AnyBuffer& x, int64_t H, int64_t P, int64_t bidirectional,
+              int64_t bias, int64_t peephole, int64_t isa, int64_t num_threads) {
+  const auto dims = x.dimensions();
+  require(dims.size() == 3, "x: expected a 3-D [T,B,I] array");
+  Config c;
+  c.d.T = dims[0]; c.d.B = dims[1]; c.d.I = dims[2];
+  c.d.H = H; c.d.P = P; c.d.D = bidirectional ? 2 : 1; c.d.peephole = peephole != 0;
+  c.bias = bias != 0;
+  require(isa >= 0 && isa <= 2 && isa_supported(static_cast<Isa>(isa)),
+          "isa: not supported by this CPU or build");
+  require(num_threads >= 1 && num_threads <= 4096, "num_threads: expected >= 1");
+  c.cfg.isa = static_cast<Isa>(isa);
+  c.cfg.num_threads = static_cast<int>(num_threads);
+  check_layer(c.d, nullptr);
+  return c;
+}
+
+// The expected element counts of one direction's weights, in argument order.
+std::vector<int64_t> weight_counts(const Config& c) {
+  const LayerDims& d = c.d;
+  std::vector<int64_t> n{4 * d.H * d.I, 4 * d.H * d.hout()};
+  if (c.bias) n.insert(n.end(), {4 * d.H, 4 * d.H});
+  if (d.P > 0) n.push_back(d.P * d.H);
+  if (d.peephole) n.push_back(3 * d.H);
+  return n;
+}
+
+template <class T>
+std::vector<DirWeights<T>> weights(const Config& c, const ffi::RemainingArgs& args,
+                                   ffi::DataType dtype) {
+  const std::vector<int64_t> want = weight_counts(c);
+  require(args.size() == want.size() * c.d.D,
+          "weights: expected " + std::to_string(want.size() * c.d.D) + " arrays, got " +
+              std::to_string(args.size()));
+  std::vector<DirWeights<T>> w(static_cast<size_t>(c.d.D));
+  for (int64_t k = 0; k < c.d.D; ++k) {
+    std::vector<const T*> p;
+    for (size_t j = 0; j < want.size(); ++j) {
+      auto b = args.get<ffi::AnyBuffer>(k * want.size() + j);
+      require(b.has_value(), "weights: expected arrays");
+      require(b->element_type() == dtype, "weights: expected the dtype of x");
+      require(count(*b) == want[j], "weights[" + std::to_string(k * want.size() + j) +
+                                        "]: expected " + std::to_string(want[j]) +
+                                        " elements, got " + std::to_string(count(*b)));
+      p.push_back(static_cast<const T*>(b->untyped_data()));
+    }
+    size_t j = 2;
+    w[k].w_ih = p[0];
+    w[k].w_hh = p[1];
+    if (c.bias) { w[k].b_ih = p[j++]; w[k].b_hh = p[j++]; }
+    if (c.d.P > 0) w[k].w_hr = p[j++];
+    if (c.d.peephole) w[k].w_ph = p[j++];
+  }
+  return w;
+}
+
+// lengths int32 [B] (jax's default integer) widened for the core, or null.
+const int64_t* lengths_of(const ffi::Buffer<ffi::S32>& lengths, const Config& c,
+                          std::vector<int64_t>& out) {
+  if (lengths.element_count() == 0) return nullptr;
+  require(static_cast<int64_t>(lengths.element_count()) == c.d.B,
+          "lengths: expected B values or none");
+  out.assign(lengths.typed_data(), lengths.typed_data() + c.d.B);
+  return out.data();
+}
+
+void check(const ffi::AnyBuffer& b, ffi::DataType dtype, int64_t n, const char* name) {
+  require(b.element_type() == dtype, std::string(name) + ": expected the dtype of x");
+  require(count(b) == n, std::string(name) + ": expected " + std::to_string(n) + " elements");
+}
+
+template <class T>
+void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
+             const int64_t* lens, const ffi::RemainingArgs& wargs, ffi::AnyBuffer y,
+             ffi::AnyBuffer hn, ffi::AnyBuffer cn, ffi::AnyBuffer ws, bool training) {
+  const LayerDims& d = c.d;
+  const ffi::DataType dt = x.element_type();
+  const int64_t Ho = d.hout();
+  check(h0, dt, d.D * d.B * Ho, "h0");
+  check(c0, dt, d.D * d.B * d.H, "c0");
+  check(y, dt, d.T * d.B * d.D * Ho, "y");
+  check(hn, dt, d.D * d.B * Ho, "h_n");
+  check(cn, dt, d.D * d.B * d.H, "c_n");
+  const auto w = weights<T>(c, wargs, dt);
+  T* pws = nullptr;
+  if (training) {
+    const int64_t need = layer_workspace_size(d, lens, c.cfg.isa, sizeof(T));
+    require(ws.element_type() == dt && count(ws) >= need, "workspace: too small");
+    pws = static_cast<T*>(ws.untyped_data());
+    std::memset(pws + need, 0, sizeof(T) * (count(ws) - need));  // a defined tail
+  }
+  const PackedLayer<T> packed(d, w.data(), c.cfg.isa, false, c.cfg.num_threads);
+  layer_forward<T>(d, packed, static_cast<const T*>(x.untyped_data()), lens,
+                   static_cast<const T*>(h0.untyped_data()),
+                   static_cast<const T*>(c0.untyped_data()), static_cast<T*>(y.untyped_data()),
+                   static_cast<T*>(hn.untyped_data()), static_cast<T*>(cn.untyped_data()), pws,
+                   c.cfg);
+}
+
+template <class T>
+void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, const int64_t* lens,
+              ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
+              const ffi::RemainingArgs& wargs, ffi::AnyBuffer dx, ffi::AnyBuffer dh0,
+              ffi::AnyBuffer dc0, const ffi::RemainingRets& grets) {
+  const LayerDims& d = c.d;
+  const ffi::DataType dt = x.element_type();
+  const int64_t Ho = d.hout();
+  check(c0, dt, d.D * d.B * d.H, "c0");
+  check(dy, dt, d.T * d.B * d.D * Ho, "dy");
+  check(dhn, dt, d.D * d.B * Ho, "dh_n");
+  check(dcn, dt, d.D * d.B * d.H, "dc_n");
+  check(dx, dt, d.T * d.B * d.I, "dx");
+  check(dh0, dt, d.D * d.B * Ho, "dh0");
+  check(dc0, dt, d.D * d.B * d.H, "dc0");
+  const int64_t need = layer_workspace_size(d, lens, c.cfg.isa, sizeof(T));
+  require(ws.element_type() == dt && count(ws) >= need, "workspace: too small");
+  const auto w = weights<T>(c, wargs, dt);
+  const std::vector<int64_t> want = weight_counts(c);
+  require(grets.size() == want.size() * d.D, "weight gradients: wrong count");
+  std::vector<DirGrads<T>> g(static_cast<size_t>(d.D));
+  for (int64_t k = 0; k < d.D; ++k) {
+    std::vector<T*> p;
+    for (size_t j = 0; j < want.size(); ++j) {
+      auto r = grets.get<ffi::AnyBuffer>(k * want.size() + j);
+      require(r.has_value(), "weight gradients: expected arrays");
+      check(**r, dt, want[j], "weight gradient");
+      T* q = static_cast<T*>((*r)->untyped_data());
+      std::memset(q, 0, sizeof(T) * want[j]);  // the kernels accumulate
+      p.push_back(q);
+    }
+    size_t j = 2;
+    g[k].w_ih = p[0];
+    g[k].w_hh = p[1];
+    if (c.bias) { g[k].b_ih = p[j++]; g[k].b_hh = p[j++]; }
+    if (d.P > 0) g[k].w_hr = p[j++];
+    if (d.peephole) g[k].w_ph = p[j++];
+  }
+  const PackedLayer<T> packed(d, w.data(), c.cfg.isa, true, c.cfg.num_threads);
+  layer_backward<T>(d, packed, static_cast<const T*>(x.untyped_data()), lens,
+                    static_cast<const T*>(c0.untyped_data()),
+                    static_cast<const T*>(ws.untyped_data()),
+                    static_cast<const T*>(dy.untyped_data()),
+                    static_cast<const T*>(dhn.untyped_data()),
+                    static_cast<const T*>(dcn.untyped_data()), static_cast<T*>(dx.untyped_data()),
+                    static_cast<T*>(dh0.untyped_data()), static_cast<T*>(dc0.untyped_data()),
+                    g.data(), c.cfg);
+}
+
+template <class F>
+ffi::Error guarded(F&& f) {
+  try {
+    f();
+    return ffi::Error::Success();
+  } catch (const std::invalid_argument& e) {
+    return ffi::Error::InvalidArgument(std::string("fastlstm: ") + e.what());
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("fastlstm: ") + e.what());
+  }
+}
+
+ffi::Error layer_fwd(ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
+                     ffi::Buffer<ffi::S32> lengths, ffi::RemainingArgs w,
+                     ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> hn,
+                     ffi::Result<ffi::AnyBuffer> cn, ffi::Result<ffi::AnyBuffer> ws,
+                     int64_t hidden_size, int64_t proj_size, int64_t bidirectional, int64_t bias,
+                     int64_t peephole, int64_t training, int64_t isa, int64_t num_threads) {
+  return guarded([&] {
+    const Config c = config(x, hidden_size, proj_size, bidirectional, bias, peephole, isa,
+                            num_threads);
+    std::vector<int64_t> lv;
+    const int64_t* lens = lengths_of(lengths, c, lv);
+    check_layer(c.d, lens);
+    if (x.element_type() == ffi::DataType::F32)
+      forward<float>(c, x, h0, c0, lens, w, *y, *hn, *cn, *ws, training != 0);
+    else if (x.element_type() == ffi::DataType::F64)
+      forward<double>(c, x, h0, c0, lens, w, *y, *hn, *cn, *ws, training != 0);
+    else
+      require(false, "x: expected float32 or float64");
+  });
+}
+
+ffi::Error layer_bwd(ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::Buffer<ffi::S32> lengths,
+                     ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
+                     ffi::RemainingArgs w, ffi::Result<ffi::AnyBuffer> dx,
+                     ffi::Result<ffi::AnyBuffer> dh0, ffi::Result<ffi::AnyBuffer> dc0,
+                     ffi::RemainingRets grads, int64_t hidden_size, int64_t proj_size,
+                     int64_t bidirectional, int64_t bias, int64_t peephole, int64_t isa,
+                     int64_t num_threads) {
+  return guarded([&] {
+    const Config c = config(x, hidden_size, proj_size, bidirectional, bias, peephole, isa,
+                            num_threads);
+    std::vector<int64_t> lv;
+    const int64_t* lens = lengths_of(lengths, c, lv);
+    check_layer(c.d, lens);
+    if (x.element_type() == ffi::DataType::F32)
+      backward<float>(c, x, c0, lens, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
+    else if (x.element_type() == ffi::DataType::F64)
+      backward<double>(c, x, c0, lens, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
+    else
+      require(false, "x: expected float32 or float64");
+  });
+}
+
+}  // namespace
+}  // namespace jax_ffi
+}  // namespace fastlstm
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmLstmLayerFwd, fastlstm::jax_ffi::layer_fwd,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()          // x [T,B,I]
+                                  .Arg<ffi::AnyBuffer>()          // h0 [D,B,Ho]
+                                  .Arg<ffi::AnyBuffer>()          // c0 [D,B,H]
+                                  .Arg<ffi::Buffer<ffi::S32>>()   // lengths [B] or [0]
+                                  .RemainingArgs()                // weights
+                                  .Ret<ffi::AnyBuffer>()          // y [T,B,D*Ho]
+                                  .Ret<ffi::AnyBuffer>()          // h_n [D,B,Ho]
+                                  .Ret<ffi::AnyBuffer>()          // c_n [D,B,H]
+                                  .Ret<ffi::AnyBuffer>()          // workspace
+                                  .Attr<int64_t>("hidden_size")
+                                  .Attr<int64_t>("proj_size")
+                                  .Attr<int64_t>("bidirectional")
+                                  .Attr<int64_t>("bias")
+                                  .Attr<int64_t>("peephole")
+                                  .Attr<int64_t>("training")
+                                  .Attr<int64_t>("isa")
+                                  .Attr<int64_t>("num_threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmLstmLayerBwd, fastlstm::jax_ffi::layer_bwd,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()          // x [T,B,I]
+                                  .Arg<ffi::AnyBuffer>()          // c0 [D,B,H]
+                                  .Arg<ffi::Buffer<ffi::S32>>()   // lengths [B] or [0]
+                                  .Arg<ffi::AnyBuffer>()          // workspace
+                                  .Arg<ffi::AnyBuffer>()          // dy [T,B,D*Ho]
+                                  .Arg<ffi::AnyBuffer>()          // dh_n [D,B,Ho]
+                                  .Arg<ffi::AnyBuffer>()          // dc_n [D,B,H]
+                                  .RemainingArgs()                // weights
+                                  .Ret<ffi::AnyBuffer>()          // dx [T,B,I]
+                                  .Ret<ffi::AnyBuffer>()          // dh0 [D,B,Ho]
+                                  .Ret<ffi::AnyBuffer>()          // dc0 [D,B,H]
+                                  .RemainingRets()                // weight gradients
+                                  .Attr<int64_t>("hidden_size")
+                                  .Attr<int64_t>("proj_size")
+                                  .Attr<int64_t>("bidirectional")
+                                  .Attr<int64_t>("bias")
+                                  .Attr<int64_t>("peephole")
+                                  .Attr<int64_t>("isa")
+                                  .Attr<int64_t>("num_threads"));

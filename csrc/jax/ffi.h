@@ -1,0 +1,10 @@
+// The XLA FFI handlers of fastlstm (jax/ffi.cpp), declared without the XLA
+// headers so that the Python module can hand them to jax as capsules.
+#pragma once
+
+extern "C" {
+struct XLA_FFI_Error;
+struct XLA_FFI_CallFrame;
+XLA_FFI_Error* FastlstmLstmLayerFwd(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* FastlstmLstmLayerBwd(XLA_FFI_CallFrame* call_frame);
+}

@@ -1,0 +1,156 @@
+"""fastlstm in JAX: `lstm(params, x, ...)`, differentiable and jit-able.
+
+Each layer is two XLA FFI custom calls into fastlstm's C++ kernels on the CPU
+(``fastlstm_lstm_layer_fwd`` and ``fastlstm_lstm_layer_bwd``, compiled into
+the extension and registered with `jax.ffi` on import), joined by
+`jax.custom_vjp`: `jax.grad` runs fastlstm's BPTT. Importing this module
+imports jax; `import fastlstm` does not.
+
+The extension has the handlers when it was built with the XLA FFI headers,
+which happens when jax is installed in the building Python (e.g.
+``pip install --no-build-isolation .``) or when
+``SKBUILD_CMAKE_DEFINE="FASTLSTM_XLA_FFI_INCLUDE=$(python -c 'import jax.ffi;
+print(jax.ffi.include_dir())')"`` is set for ``pip install .``.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _core, convert
+from ._runtime import get_num_threads, resolve_isa
+
+__all__ = ["lstm"]
+
+_TARGETS = _core.jax_ffi_targets()
+if not _TARGETS:
+    raise ImportError(
+        "fastlstm.jax: this build of fastlstm has no XLA FFI handlers; install jax, then "
+        "rebuild fastlstm with its headers (see the fastlstm.jax docstring or the README)")
+for _name, _capsule in _TARGETS.items():
+    jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
+
+_ISA_CODE = {"scalar": 0, "avx2": 1, "avx512": 2}
+
+
+def _attrs(static) -> dict:
+    H, P, bidirectional, bias, peephole, isa, nt = static
+    return dict(hidden_size=np.int64(H), proj_size=np.int64(P),
+                bidirectional=np.int64(bidirectional), bias=np.int64(bias),
+                peephole=np.int64(peephole), isa=np.int64(_ISA_CODE[isa]),
+                num_threads=np.int64(nt))
+
+
+def _fwd_call(static, x, h0, c0, lengths, weights, training: bool):
+    H, P, bidirectional, _, peephole, isa, _ = static
+    T, B, I = x.shape
+    D, Ho = (2 if bidirectional else 1), (P or H)
+    per_row = _core.workspace_size((1, 1, I, H, P, D, peephole), None, isa,
+                                   np.dtype(x.dtype).itemsize)
+    out = (jax.ShapeDtypeStruct((T, B, D * Ho), x.dtype),
+           jax.ShapeDtypeStruct((D, B, Ho), x.dtype),
+           jax.ShapeDtypeStruct((D, B, H), x.dtype),
+           jax.ShapeDtypeStruct((T * B * per_row if training else 0,), x.dtype))
+    call = jax.ffi.ffi_call("fastlstm_lstm_layer_fwd", out, vmap_method="sequential")
+    return call(x, h0, c0, lengths, *weights, training=np.int64(training), **_attrs(static))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _layer(static, x, h0, c0, lengths, weights):
+    y, hn, cn, _ = _fwd_call(static, x, h0, c0, lengths, weights, False)
+    return y, hn, cn
+
+
+def _layer_fwd(static, x, h0, c0, lengths, weights):
+    y, hn, cn, ws = _fwd_call(static, x, h0, c0, lengths, weights, True)
+    return (y, hn, cn), (x, c0, lengths, ws, weights)
+
+
+def _layer_bwd(static, res, cts):
+    x, c0, lengths, ws, weights = res
+    dy, dhn, dcn = cts
+    out = ([jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(dhn.shape, x.dtype),
+            jax.ShapeDtypeStruct(dcn.shape, x.dtype)]
+           + [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights])
+    call = jax.ffi.ffi_call("fastlstm_lstm_layer_bwd", out, vmap_method="sequential")
+    grads = call(x, c0, lengths, ws, dy, dhn, dcn, *weights, **_attrs(static))
+    dlengths = np.zeros(lengths.shape, dtype=jax.dtypes.float0)
+    return grads[0], grads[1], grads[2], dlengths, tuple(grads[3:])
+
+
+_layer.defvjp(_layer_fwd, _layer_bwd)
+
+
+def _layer_weights(params: dict, k: int, cfg: dict) -> tuple:
+    out = []
+    for sfx in ("", "_reverse")[:2 if cfg["bidirectional"] else 1]:
+        names = [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"]
+        names += [f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}"] if cfg["bias"] else []
+        names += [f"weight_hr_l{k}{sfx}"] if cfg["proj_size"] else []
+        names += [f"weight_ph_l{k}{sfx}"] if cfg["peephole"] else []
+        out += [params[n] for n in names]
+    return tuple(out)
+
+
+def lstm(params: dict, x, h0=None, c0=None, lengths=None, *, batch_first: bool = False):
+    """A multi-layer LSTM, as torch.nn.LSTM computes it (no dropout).
+
+    params: torch.nn.LSTM's state_dict names and shapes (plus ``weight_ph_l{k}``
+    [3,H] for peepholes) as JAX or NumPy arrays of one float dtype; the
+    configuration (layers, directions, bias, projection, peepholes) is read off
+    them. x [T,B,I] ([B,T,I] with batch_first); h0 [D*L,B,Ho] and c0
+    [D*L,B,H] or None (zeros); lengths int [B] (each in [1,T]) or None.
+    Returns y [T,B,D*Ho] ([B,T,D*Ho] with batch_first) and (h_n, c_n).
+    Differentiable in x, h0, c0 and params; works under jax.jit and jax.vmap
+    (sequentially).
+    """
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    cfg = convert.describe(params)
+    x = jnp.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a 3-D array, got shape {x.shape}")
+    if x.dtype not in (jnp.float32, jnp.float64):
+        raise TypeError(f"x: expected float32 or float64, got {x.dtype}")
+    for k, v in params.items():
+        if jnp.asarray(v).dtype != x.dtype:
+            raise TypeError(f"{k}: expected {x.dtype} like x, got {jnp.asarray(v).dtype}")
+    if batch_first:
+        x = jnp.swapaxes(x, 0, 1)
+    T, B, I = x.shape
+    if I != cfg["input_size"]:
+        raise ValueError(f"x: expected input_size {cfg['input_size']}, got shape {x.shape}")
+    L, H, P = cfg["num_layers"], cfg["hidden_size"], cfg["proj_size"]
+    D, Ho = (2 if cfg["bidirectional"] else 1), (P or H)
+    h0 = jnp.zeros((D * L, B, Ho), x.dtype) if h0 is None else jnp.asarray(h0)
+    c0 = jnp.zeros((D * L, B, H), x.dtype) if c0 is None else jnp.asarray(c0)
+    for name, a, shape in (("h0", h0, (D * L, B, Ho)), ("c0", c0, (D * L, B, H))):
+        if a.shape != shape or a.dtype != x.dtype:
+            raise ValueError(f"{name}: expected shape {shape} of {x.dtype}, got {a.shape} of "
+                             f"{a.dtype}")
+    if lengths is None:
+        lens = jnp.zeros((0,), jnp.int32)
+    else:
+        lens = jnp.asarray(lengths)
+        if lens.shape != (B,) or not jnp.issubdtype(lens.dtype, jnp.integer):
+            raise ValueError(f"lengths: expected an integer array of shape ({B},), got "
+                             f"{lens.shape} of {lens.dtype}")
+        if not isinstance(lens, jax.core.Tracer):  # traced values: the kernels check them
+            v = np.asarray(lens)
+            if v.size and (v.min() < 1 or v.max() > T):
+                raise ValueError(f"lengths: every value must be in [1, {T}], got {v.tolist()}")
+        lens = lens.astype(jnp.int32)
+    static = (H, P, cfg["bidirectional"], cfg["bias"], cfg["peephole"], resolve_isa(),
+              get_num_threads())
+    hns, cns, inp = [], [], x
+    for k in range(L):
+        sl = slice(k * D, (k + 1) * D)
+        inp, hn, cn = _layer(static, inp, h0[sl], c0[sl], lens,
+                             _layer_weights(params, k, cfg))
+        hns.append(hn)
+        cns.append(cn)
+    y = jnp.swapaxes(inp, 0, 1) if batch_first else inp
+    return y, (jnp.concatenate(hns), jnp.concatenate(cns))
