@@ -1,23 +1,24 @@
 """fastlstm inside PyTorch: `fastlstm.torch.LSTM`, a drop-in torch.nn.LSTM.
 
-`LSTM` subclasses `torch.nn.LSTM`: same constructor, parameters, state_dict,
-`.to()`/`.double()`, `flatten_parameters()`, PackedSequence, unbatched and
-batch_first input, and `hx`; `peephole=True` is the one extra keyword. On the
-CPU in float32/float64 every layer runs fastlstm's kernels through two custom
-operators, ``torch.ops.fastlstm.lstm_layer`` and ``lstm_layer_backward``, with
-fake (meta) kernels and autograd registered, so autograd, `torch.compile`
-(no graph break) and `torch.export` see one op per layer. Elsewhere (CUDA
-tensors, float16) the layer defers to torch.nn.LSTM's own implementation.
+`LSTM` mirrors `torch.nn.LSTM` (torch.compile graph breaks on instances of
+that class, so it is not a subclass): same constructor, parameters,
+state_dict, `.to()`/`.double()`, `flatten_parameters()`, PackedSequence,
+unbatched and batch_first input, and `hx`; `peephole=True` is the one extra
+keyword. On the CPU in float32/float64 every layer runs fastlstm's kernels:
+- under torch.compile/export, through two custom operators,
+  ``torch.ops.fastlstm.lstm_layer`` and ``lstm_layer_backward``, with fake
+  (meta) kernels and autograd registered: one op per layer, no graph break;
+- in eager training, through an autograd Function over the same kernels that
+  packs the weights once per step and keeps them for backward;
+- in eager inference, on packed weights kept until a parameter's version
+  counter moves, which every in-place torch op does (optimizer steps,
+  `load_state_dict`, `nn.init`). Writes through `param.data` bypass the
+  counter: call `lstm.params_changed()` after them.
+Elsewhere (CUDA tensors, bfloat16, float16) the layer runs torch's own LSTM op.
 
-Tensors are handed to the kernels as NumPy views, without copies when they
-are contiguous. Kernels use `torch.get_num_threads()` threads. Importing this
+Tensors reach the kernels as NumPy views, without copies when they are
+contiguous. Kernels use `torch.get_num_threads()` threads. Importing this
 module imports torch; `import fastlstm` does not.
-
-Inference outside `torch.compile` (no gradient needed) reuses weights packed
-for the kernels until a parameter's version counter moves, which every
-in-place torch op does (optimizer steps, `load_state_dict`, `nn.init`). Writes
-through `param.data` bypass the counter: call `lstm.params_changed()` after
-them. Training and compiled code pack the weights in every call, as torch does.
 """
 import math
 import warnings
@@ -213,7 +214,6 @@ def _setup_context(ctx, inputs, output):
     x, weights, h0, c0, lengths, H, P, bidirectional, bias, peephole, training = inputs
     ctx.config = (H, P, bidirectional, bias, peephole)
     ctx.training = training
-    ctx.nw = len(weights)
     ctx.has_lengths = lengths is not None
     ctx.mark_non_differentiable(output[3])
     ctx.save_for_backward(x, c0, output[3], *([lengths] if lengths is not None else []),
