@@ -98,11 +98,13 @@ def test_packed_sequence_in_and_out():
     tm, fm = pair(torch.float64, input_size=4, hidden_size=6, num_layers=2, bidirectional=True)
     g = torch.Generator().manual_seed(3)
     seqs = [torch.randn(n, 4, generator=g, dtype=torch.float64) for n in (3, 7, 1, 5)]
+    hx = (torch.randn(4, 4, 6, generator=g, dtype=torch.float64),  # the caller's batch order
+          torch.randn(4, 4, 6, generator=g, dtype=torch.float64))
     results = []
     for m in (tm, fm):
         xs = [s.clone().requires_grad_() for s in seqs]
         packed = pack_sequence(xs, enforce_sorted=False)
-        out, (hn, cn) = m(packed)
+        out, (hn, cn) = m(packed, hx)
         assert isinstance(out, torch.nn.utils.rnn.PackedSequence)
         y, lens = pad_packed_sequence(out)
         (y.square().sum() + hn.sum() + 2 * cn.sum()).backward()
