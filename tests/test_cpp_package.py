@@ -58,3 +58,81 @@ def test_example_builds_and_runs(prefix, tmp_path, example, exe):
     assert "gradient check passed" in out, out
     if example == "c":
         assert "status 1" in out and "packed from float64 weights" in out, out
+
+
+@pytest.mark.parametrize("prefix", ["shared"], indirect=True)  # ctypes loads the .so
+def test_c_abi_reports_errors_without_crashing(prefix):
+    """The C ABI through ctypes: every bad argument is a status and a message."""
+    import ctypes
+
+    libs = list(prefix.glob("lib*/libfastlstm.so"))
+    assert libs, "the shared build installed no libfastlstm.so"
+    lib = ctypes.CDLL(str(libs[0]))
+    i64, p = ctypes.c_int64, ctypes.c_void_p
+
+    class Dims(ctypes.Structure):
+        _fields_ = [(n, i64) for n in "T B I H P D".split()] + [("peephole", ctypes.c_int)]
+
+    class Weights(ctypes.Structure):
+        _fields_ = [(n, p) for n in ("w_ih", "w_hh", "b_ih", "b_hh", "w_ph", "w_hr")]
+
+    lib.fastlstm_last_error.restype = ctypes.c_char_p
+    lib.fastlstm_version.restype = ctypes.c_char_p
+    lib.fastlstm_pack_f32.argtypes = [p, p, ctypes.c_int, ctypes.c_int, ctypes.c_int, p]
+    lib.fastlstm_workspace_size.argtypes = [p, p, ctypes.c_int, ctypes.c_int, p]
+    lib.fastlstm_forward_f32.argtypes = [p] * 10 + [ctypes.c_int]
+    lib.fastlstm_packed_free.argtypes = [p]
+    assert lib.fastlstm_version() == b"0.1.0"
+
+    import numpy as np
+    T, B, I, H = 3, 2, 4, 5
+    w_ih = np.ones((4 * H, I), np.float32)
+    w_hh = np.ones((4 * H, H), np.float32)
+    good = Dims(T, B, I, H, 0, 1, 0)
+    w = Weights(w_ih.ctypes.data, w_hh.ctypes.data, None, None, None, None)
+    out = p()
+    ref = ctypes.byref
+
+    def status(fn, *args):
+        s = fn(*args)
+        return s, lib.fastlstm_last_error().decode()
+
+    assert status(lib.fastlstm_pack_f32, None, ref(w), -1, 0, 1, ref(out)) == \
+        (1, "dims: must not be NULL")
+    for dims, msg in ((Dims(T, B, I, H, 0, 3, 0), "D"), (Dims(T, B, I, -2, 0, 1, 0), "hidden"),
+                      (Dims(T, B, I, H, H, 1, 0), "proj"),
+                      (Dims(T, B, I, H, 0, 1, 1), "required weight pointer")):
+        s, m = status(lib.fastlstm_pack_f32, ref(dims), ref(w), -1, 0, 1, ref(out))
+        assert s == 1 and msg in m and not out.value, (dims, s, m)
+    s, m = status(lib.fastlstm_pack_f32, ref(good), ref(w), -1, 0, 0, ref(out))
+    assert s == 1 and "num_threads" in m
+    s, m = status(lib.fastlstm_pack_f32, ref(good), ref(w), 7, 0, 1, ref(out))
+    assert s == 1 and "isa" in m
+    big = Dims(1 << 40, 1 << 40, I, H, 0, 1, 0)
+    n = i64()
+    s, m = status(lib.fastlstm_workspace_size, ref(big), None, -1, 4, ref(n))
+    assert s == 2 and "overflow" in m, (s, m)
+    lens = np.array([3, 9], np.int64)
+    s, m = status(lib.fastlstm_workspace_size, ref(good), lens.ctypes.data, -1, 4, ref(n))
+    assert s == 1 and "lengths" in m, (s, m)
+
+    assert lib.fastlstm_pack_f32(ref(good), ref(w), -1, 0, 1, ref(out)) == 0 and out.value
+    x = np.linspace(-1, 1, T * B * I, dtype=np.float32).reshape(T, B, I)
+    h = np.zeros((1, B, H), np.float32)
+    y = np.zeros((T, B, H), np.float32)
+    hn, cn = np.zeros_like(h), np.zeros_like(h)
+    args = [x.ctypes.data, None, h.ctypes.data, h.ctypes.data, y.ctypes.data, hn.ctypes.data,
+            cn.ctypes.data, None]
+    other = Dims(T, B, I + 1, H, 0, 1, 0)  # not what was packed
+    s, m = status(lib.fastlstm_forward_f32, ref(other), out, *args, 1)
+    assert s == 1 and "packed for I=4" in m, m
+    s, m = status(lib.fastlstm_forward_f32, ref(good), out, None, *args[1:], 1)
+    assert s == 1 and "must not be NULL" in m
+    assert status(lib.fastlstm_forward_f32, ref(good), out, *args, 2) == (0, "")
+    from fastlstm import reference
+    want, _, _, _ = reference.lstm_forward(x.astype(np.float64), {
+        "weight_ih_l0": w_ih.astype(np.float64), "weight_hh_l0": w_hh.astype(np.float64)},
+        num_layers=1, hidden_size=H, bias=False)
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-5)
+    lib.fastlstm_packed_free(out)
+    lib.fastlstm_packed_free(None)  # a no-op, as free(NULL)
