@@ -25,6 +25,8 @@ struct Config {
   LayerDims d;
   bool bias = true;
   ExecConfig cfg;
+  std::vector<int64_t> lengths;  // widened from int32, or empty (none)
+  const int64_t* lens() const { return lengths.empty() ? nullptr : lengths.data(); }
 };
 
 void require(bool ok, const std::string& what) {
@@ -33,8 +35,11 @@ void require(bool ok, const std::string& what) {
 
 int64_t count(const ffi::AnyBuffer& b) { return static_cast<int64_t>(b.element_count()); }
 
-Config config(const ffi::AnyBuffer& x, int64_t H, int64_t P, int64_t bidirectional,
-              int64_t bias, int64_t peephole, int64_t isa, int64_t num_threads) {
+// The checked configuration of a call; lengths is int32 [B] (jax's default
+// integer) or [0] for none.
+Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int64_t H,
+              int64_t P, int64_t bidirectional, int64_t bias, int64_t peephole, int64_t isa,
+              int64_t num_threads) {
   const auto dims = x.dimensions();
   require(dims.size() == 3, "x: expected a 3-D [T,B,I] array");
   Config c;
@@ -47,6 +52,12 @@ Config config(const ffi::AnyBuffer& x, int64_t H, int64_t P, int64_t bidirection
   c.cfg.isa = static_cast<Isa>(isa);
   c.cfg.num_threads = static_cast<int>(num_threads);
   check_layer(c.d, nullptr);
+  if (lengths.element_count() > 0) {
+    require(static_cast<int64_t>(lengths.element_count()) == c.d.B,
+            "lengths: expected B values or none");
+    c.lengths.assign(lengths.typed_data(), lengths.typed_data() + c.d.B);
+    check_layer(c.d, c.lens());
+  }
   return c;
 }
 
@@ -58,6 +69,17 @@ std::vector<int64_t> weight_counts(const Config& c) {
   if (d.P > 0) n.push_back(d.P * d.H);
   if (d.peephole) n.push_back(3 * d.H);
   return n;
+}
+
+// One direction's DirWeights or DirGrads from its pointers in argument order.
+template <class Dir, class Ptr>
+void fill_direction(const Config& c, const std::vector<Ptr>& p, Dir& out) {
+  size_t j = 2;
+  out.w_ih = p[0];
+  out.w_hh = p[1];
+  if (c.bias) { out.b_ih = p[j++]; out.b_hh = p[j++]; }
+  if (c.d.P > 0) out.w_hr = p[j++];
+  if (c.d.peephole) out.w_ph = p[j++];
 }
 
 template <class T>
@@ -79,24 +101,9 @@ std::vector<DirWeights<T>> weights(const Config& c, const ffi::RemainingArgs& ar
                                         " elements, got " + std::to_string(count(*b)));
       p.push_back(static_cast<const T*>(b->untyped_data()));
     }
-    size_t j = 2;
-    w[k].w_ih = p[0];
-    w[k].w_hh = p[1];
-    if (c.bias) { w[k].b_ih = p[j++]; w[k].b_hh = p[j++]; }
-    if (c.d.P > 0) w[k].w_hr = p[j++];
-    if (c.d.peephole) w[k].w_ph = p[j++];
+    fill_direction(c, p, w[k]);
   }
   return w;
-}
-
-// lengths int32 [B] (jax's default integer) widened for the core, or null.
-const int64_t* lengths_of(const ffi::Buffer<ffi::S32>& lengths, const Config& c,
-                          std::vector<int64_t>& out) {
-  if (lengths.element_count() == 0) return nullptr;
-  require(static_cast<int64_t>(lengths.element_count()) == c.d.B,
-          "lengths: expected B values or none");
-  out.assign(lengths.typed_data(), lengths.typed_data() + c.d.B);
-  return out.data();
 }
 
 void check(const ffi::AnyBuffer& b, ffi::DataType dtype, int64_t n, const char* name) {
@@ -104,9 +111,17 @@ void check(const ffi::AnyBuffer& b, ffi::DataType dtype, int64_t n, const char* 
   require(count(b) == n, std::string(name) + ": expected " + std::to_string(n) + " elements");
 }
 
+// Elements of the workspace the kernels use; ws must hold at least that many.
+template <class T>
+int64_t workspace_used(const Config& c, const ffi::AnyBuffer& ws, ffi::DataType dtype) {
+  const int64_t need = layer_workspace_size(c.d, c.lens(), c.cfg.isa, sizeof(T));
+  require(ws.element_type() == dtype && count(ws) >= need, "workspace: too small");
+  return need;
+}
+
 template <class T>
 void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
-             const int64_t* lens, const ffi::RemainingArgs& wargs, ffi::AnyBuffer y,
+             const ffi::RemainingArgs& wargs, ffi::AnyBuffer y,
              ffi::AnyBuffer hn, ffi::AnyBuffer cn, ffi::AnyBuffer ws, bool training) {
   const LayerDims& d = c.d;
   const ffi::DataType dt = x.element_type();
@@ -119,13 +134,12 @@ void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffe
   const auto w = weights<T>(c, wargs, dt);
   T* pws = nullptr;
   if (training) {
-    const int64_t need = layer_workspace_size(d, lens, c.cfg.isa, sizeof(T));
-    require(ws.element_type() == dt && count(ws) >= need, "workspace: too small");
+    const int64_t need = workspace_used<T>(c, ws, dt);
     pws = static_cast<T*>(ws.untyped_data());
     std::memset(pws + need, 0, sizeof(T) * (count(ws) - need));  // a defined tail
   }
   const PackedLayer<T> packed(d, w.data(), c.cfg.isa, false, c.cfg.num_threads);
-  layer_forward<T>(d, packed, static_cast<const T*>(x.untyped_data()), lens,
+  layer_forward<T>(d, packed, static_cast<const T*>(x.untyped_data()), c.lens(),
                    static_cast<const T*>(h0.untyped_data()),
                    static_cast<const T*>(c0.untyped_data()), static_cast<T*>(y.untyped_data()),
                    static_cast<T*>(hn.untyped_data()), static_cast<T*>(cn.untyped_data()), pws,
@@ -133,8 +147,7 @@ void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffe
 }
 
 template <class T>
-void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, const int64_t* lens,
-              ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
+void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
               const ffi::RemainingArgs& wargs, ffi::AnyBuffer dx, ffi::AnyBuffer dh0,
               ffi::AnyBuffer dc0, const ffi::RemainingRets& grets) {
   const LayerDims& d = c.d;
@@ -147,8 +160,7 @@ void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, const int64_
   check(dx, dt, d.T * d.B * d.I, "dx");
   check(dh0, dt, d.D * d.B * Ho, "dh0");
   check(dc0, dt, d.D * d.B * d.H, "dc0");
-  const int64_t need = layer_workspace_size(d, lens, c.cfg.isa, sizeof(T));
-  require(ws.element_type() == dt && count(ws) >= need, "workspace: too small");
+  workspace_used<T>(c, ws, dt);
   const auto w = weights<T>(c, wargs, dt);
   const std::vector<int64_t> want = weight_counts(c);
   require(grets.size() == want.size() * d.D, "weight gradients: wrong count");
@@ -163,15 +175,10 @@ void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, const int64_
       std::memset(q, 0, sizeof(T) * want[j]);  // the kernels accumulate
       p.push_back(q);
     }
-    size_t j = 2;
-    g[k].w_ih = p[0];
-    g[k].w_hh = p[1];
-    if (c.bias) { g[k].b_ih = p[j++]; g[k].b_hh = p[j++]; }
-    if (d.P > 0) g[k].w_hr = p[j++];
-    if (d.peephole) g[k].w_ph = p[j++];
+    fill_direction(c, p, g[k]);
   }
   const PackedLayer<T> packed(d, w.data(), c.cfg.isa, true, c.cfg.num_threads);
-  layer_backward<T>(d, packed, static_cast<const T*>(x.untyped_data()), lens,
+  layer_backward<T>(d, packed, static_cast<const T*>(x.untyped_data()), c.lens(),
                     static_cast<const T*>(c0.untyped_data()),
                     static_cast<const T*>(ws.untyped_data()),
                     static_cast<const T*>(dy.untyped_data()),
@@ -179,6 +186,17 @@ void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, const int64_
                     static_cast<const T*>(dcn.untyped_data()), static_cast<T*>(dx.untyped_data()),
                     static_cast<T*>(dh0.untyped_data()), static_cast<T*>(dc0.untyped_data()),
                     g.data(), c.cfg);
+}
+
+// f(float{}) or f(double{}) for x's element type.
+template <class F>
+void by_dtype(const ffi::AnyBuffer& x, F&& f) {
+  if (x.element_type() == ffi::DataType::F32)
+    f(float{});
+  else if (x.element_type() == ffi::DataType::F64)
+    f(double{});
+  else
+    require(false, "x: expected float32 or float64");
 }
 
 template <class F>
@@ -200,17 +218,11 @@ ffi::Error layer_fwd(ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
                      int64_t hidden_size, int64_t proj_size, int64_t bidirectional, int64_t bias,
                      int64_t peephole, int64_t training, int64_t isa, int64_t num_threads) {
   return guarded([&] {
-    const Config c = config(x, hidden_size, proj_size, bidirectional, bias, peephole, isa,
-                            num_threads);
-    std::vector<int64_t> lv;
-    const int64_t* lens = lengths_of(lengths, c, lv);
-    check_layer(c.d, lens);
-    if (x.element_type() == ffi::DataType::F32)
-      forward<float>(c, x, h0, c0, lens, w, *y, *hn, *cn, *ws, training != 0);
-    else if (x.element_type() == ffi::DataType::F64)
-      forward<double>(c, x, h0, c0, lens, w, *y, *hn, *cn, *ws, training != 0);
-    else
-      require(false, "x: expected float32 or float64");
+    const Config c = config(x, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
+                            isa, num_threads);
+    by_dtype(x, [&](auto t) {
+      forward<decltype(t)>(c, x, h0, c0, w, *y, *hn, *cn, *ws, training != 0);
+    });
   });
 }
 
@@ -222,17 +234,11 @@ ffi::Error layer_bwd(ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::Buffer<ffi::S32> 
                      int64_t bidirectional, int64_t bias, int64_t peephole, int64_t isa,
                      int64_t num_threads) {
   return guarded([&] {
-    const Config c = config(x, hidden_size, proj_size, bidirectional, bias, peephole, isa,
-                            num_threads);
-    std::vector<int64_t> lv;
-    const int64_t* lens = lengths_of(lengths, c, lv);
-    check_layer(c.d, lens);
-    if (x.element_type() == ffi::DataType::F32)
-      backward<float>(c, x, c0, lens, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
-    else if (x.element_type() == ffi::DataType::F64)
-      backward<double>(c, x, c0, lens, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
-    else
-      require(false, "x: expected float32 or float64");
+    const Config c = config(x, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
+                            isa, num_threads);
+    by_dtype(x, [&](auto t) {
+      backward<decltype(t)>(c, x, c0, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
+    });
   });
 }
 
