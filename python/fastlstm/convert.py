@@ -27,6 +27,8 @@ import re
 
 import numpy as np
 
+from .functional import _suffixes, param_shapes
+
 __all__ = ["to_keras", "from_keras", "to_onnx", "from_onnx", "to_haste", "from_haste",
            "describe"]
 
@@ -83,7 +85,6 @@ def describe(state_dict: dict) -> dict:
     cfg = dict(num_layers=layers, bidirectional=bidirectional, bias="bias_ih" in kinds,
                proj_size=P, peephole="weight_ph" in kinds, hidden_size=H,
                input_size=(np.shape(state_dict["weight_ih_l0"]) or (0,))[-1])
-    from .functional import param_shapes
     want = param_shapes(cfg["input_size"], H, layers, cfg["bias"], bidirectional, P,
                         cfg["peephole"])
     if set(want) != set(state_dict):
@@ -95,10 +96,6 @@ def describe(state_dict: dict) -> dict:
         if got != shape:
             raise ValueError(f"{k}: expected shape {shape}, got {got}")
     return cfg
-
-
-def _suffixes(bidirectional: bool):
-    return ("", "_reverse") if bidirectional else ("",)
 
 
 def _no_proj(cfg: dict, fmt: str, peephole_ok: bool) -> None:

@@ -22,6 +22,20 @@ def _suffixes(bidirectional: bool):
     return ("", "_reverse") if bidirectional else ("",)
 
 
+def layer_weight_names(k: int, bidirectional: bool, bias: bool, proj: bool,
+                       peephole: bool) -> list:
+    """Layer k's parameter names in the order the framework ops take them: per
+    direction w_ih, w_hh, then b_ih, b_hh, w_hr, w_ph where present (the order
+    of fastlstm.torch's op and fastlstm.jax's FFI handlers)."""
+    names = []
+    for sfx in _suffixes(bidirectional):
+        names += [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"]
+        names += [f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}"] if bias else []
+        names += [f"weight_hr_l{k}{sfx}"] if proj else []
+        names += [f"weight_ph_l{k}{sfx}"] if peephole else []
+    return names
+
+
 def param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  proj_size=0, peephole=False) -> dict:
     """Parameter names and shapes, in torch.nn.LSTM's order (peepholes last)."""

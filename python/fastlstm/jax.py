@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _core, convert
+from . import _core, convert, functional
 from ._runtime import get_num_threads, resolve_isa
 
 __all__ = ["lstm"]
@@ -85,14 +85,9 @@ _layer.defvjp(_layer_fwd, _layer_bwd)
 
 
 def _layer_weights(params: dict, k: int, cfg: dict) -> tuple:
-    out = []
-    for sfx in ("", "_reverse")[:2 if cfg["bidirectional"] else 1]:
-        names = [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"]
-        names += [f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}"] if cfg["bias"] else []
-        names += [f"weight_hr_l{k}{sfx}"] if cfg["proj_size"] else []
-        names += [f"weight_ph_l{k}{sfx}"] if cfg["peephole"] else []
-        out += [params[n] for n in names]
-    return tuple(out)
+    names = functional.layer_weight_names(k, cfg["bidirectional"], cfg["bias"],
+                                          cfg["proj_size"] > 0, cfg["peephole"])
+    return tuple(params[n] for n in names)
 
 
 def lstm(params: dict, x, h0=None, c0=None, lengths=None, *, batch_first: bool = False):

@@ -52,13 +52,7 @@ def _np(t: Tensor) -> np.ndarray:
 
 def _names(bidirectional: bool, bias: bool, proj: bool, peephole: bool) -> list:
     """The functional parameter names (layer 0) in the order of `weights`."""
-    names = []
-    for sfx in ("", "_reverse")[:2 if bidirectional else 1]:
-        names += [f"weight_ih_l0{sfx}", f"weight_hh_l0{sfx}"]
-        names += [f"bias_ih_l0{sfx}", f"bias_hh_l0{sfx}"] if bias else []
-        names += [f"weight_hr_l0{sfx}"] if proj else []
-        names += [f"weight_ph_l0{sfx}"] if peephole else []
-    return names
+    return functional.layer_weight_names(0, bidirectional, bias, proj, peephole)
 
 
 def _layer_args(x, weights, hidden_size, proj_size, bidirectional, bias, peephole):
@@ -137,7 +131,7 @@ def _run_backward(packed_layer, dims, dtype, isa: str, nt: int, bias: bool, x: n
     gnp = {n: g.numpy() for n, g in grads.items()}
     per_dir = [tuple(None if n is None else gnp[n] for n in
                      functional._direction_weights(gnp, 0, sfx, bias, peephole, P)[0])
-               for sfx in ("", "_reverse")[:D]]
+               for sfx in functional._suffixes(D == 2)]
     dx = torch.empty((T, B, I), dtype=tdt)
     dh0 = torch.empty((D, B, Ho), dtype=tdt)
     dc0 = torch.empty((D, B, H), dtype=tdt)
@@ -315,8 +309,8 @@ class LSTM(torch.nn.Module):
 
     def _layer_names(self, k: int) -> list:
         """Layer k's parameter names in the op's `weights` order."""
-        return [n.replace("_l0", f"_l{k}") for n in
-                _names(self.bidirectional, self.bias, self.proj_size > 0, self.peephole)]
+        return functional.layer_weight_names(k, self.bidirectional, self.bias,
+                                             self.proj_size > 0, self.peephole)
 
     def reset_parameters(self) -> None:
         """torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in order."""
