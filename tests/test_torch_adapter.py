@@ -351,19 +351,40 @@ def test_copy_and_pickle_drop_the_packed_weights():
             assert torch.equal(clone(x)[0], y)
 
 
-@pytest.mark.parametrize("bad, err, match", [
-    (lambda m: m(torch.randn(3, 2, 5)), ValueError, "input_size 4"),
-    (lambda m: m(torch.randn(3, 4)[None, None]), ValueError, "2-D .* or 3-D"),
+@pytest.mark.parametrize("bad, match", [
+    (lambda m: m(torch.randn(3, 2, 5)), r"input.size\(-1\) must be equal to input_size"),
+    (lambda m: m(torch.randn(3, 4)[None, None]), "Expected input to be 2D or 3D, got 4D"),
     (lambda m: m(torch.randn(3, 2, 4), (torch.zeros(1, 2, 6), torch.zeros(1, 2, 6))),
-     ValueError, r"h_0: expected shape \(1, 2, 5\)"),
-    (lambda m: m(torch.randn(3, 2, 4), (torch.zeros(1, 2, 5, dtype=torch.float64),
-                                        torch.zeros(1, 2, 6))), TypeError, "h_0: expected"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.zeros(1, 2, 5)), TypeError, "hx"),
+     r"Expected hidden\[0\] size"),
+    (lambda m: m(torch.randn(3, 2, 4), (torch.zeros(1, 2, 5), torch.zeros(1, 3, 6))),
+     r"Expected hidden\[1\] size"),
+    (lambda m: m(torch.randn(3, 2, 4), (torch.zeros(2, 5), torch.zeros(2, 6))),
+     "hx and cx should also be 3-D"),
+    (lambda m: m(torch.randn(3, 4), (torch.zeros(1, 1, 5), torch.zeros(1, 1, 6))),
+     "hx and cx should also be 2-D"),
+    (lambda m: m(torch.randn(0, 2, 4)), "sequence length to be larger than 0"),
+    (lambda m: m(torch.randn(3, 2, 4, dtype=torch.float64)),
+     r"Convert input: input.to\(torch.float32\), or convert model"),
 ])
-def test_bad_input(bad, err, match):
-    _, fm = pair(torch.float32, input_size=4, hidden_size=6, proj_size=5)
-    with pytest.raises(err, match=match):
+def test_bad_input_raises_as_torch(bad, match):
+    """The same exception type and message as torch.nn.LSTM; shape errors are
+    also ValueErrors (fastlstm.ShapeError), as the NumPy API promises."""
+    tm, fm = pair(torch.float32, input_size=4, hidden_size=6, proj_size=5)
+    with pytest.raises(Exception, match=match) as want:
+        bad(tm)
+    with pytest.raises(want.type, match=match) as got:
         bad(fm)
+    assert isinstance(got.value, ValueError)
+
+
+def test_bad_hx_types():
+    _, fm = pair(torch.float32, input_size=4, hidden_size=6, proj_size=5)
+    with pytest.raises(TypeError, match="hx"):
+        fm(torch.randn(3, 2, 4), torch.zeros(1, 2, 5))
+    with pytest.raises(RuntimeError, match=r"hx\[0\]: expected torch.float32") as e:
+        fm(torch.randn(3, 2, 4), (torch.zeros(1, 2, 5, dtype=torch.float64),
+                                  torch.zeros(1, 2, 6)))
+    assert isinstance(e.value, TypeError)
 
 
 def test_op_validates_its_arguments():

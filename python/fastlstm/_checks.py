@@ -11,6 +11,16 @@ import operator
 import numpy as np
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong shape or rank. A ValueError, as the NumPy API
+    promises, and a RuntimeError, as torch raises for the same input."""
+
+
+class DTypeError(TypeError, RuntimeError):
+    """A tensor of the wrong dtype or device: a TypeError, as the NumPy API
+    promises, and a RuntimeError, as torch raises for the same input."""
 _MAX_ELEMENTS = 1 << 60  # byte counts of float64 arrays stay below 2**63
 
 
@@ -68,14 +78,14 @@ def array(value, name: str, dtype: np.dtype) -> np.ndarray:
         raise TypeError(f"{name}: expected a numpy.ndarray of dtype {dtype}, "
                         f"got {type(value).__name__}")
     if value.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+        raise DTypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
     return np.ascontiguousarray(value)
 
 
 def shaped(value, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
     a = array(value, name, dtype)
     if a.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+        raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
     return a
 
 
