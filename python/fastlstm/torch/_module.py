@@ -311,14 +311,17 @@ class LSTM(torch.nn.Module):
         return inp, torch.cat(hns), torch.cat(cns)
 
     def _packed(self, weights, dtype):
-        """Packed inference weights, rebuilt when a parameter's version moves."""
+        """Packed inference weights, rebuilt when a weight tensor is replaced or
+        its version moves. The cache holds the tensors themselves, so a freed
+        weight's memory cannot come back under the same address (weights that a
+        parametrization computes anew each call are repacked each call)."""
         if self.weights_dtype == "bfloat16" and dtype != torch.float32:
             raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got {dtype}")
         flat = [w for ws in weights for w in ws]
-        key = (resolve_isa(), dtype, self.weights_dtype,
-               tuple((w.data_ptr(), w._version) for w in flat))
-        if self._fl_cache is not None and self._fl_cache[0] == key:
-            return self._fl_cache[1]
+        key = (resolve_isa(), dtype, self.weights_dtype, tuple(w._version for w in flat))
+        cache = self._fl_cache
+        if cache is not None and cache[0] == key and all(a is b for a, b in zip(cache[1], flat)):
+            return cache[2]
         params = {n: _np(w) for k, ws in enumerate(weights)
                   for n, w in zip(self._layer_names(k), ws)}
         packed = functional.pack(params, input_size=self.input_size,
@@ -326,5 +329,5 @@ class LSTM(torch.nn.Module):
                                  proj_size=self.proj_size, bidirectional=self.bidirectional,
                                  bias=self.bias, peephole=self.peephole, isa=key[0],
                                  weights_dtype=self.weights_dtype)
-        self._fl_cache = (key, packed)
+        self._fl_cache = (key, tuple(flat), packed)
         return packed
