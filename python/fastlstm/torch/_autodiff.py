@@ -4,8 +4,10 @@ order and under every torch.func transform.
 fastlstm.torch runs it where the kernels cannot give the right answer on
 their own: a backward with ``create_graph=True`` (double backward, gradient
 penalties, Hessian-vector products), forward-mode AD (``torch.func.jvp``,
-``jacfwd``, ``torch.autograd.forward_ad``) and an empty batch. It is a step
-loop, so it runs at the speed of a Python LSTM, not of the kernels.
+``jacfwd``, ``torch.autograd.forward_ad``) and an empty batch. Layers that
+torch's own LSTM op covers (no lengths, no peepholes, no torch.func
+transform, under which that op fails) run it; the rest run a step loop at
+the speed of a Python LSTM.
 """
 from typing import Optional
 
@@ -20,6 +22,9 @@ def lstm_layer(x: Tensor, weights: list, h0: Tensor, c0: Tensor, lengths: Option
     [D,B,Ho], c0 [D,B,H], lengths int [B] or None -> y [T,B,D*Ho], h_n
     [D,B,Ho], c_n [D,B,H]. Past a row's length its output is zero and its
     state is held; the reverse direction starts at each row's last element."""
+    if lengths is None and not peephole and torch._C._functorch.peek_interpreter_stack() is None:
+        # the same weights in the same order as torch.nn.LSTM's _flat_weights
+        return torch.lstm(x, (h0, c0), list(weights), bias, 1, 0.0, False, bidirectional, False)
     T = x.shape[0]
     D = 2 if bidirectional else 1
     per_dir = len(weights) // D
