@@ -288,6 +288,7 @@ def test_compiled_double_backward_raises():
     compiled = torch.compile(fm, backend="aot_eager", fullgraph=True)
     x = rand(4, 2, 4).requires_grad_()
     y, _ = compiled(x)
-    gx, = torch.autograd.grad(y.sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward"):
+    # AOTAutograd refuses at the create_graph call or at the second backward
+    with pytest.raises(RuntimeError, match="double backward|create_graph=False"):
+        gx, = torch.autograd.grad(y.sum(), x, create_graph=True)
         gx.square().sum().backward()
