@@ -25,6 +25,7 @@ contiguous. Kernels use `torch.get_num_threads()` threads. Importing this
 module imports torch; `import fastlstm` does not.
 """
 from ._module import LSTM
+from ._onnx import onnx_translation_table
 from ._ops import _EagerLayer, lstm_layer, lstm_layer_backward  # noqa: F401 (tests)
 
-__all__ = ["LSTM", "lstm_layer", "lstm_layer_backward"]
+__all__ = ["LSTM", "lstm_layer", "lstm_layer_backward", "onnx_translation_table"]
