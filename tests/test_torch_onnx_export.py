@@ -194,23 +194,27 @@ class Packed(torch.nn.Module):
         return y, h, c
 
 
-@pytest.mark.parametrize("exporter", EXPORTERS)
-def test_packed_sequence_model_refused_or_right(exporter):
-    """pack_padded_sequence around the layer: torch.export cannot trace it
-    (data-dependent batch_sizes, as with torch.nn.LSTM); the TorchScript
-    exporter cancels pack/pad pairs only where they meet. Either the export
-    raises, or the model it writes is right for other lengths."""
+def test_packed_sequence_model_torchscript_exporter():
+    """pack_padded_sequence around the layer: the TorchScript exporter cancels
+    the pack/pad pairs, so lengths reach the LSTM node as sequence_lens; the
+    model it writes is right for other lengths."""
     fast, ref = _pair(Packed)
     x, lens = torch.randn(3, 5, 4), torch.tensor([5, 2, 4])
-    try:
-        blob = _export(fast, (x, lens), exporter, ["x", "lengths"])
-    except Exception as err:  # noqa: BLE001 - any refusal is acceptable, silence is not
-        text = repr(err) + repr(err.__cause__)
-        assert "pack" in text.lower() or "data-dependent" in text.lower(), text
-        return
+    blob = _export(fast, (x, lens), "torchscript", ["x", "lengths"])
     new = torch.tensor([3, 5, 1])
     with torch.no_grad():
         _assert_close(_run(blob, [x, new]), ref(x, new))
+
+
+def test_packed_sequence_model_dynamo_exporter_refuses():
+    """torch.export cannot trace pack_padded_sequence (data-dependent
+    batch_sizes), as with torch.nn.LSTM: the export raises."""
+    fast, _ = _pair(Packed)
+    x, lens = torch.randn(3, 5, 4), torch.tensor([5, 2, 4])
+    with pytest.raises(Exception) as info:
+        _export(fast, (x, lens), "dynamo", ["x", "lengths"])
+    text = repr(info.value) + repr(info.value.__cause__)
+    assert "pack" in text.lower() or "data-dependent" in text.lower(), text
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)

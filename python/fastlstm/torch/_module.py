@@ -168,8 +168,10 @@ class LSTM(torch.nn.Module):
             order = input.sorted_indices
             if order is None:
                 order = torch.arange(x.shape[1])
-            data = pack_padded_sequence(y[:, order], lengths[order], enforce_sorted=True).data
-            return (PackedSequence(data, input.batch_sizes, input.sorted_indices,
+            # the new pack's batch_sizes (equal to the input's): pack and pad then pair up
+            # in a trace, which the ONNX exporter needs
+            p = pack_padded_sequence(y[:, order], lengths[order], enforce_sorted=True)
+            return (PackedSequence(p.data, p.batch_sizes, input.sorted_indices,
                                    input.unsorted_indices), (hn, cn))
         if unbatched:
             return y.squeeze(1), (hn.squeeze(1), cn.squeeze(1))
