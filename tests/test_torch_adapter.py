@@ -9,6 +9,7 @@ import copy
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -420,3 +421,51 @@ def test_other_dtypes_defer_to_torch():
 def test_import_fastlstm_does_not_import_torch():
     code = "import sys, fastlstm; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bfloat16_weights_for_inference():
+    """weights_dtype="bfloat16": eager inference rounds W_ih and W_hh to
+    bfloat16 (oracle: torch.nn.LSTM on weights torch rounded itself); autograd
+    calls keep float32 weights (torch's gradients); float64 is refused."""
+    kw = dict(input_size=6, hidden_size=8, num_layers=2, bidirectional=True)
+    tm, fm32 = pair(torch.float32, **kw)
+    fm = flt.LSTM(**kw, weights_dtype="bfloat16")
+    fm.load_state_dict(tm.state_dict())
+    assert "weights_dtype='bfloat16'" in repr(fm)
+    rounded = torch.nn.LSTM(**kw)
+    rounded.load_state_dict({k: v.to(torch.bfloat16).float() if k.startswith(("weight_ih",
+                                                                            "weight_hh")) else v
+                             for k, v in tm.state_dict().items()})
+    x = torch.randn(7, 3, 6, generator=torch.Generator().manual_seed(5))
+    fm.eval()
+    with torch.no_grad():
+        y, (h, c) = fm(x)
+        for name, a, b in zip(("y", "h_n", "c_n"), (y, h, c), flat_out(rounded(x))):
+            assert_close(a, b, torch.float32, name)
+        assert not torch.equal(y, fm32.eval()(x)[0])  # the rounding is really there
+    fm.train()
+    want, got = run_and_grad(tm, x), run_and_grad(fm, x)
+    for k in want:
+        assert_close(got[k], want[k], torch.float32, k)
+    fm.double().eval()
+    with pytest.raises(TypeError, match="bfloat16"), torch.no_grad():
+        fm(x.double())
+    with pytest.raises(ValueError, match="weights_dtype"):
+        flt.LSTM(3, 4, weights_dtype="float16")
+
+
+def flat_out(out):
+    y, (h, c) = out
+    return y, h, c
+
+
+def test_quantize_dynamic_leaves_the_layer_float():
+    """torch.ao.quantization.quantize_dynamic maps nn.LSTM by type; it leaves
+    fastlstm.torch.LSTM (not a subclass) as it is, as the README says."""
+    quant = pytest.importorskip("torch.ao.quantization")
+    _, fm = pair(torch.float32, input_size=3, hidden_size=4)
+    model = torch.nn.Sequential(fm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+        q = quant.quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+    assert type(q[0]) is flt.LSTM and q[0].weight_ih_l0.dtype == torch.float32
