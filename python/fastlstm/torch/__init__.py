@@ -24,8 +24,9 @@ Tensors reach the kernels as NumPy views, without copies when they are
 contiguous. Kernels use `torch.get_num_threads()` threads. Importing this
 module imports torch; `import fastlstm` does not.
 """
+from ._cell import LSTMCell
 from ._module import LSTM
 from ._onnx import onnx_translation_table
 from ._ops import _EagerLayer, lstm_layer, lstm_layer_backward  # noqa: F401 (tests)
 
-__all__ = ["LSTM", "lstm_layer", "lstm_layer_backward", "onnx_translation_table"]
+__all__ = ["LSTM", "LSTMCell", "lstm_layer", "lstm_layer_backward", "onnx_translation_table"]

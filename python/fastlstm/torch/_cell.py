@@ -1,0 +1,285 @@
+"""`fastlstm.torch.LSTMCell`: torch.nn.LSTMCell's interface on fastlstm's kernels.
+
+A step is the layer op with T=1: x [B,I] -> [1,B,I], h, c [B,H] -> [1,B,H],
+on the paths of LSTM._run. Eager inference calls the kernels' streaming entry
+(`_core.cell_forward_*`) on packed weights kept until a weight is replaced or
+its version counter moves, as fastlstm.LSTMCell does; a no_grad call with an
+(h, c) tuple and current packed weights goes there straight (`_stream`).
+"""
+import math
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor
+
+from .. import _core, functional
+from .._checks import DTypeError, ShapeError
+from .._runtime import resolve_isa
+from . import _autodiff
+from ._ops import _DTYPES, _EagerLayer, _np, _transforms_active
+
+__all__ = ["LSTMCell"]
+
+_STEP = {torch.float32: _core.cell_forward_f32, torch.float64: _core.cell_forward_f64}
+_CONTIGUOUS = torch.contiguous_format
+
+
+def _view(t: Tensor):
+    """`_np` for the streaming step: a C-contiguous NumPy view of a CPU tensor
+    (a copy only when it is not contiguous), with no detach unless needed."""
+    if t.requires_grad:
+        t = t.detach()
+    return t.numpy() if t.is_contiguous() else t.contiguous().numpy()
+
+
+def _kernel_step(packed, x: Tensor, h: Tensor, c: Tensor, h1: Tensor, c1: Tensor):
+    """x [B,I] or [I]; h, c and the contiguous outputs h1, c1 [B,H] or [H]."""
+    _STEP[x.dtype](packed.layers[0], _view(x), _view(h), _view(c), h1.numpy(), c1.numpy(),
+                   torch.get_num_threads(), packed.isa)
+    return h1, c1
+
+
+class LSTMCell(torch.nn.Module):
+    """torch.nn.LSTMCell on fastlstm's CPU kernels: the same constructor,
+    parameters (names, shapes, order, init), forward and errors.
+    `peephole=True` adds ``weight_ph`` [3, hidden_size] (rows i, f, o) after
+    them. `weights_dtype="bfloat16"` runs eager inference (no autograd) with
+    W_ih and W_hh rounded to bfloat16 (float32 parameters only).
+
+    Like torch.nn.LSTMCell it accepts sizes of zero (those cells run torch's
+    own op) and takes `bias` by truth value."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, peephole: bool = False, weights_dtype=None):
+        super().__init__()
+        if not isinstance(peephole, bool):
+            raise TypeError(f"peephole should be of type bool, got: {type(peephole).__name__}")
+        if weights_dtype not in (None, "bfloat16"):
+            raise ValueError(f"weights_dtype: expected None or 'bfloat16', got "
+                             f"{weights_dtype!r}")
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self.peephole, self.weights_dtype = peephole, weights_dtype
+        self._fl_cache = None
+        factory = {"device": device, "dtype": dtype}
+        # torch's order and factory calls, so bad sizes raise torch's errors
+        self.weight_ih = torch.nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
+        self.weight_hh = torch.nn.Parameter(torch.empty((4 * hidden_size, hidden_size),
+                                                        **factory))
+        if bias:
+            self.bias_ih = torch.nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.bias_hh = torch.nn.Parameter(torch.empty(4 * hidden_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        if peephole:
+            if input_size == 0 or hidden_size == 0:
+                raise ValueError("peephole=True needs input_size and hidden_size > 0")
+            self.weight_ph = torch.nn.Parameter(torch.empty((3, hidden_size), **factory))
+        # the op's `weights`: w_ih, w_hh, then b_ih, b_hh, w_ph where present
+        self._weight_names = ["weight_ih", "weight_hh"] + ["bias_ih", "bias_hh"] * bool(bias) \
+            + ["weight_ph"] * peephole
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in order."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for p in self.parameters():
+            torch.nn.init.uniform_(p, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.peephole:
+            s += ", peephole=True"
+        if self.weights_dtype is not None:
+            s += f", weights_dtype={self.weights_dtype!r}"
+        return s
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_fl_cache"] = None  # packed weights are rebuilt on demand
+        return state
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError("fastlstm.torch.LSTMCell cannot be compiled by torch.jit.script "
+                           "(its forward runs Python around custom ops). Use torch.jit.trace, "
+                           "torch.compile or torch.export, which record "
+                           "torch.ops.fastlstm.lstm_layer")
+
+    def params_changed(self) -> None:
+        """Drop the packed inference weights (after writes through `.data`)."""
+        self._fl_cache = None
+
+    def _weights(self) -> list:
+        return [getattr(self, n) for n in self._weight_names]
+
+    def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
+        """input [B,I] or [I], hx (h [B,H], c [B,H]) ([H] unbatched) -> (h_1, c_1)."""
+        if type(hx) is tuple and not torch.is_grad_enabled():
+            out = self._stream(input, hx)
+            if out is not None:
+                return out
+        # torch.nn.LSTMCell.forward's checks, in its order and words
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D "
+                             f"instead")
+        if hx is not None:
+            for idx, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(f"LSTMCell: Expected hx[{idx}] to be 1D or 2D, got "
+                                     f"{value.dim()}D instead")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        if hx is None:
+            h = c = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
+        elif not batched:
+            h, c = hx[0].unsqueeze(0), hx[1].unsqueeze(0)  # (torch ignores hx[2:] here)
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            h, c = hx
+        else:
+            return self._torch_step(x, hx, batched)  # torch's TypeError or RuntimeError
+        weights = self._weights()
+        if not self._runs_here(x, h, c, weights, batched):
+            return self._torch_step(x, (h, c), batched)
+        self._check_sizes(x, h, c)
+        h1, c1 = self._step(x, h, c, weights)
+        return (h1, c1) if batched else (h1.squeeze(0), c1.squeeze(0))
+
+    def _runs_here(self, x: Tensor, h: Tensor, c: Tensor, weights, batched: bool) -> bool:
+        """The kernels take the call: CPU float32/float64 everywhere, one dtype,
+        h and c of rank 2 once batched, sizes > 0. Else torch's op runs it
+        (its result or its error), or, for peepholes, which it lacks, we raise."""
+        dt = x.dtype
+        ok = (dt in _DTYPES and x.is_cpu and isinstance(h, Tensor) and isinstance(c, Tensor)
+              and h.dtype == dt and c.dtype == dt and h.is_cpu and c.is_cpu
+              and all(w.dtype == dt and w.is_cpu for w in weights)
+              and self.input_size > 0 and self.hidden_size > 0)
+        if not ok and self.peephole:
+            raise DTypeError(f"fastlstm.torch.LSTMCell: peepholes need CPU float32/float64 "
+                             f"input, hx and parameters of one dtype, got input {x.dtype} on "
+                             f"{x.device}")
+        if ok and (h.dim() != 2 or c.dim() != 2):
+            if self.peephole:
+                extra = 0 if batched else 1  # the unsqueeze above
+                raise ShapeError(f"LSTMCell: for {'batched 2-D' if batched else 'unbatched 1-D'}"
+                                 f" input, hx[0] and hx[1] should be {2 - extra}-D, got "
+                                 f"({h.dim() - extra}-D, {c.dim() - extra}-D)")
+            return False
+        return ok
+
+    def _check_sizes(self, x: Tensor, h: Tensor, c: Tensor) -> None:
+        """torch's lstm_cell size checks, in its order and words."""
+        if x.shape[1] != self.input_size:
+            raise ShapeError(f"input has inconsistent input_size: got {x.shape[1]} expected "
+                             f"{self.input_size}")
+        for i, t in enumerate((h, c)):
+            if x.shape[0] != t.shape[0]:
+                raise ShapeError(f"Input batch size {x.shape[0]} doesn't match hidden{i} batch "
+                                 f"size {t.shape[0]}")
+            if t.shape[1] != self.hidden_size:
+                raise ShapeError(f"hidden{i} has inconsistent hidden_size: got {t.shape[1]}, "
+                                 f"expected {self.hidden_size}")
+
+    def _torch_step(self, x: Tensor, hx, batched: bool):
+        """torch's own cell op, for devices, dtypes and arguments the kernels do
+        not take: its results and its errors."""
+        if self.peephole:
+            raise TypeError(f"hx: expected a tuple (h_0, c_0) of two Tensors, got "
+                            f"{type(hx).__name__}")
+        h1, c1 = torch._VF.lstm_cell(x, hx, self.weight_ih, self.weight_hh, self.bias_ih,
+                                     self.bias_hh)
+        return (h1, c1) if batched else (h1.squeeze(0), c1.squeeze(0))
+
+    def _step(self, x: Tensor, h: Tensor, c: Tensor, weights):
+        """One step on checked x [B,I], h, c [B,H] -> h_1, c_1 [B,H], on the path
+        fastlstm.torch.LSTM._run would take for it."""
+        grad = torch.is_grad_enabled() and (
+            x.requires_grad or h.requires_grad or c.requires_grad
+            or any(w.requires_grad for w in weights))
+        if torch.compiler.is_compiling():
+            path = "ops"
+        elif fwAD._current_level >= 0 or x.shape[0] == 0 or (grad and _transforms_active()):
+            path = "autodiff"
+        elif torch.jit.is_tracing() or _transforms_active():
+            path = "ops"
+        else:
+            path = "eager" if grad else "infer"
+        if path == "infer":
+            return self._infer(x, h, c, weights)
+        cfg = (self.hidden_size, 0, False, bool(self.bias), self.peephole)
+        x3, h3, c3 = x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0)
+        if path == "autodiff":
+            _, hn, cn = _autodiff.lstm_layer(x3, weights, h3, c3, None, *cfg)
+        elif path == "ops":
+            save = self.training if torch.jit.is_tracing() else grad
+            _, hn, cn, _ = torch.ops.fastlstm.lstm_layer(x3, weights, h3, c3, None, *cfg, save)
+        else:
+            # aliases: a create_graph backward differentiates its recomputed step
+            # with respect to the tensors saved here, and must stop there; through
+            # the weights themselves it would reach (and count again) every other
+            # step that uses them (x3, h3 and c3 are this call's own views already)
+            _, hn, cn = _EagerLayer.apply(x3, h3, c3, None, cfg,
+                                          *[w.view_as(w) for w in weights])
+        return hn[0], cn[0]
+
+    def _stream(self, x, hx: tuple):
+        """The streaming step: eager inference on x [B,I] or [I] and hx of two
+        tensors shaped like the output, with the packed weights cached and
+        still current. Only the checks that make the kernel call right (each
+        torch call also costs cache lines that the weights need); None sends
+        the call down the general path, which checks everything."""
+        cache = self._fl_cache
+        if (cache is None or len(hx) != 2 or torch.compiler.is_compiling()
+                or torch.jit.is_tracing() or fwAD._current_level >= 0 or _transforms_active()):
+            return None
+        key, weights, packed = cache
+        h, c = hx
+        if not (type(x) is Tensor and type(h) is Tensor and type(c) is Tensor):
+            return None  # (subclasses: the general path)
+        dt = x.dtype
+        if not (dt is key[1] and h.dtype is dt and c.dtype is dt and x.is_cpu and h.is_cpu
+                and c.is_cpu):
+            return None
+        shape = x.shape
+        if len(shape) == 2 and shape[0] > 0 and shape[1] == self.input_size:
+            out = (shape[0], self.hidden_size)
+        elif len(shape) == 1 and shape[0] == self.input_size:
+            out = (self.hidden_size,)
+        else:
+            return None
+        if h.shape != out or c.shape != out:
+            return None
+        params = self._parameters  # (where functional_call puts its tensors too)
+        for name, w, (ptr, version) in zip(self._weight_names, weights, key[2]):
+            if params.get(name) is not w or w._version != version or w.data_ptr() != ptr:
+                return None
+        if key[0] != resolve_isa():
+            return None
+        return _kernel_step(packed, x, h, c, torch.empty_like(h, memory_format=_CONTIGUOUS),
+                            torch.empty_like(h, memory_format=_CONTIGUOUS))
+
+    def _infer(self, x: Tensor, h: Tensor, c: Tensor, weights):
+        """Eager inference: the kernels' cell entry on cached packed weights."""
+        shape = (x.shape[0], self.hidden_size)
+        return _kernel_step(self._packed(weights, x.dtype), x, h, c,
+                            torch.empty(shape, dtype=x.dtype), torch.empty(shape, dtype=x.dtype))
+
+    def _packed(self, weights, dtype):
+        """Packed inference weights, rebuilt when a weight tensor is replaced or
+        its data or version moves. The cache holds the tensors themselves, so
+        a freed weight's memory cannot come back under the same address."""
+        key = (resolve_isa(), dtype, tuple((w.data_ptr(), w._version) for w in weights))
+        cache = self._fl_cache
+        if cache is not None and cache[0] == key and all(
+                a is b for a, b in zip(cache[1], weights)):
+            return cache[2]
+        if self.weights_dtype == "bfloat16" and dtype != torch.float32:
+            raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got {dtype}")
+        names = functional.layer_weight_names(0, False, bool(self.bias), False, self.peephole)
+        packed = functional.pack({n: _np(w) for n, w in zip(names, weights)},
+                                 input_size=self.input_size, hidden_size=self.hidden_size,
+                                 bias=bool(self.bias), peephole=self.peephole, isa=key[0],
+                                 weights_dtype=self.weights_dtype)
+        self._fl_cache = (key, tuple(weights), packed)
+        return packed
