@@ -292,3 +292,21 @@ def test_compiled_double_backward_raises():
     with pytest.raises(RuntimeError, match="double backward|create_graph=False"):
         gx, = torch.autograd.grad(y.sum(), x, create_graph=True)
         gx.square().sum().backward()
+
+
+def test_double_backward_with_weights_shared_across_calls():
+    """The layer called twice with the state carried over: the first call's
+    weights also reach the second call through h0, and each call's
+    create_graph backward must count only its own paths."""
+    tm, fm = pair(input_size=4, hidden_size=5)
+    x1, x2 = rand(3, 2, 4), rand(3, 2, 4, seed=2)
+    grads = []
+    for m in (fm, tm):
+        m.zero_grad()
+        _, hx = m(x1)
+        y, _ = m(x2, hx)
+        g, = torch.autograd.grad(y.square().sum(), m.weight_hh_l0, create_graph=True)
+        g.square().sum().backward()
+        grads.append([p.grad for p in m.parameters()])
+    for (n, _), a, b in zip(fm.named_parameters(), *grads):
+        close(a, b, n)

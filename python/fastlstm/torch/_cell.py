@@ -215,12 +215,7 @@ class LSTMCell(torch.nn.Module):
             save = self.training if torch.jit.is_tracing() else grad
             _, hn, cn, _ = torch.ops.fastlstm.lstm_layer(x3, weights, h3, c3, None, *cfg, save)
         else:
-            # aliases: a create_graph backward differentiates its recomputed step
-            # with respect to the tensors saved here, and must stop there; through
-            # the weights themselves it would reach (and count again) every other
-            # step that uses them (x3, h3 and c3 are this call's own views already)
-            _, hn, cn = _EagerLayer.apply(x3, h3, c3, None, cfg,
-                                          *[w.view_as(w) for w in weights])
+            _, hn, cn = _EagerLayer.apply(x3, h3, c3, None, cfg, *weights)
         return hn[0], cn[0]
 
     def _stream(self, x, hx: tuple):

@@ -192,11 +192,15 @@ def _autodiff_grads(inputs: list, grads: tuple, lengths, cfg) -> list:
     out = [None] * len(inputs)
     if not need:
         return out
-    x, h0, c0, *weights = inputs
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
+        # differentiate with respect to fresh aliases: only this call's own paths
+        # count (a weight that also reaches h0 through an earlier call is
+        # differentiated there, by the outer backward)
+        local = [t.view_as(t) if t.requires_grad else t for t in inputs]
+        x, h0, c0, *weights = local
         y, hn, cn = _autodiff.lstm_layer(x, weights, h0, c0, lengths, *cfg)
-        g = torch.autograd.grad((y, hn, cn), [inputs[i] for i in need],
+        g = torch.autograd.grad((y, hn, cn), [local[i] for i in need],
                                 [torch.zeros_like(o) if d is None else d
                                  for o, d in zip((y, hn, cn), grads)],
                                 create_graph=create_graph, allow_unused=True)
