@@ -16,7 +16,7 @@ from .. import _core, functional
 from .._checks import DTypeError, ShapeError
 from .._runtime import resolve_isa
 from . import _autodiff
-from ._ops import _DTYPES, _EagerLayer, _np, _transforms_active
+from ._ops import _DTYPES, _EagerLayer, _np, _transforms_active, cached_pack, route
 
 __all__ = ["LSTMCell"]
 
@@ -197,14 +197,7 @@ class LSTMCell(torch.nn.Module):
         grad = torch.is_grad_enabled() and (
             x.requires_grad or h.requires_grad or c.requires_grad
             or any(w.requires_grad for w in weights))
-        if torch.compiler.is_compiling():
-            path = "ops"
-        elif fwAD._current_level >= 0 or x.shape[0] == 0 or (grad and _transforms_active()):
-            path = "autodiff"
-        elif torch.jit.is_tracing() or _transforms_active():
-            path = "ops"
-        else:
-            path = "eager" if grad else "infer"
+        path = route(grad, x.shape[0])
         if path == "infer":
             return self._infer(x, h, c, weights)
         cfg = (self.hidden_size, 0, False, bool(self.bias), self.peephole)
@@ -261,20 +254,9 @@ class LSTMCell(torch.nn.Module):
                             torch.empty(shape, dtype=x.dtype), torch.empty(shape, dtype=x.dtype))
 
     def _packed(self, weights, dtype):
-        """Packed inference weights, rebuilt when a weight tensor is replaced or
-        its data or version moves. The cache holds the tensors themselves, so
-        a freed weight's memory cannot come back under the same address."""
-        key = (resolve_isa(), dtype, tuple((w.data_ptr(), w._version) for w in weights))
-        cache = self._fl_cache
-        if cache is not None and cache[0] == key and all(
-                a is b for a, b in zip(cache[1], weights)):
-            return cache[2]
-        if self.weights_dtype == "bfloat16" and dtype != torch.float32:
-            raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got {dtype}")
+        """Packed inference weights (see `cached_pack`)."""
         names = functional.layer_weight_names(0, False, bool(self.bias), False, self.peephole)
-        packed = functional.pack({n: _np(w) for n, w in zip(names, weights)},
-                                 input_size=self.input_size, hidden_size=self.hidden_size,
-                                 bias=bool(self.bias), peephole=self.peephole, isa=key[0],
-                                 weights_dtype=self.weights_dtype)
-        self._fl_cache = (key, tuple(weights), packed)
-        return packed
+        return cached_pack(self, weights, dtype, lambda isa: functional.pack(
+            {n: _np(w) for n, w in zip(names, weights)}, input_size=self.input_size,
+            hidden_size=self.hidden_size, bias=bool(self.bias), peephole=self.peephole, isa=isa,
+            weights_dtype=self.weights_dtype))

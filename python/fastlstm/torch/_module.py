@@ -4,15 +4,13 @@ import numbers
 import warnings
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import functional
 from .._checks import DTypeError, ShapeError
-from .._runtime import resolve_isa
 from . import _autodiff
-from ._ops import _DTYPES, _EagerLayer, _infer_layer, _np, _transforms_active
+from ._ops import _DTYPES, _EagerLayer, _infer_layer, _np, cached_pack, route
 
 __all__ = ["LSTM"]
 
@@ -272,22 +270,7 @@ class LSTM(torch.nn.Module):
             x.requires_grad or h0.requires_grad or c0.requires_grad
             or any(w.requires_grad for ws in weights for w in ws))
         cfg = (self.hidden_size, self.proj_size, self.bidirectional, self.bias, self.peephole)
-        # - forward-mode AD (jvp, jacfwd), torch.func transforms that differentiate
-        #   (grad, vjp, jacrev, vmap of a graph) and an empty batch: torch ops (the
-        #   custom ops have no tangents, no functorch autograd for their tensor list
-        #   and no zero-row calls);
-        # - compiling, tracing, torch.func.vmap without autograd: the custom ops
-        #   (graph nodes, autograd, vmap rules);
-        # - eager training: one pack per step kept for backward;
-        # - eager inference: packed weights kept until a parameter changes.
-        if torch.compiler.is_compiling():
-            path = "ops"  # (dynamo's own functorch state is not the caller's)
-        elif fwAD._current_level >= 0 or x.shape[1] == 0 or (grad and _transforms_active()):
-            path = "autodiff"
-        elif torch.jit.is_tracing() or _transforms_active():
-            path = "ops"
-        else:
-            path = "eager" if grad else "infer"
+        path = route(grad, x.shape[1])
         packed = self._packed(weights, x.dtype) if path == "infer" else None
         # a traced graph keeps the op's flag: the module's mode, not this call's grad
         # mode (jit.trace's check reruns under no_grad); eval-mode traces then
@@ -313,23 +296,11 @@ class LSTM(torch.nn.Module):
         return inp, torch.cat(hns), torch.cat(cns)
 
     def _packed(self, weights, dtype):
-        """Packed inference weights, rebuilt when a weight tensor is replaced or
-        its version moves. The cache holds the tensors themselves, so a freed
-        weight's memory cannot come back under the same address (weights that a
-        parametrization computes anew each call are repacked each call)."""
-        if self.weights_dtype == "bfloat16" and dtype != torch.float32:
-            raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got {dtype}")
+        """Packed inference weights (see `cached_pack`)."""
         flat = [w for ws in weights for w in ws]
-        key = (resolve_isa(), dtype, self.weights_dtype, tuple(w._version for w in flat))
-        cache = self._fl_cache
-        if cache is not None and cache[0] == key and all(a is b for a, b in zip(cache[1], flat)):
-            return cache[2]
-        params = {n: _np(w) for k, ws in enumerate(weights)
-                  for n, w in zip(self._layer_names(k), ws)}
-        packed = functional.pack(params, input_size=self.input_size,
-                                 hidden_size=self.hidden_size, num_layers=self.num_layers,
-                                 proj_size=self.proj_size, bidirectional=self.bidirectional,
-                                 bias=self.bias, peephole=self.peephole, isa=key[0],
-                                 weights_dtype=self.weights_dtype)
-        self._fl_cache = (key, tuple(flat), packed)
-        return packed
+        params = {n: w for k, ws in enumerate(weights) for n, w in zip(self._layer_names(k), ws)}
+        return cached_pack(self, flat, dtype, lambda isa: functional.pack(
+            {n: _np(w) for n, w in params.items()}, input_size=self.input_size,
+            hidden_size=self.hidden_size, num_layers=self.num_layers, proj_size=self.proj_size,
+            bidirectional=self.bidirectional, bias=self.bias, peephole=self.peephole, isa=isa,
+            weights_dtype=self.weights_dtype))

@@ -6,9 +6,11 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .. import _checks, _core, functional
+from .._checks import DTypeError
 from .._runtime import resolve_isa
 from . import _autodiff
 
@@ -212,6 +214,37 @@ def _autodiff_grads(inputs: list, grads: tuple, lengths, cfg) -> list:
 def _transforms_active() -> bool:
     """A torch.func transform (vmap, grad, jvp, ...) wraps the tensors here."""
     return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def route(grad: bool, rows: int) -> str:
+    """Which path one call of a module takes (see the table in fastlstm.torch):
+    'ops' (compiling, tracing, torch.func.vmap without autograd), 'autodiff'
+    (forward-mode AD, an empty batch, autograd under torch.func), 'eager'
+    (autograd) or 'infer'. grad: the call needs autograd; rows: its batch."""
+    if torch.compiler.is_compiling():
+        return "ops"  # (dynamo's own functorch state is not the caller's)
+    if fwAD._current_level >= 0 or rows == 0 or (grad and _transforms_active()):
+        return "autodiff"
+    if torch.jit.is_tracing() or _transforms_active():
+        return "ops"
+    return "eager" if grad else "infer"
+
+
+def cached_pack(owner, weights: list, dtype, build):
+    """`owner`'s packed inference weights (`build(isa)` packs them), kept in
+    ``owner._fl_cache`` until the ISA changes, a weight tensor is replaced or
+    its data pointer or version moves. The cache holds the tensors themselves,
+    so a freed weight's memory cannot come back under the same address."""
+    if owner.weights_dtype == "bfloat16" and dtype != torch.float32:
+        raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got {dtype}")
+    isa = resolve_isa()
+    key = (isa, dtype, tuple((w.data_ptr(), w._version) for w in weights))
+    cache = owner._fl_cache
+    if cache is not None and cache[0] == key and all(a is b for a, b in zip(cache[1], weights)):
+        return cache[2]
+    packed = build(isa)
+    owner._fl_cache = (key, tuple(weights), packed)
+    return packed
 
 
 def _needs_autodiff(grads) -> bool:
