@@ -23,12 +23,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence  # noqa: E402
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}  # relative to max|torch|, as the oracle tests
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def pair(dtype=torch.float32, seed=0, **kw):

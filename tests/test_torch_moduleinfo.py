@@ -24,12 +24,7 @@ INFO = next(m for m in cm.module_db if m.module_cls is torch.nn.LSTM)
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def samples(dtype, requires_grad=True):

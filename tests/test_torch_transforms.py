@@ -15,12 +15,7 @@ F64 = torch.float64
 TOL = 1e-10  # float64, relative to max|torch|, as the parity tests
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def pair(seed=0, **kw):

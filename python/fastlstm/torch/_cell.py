@@ -16,7 +16,8 @@ from .. import _core, functional
 from .._checks import DTypeError, ShapeError
 from .._runtime import resolve_isa
 from . import _autodiff
-from ._ops import _DTYPES, _EagerLayer, _np, _transforms_active, cached_pack, route
+from ._ops import (_DTYPES, KernelModule, _EagerLayer, _np, _transforms_active, cached_pack,
+                   route)
 
 __all__ = ["LSTMCell"]
 
@@ -39,7 +40,7 @@ def _kernel_step(packed, x: Tensor, h: Tensor, c: Tensor, h1: Tensor, c1: Tensor
     return h1, c1
 
 
-class LSTMCell(torch.nn.Module):
+class LSTMCell(KernelModule):
     """torch.nn.LSTMCell on fastlstm's CPU kernels: the same constructor,
     parameters (names, shapes, order, init), forward and errors.
     `peephole=True` adds ``weight_ph`` [3, hidden_size] (rows i, f, o) after
@@ -95,21 +96,6 @@ class LSTMCell(torch.nn.Module):
         if self.weights_dtype is not None:
             s += f", weights_dtype={self.weights_dtype!r}"
         return s
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_fl_cache"] = None  # packed weights are rebuilt on demand
-        return state
-
-    def __prepare_scriptable__(self):
-        raise RuntimeError("fastlstm.torch.LSTMCell cannot be compiled by torch.jit.script "
-                           "(its forward runs Python around custom ops). Use torch.jit.trace, "
-                           "torch.compile or torch.export, which record "
-                           "torch.ops.fastlstm.lstm_layer")
-
-    def params_changed(self) -> None:
-        """Drop the packed inference weights (after writes through `.data`)."""
-        self._fl_cache = None
 
     def _weights(self) -> list:
         return [getattr(self, n) for n in self._weight_names]

@@ -10,7 +10,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from .. import functional
 from .._checks import DTypeError, ShapeError
 from . import _autodiff
-from ._ops import _DTYPES, _EagerLayer, _infer_layer, _np, cached_pack, route
+from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, cached_pack,
+                   route)
 
 __all__ = ["LSTM"]
 
@@ -52,7 +53,7 @@ def check_input_dtype(x: Tensor, weight: Tensor) -> None:
                          f"convert model: model.to({x.dtype})")
 
 
-class LSTM(torch.nn.Module):
+class LSTM(KernelModule):
     """torch.nn.LSTM on fastlstm's CPU kernels, with the same constructor,
     parameters (names, shapes, order, init), forward and errors.
     `peephole=True` adds ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows
@@ -125,25 +126,6 @@ class LSTM(torch.nn.Module):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_fl_cache"] = None  # packed weights are rebuilt on demand
-        return state
-
-    def __setstate__(self, state):
-        state.setdefault("weights_dtype", None)
-        super().__setstate__(state)
-
-    def __prepare_scriptable__(self):
-        raise RuntimeError("fastlstm.torch.LSTM cannot be compiled by torch.jit.script (its "
-                           "forward runs Python around custom ops). Use torch.jit.trace, "
-                           "torch.compile or torch.export, which record "
-                           "torch.ops.fastlstm.lstm_layer")
-
-    def params_changed(self) -> None:
-        """Drop the packed inference weights (after writes through `.data`)."""
-        self._fl_cache = None
 
     def _layer_weights(self, k: int) -> list:
         return [getattr(self, n) for n in self._layer_names(k)]

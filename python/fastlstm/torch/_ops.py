@@ -247,6 +247,31 @@ def cached_pack(owner, weights: list, dtype, build):
     return packed
 
 
+class KernelModule(torch.nn.Module):
+    """What fastlstm.torch's modules share around their packed-weights cache
+    (``_fl_cache``, see `cached_pack`): copies and pickles drop it,
+    `params_changed()` drops it, and torch.jit.script is refused."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_fl_cache"] = None  # packed weights are rebuilt on demand
+        return state
+
+    def __setstate__(self, state):
+        state.setdefault("weights_dtype", None)  # pickled before weights_dtype existed
+        super().__setstate__(state)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(f"fastlstm.torch.{type(self).__name__} cannot be compiled by "
+                           f"torch.jit.script (its forward runs Python around custom ops). "
+                           f"Use torch.jit.trace, torch.compile or torch.export, which "
+                           f"record torch.ops.fastlstm.lstm_layer")
+
+    def params_changed(self) -> None:
+        """Drop the packed inference weights (after writes through `.data`)."""
+        self._fl_cache = None
+
+
 def _needs_autodiff(grads) -> bool:
     """The backward must run `_autodiff_grads`: under create_graph, or on
     grads batched by the older vmap (its fallback cannot loop over an op
