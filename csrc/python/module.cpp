@@ -14,6 +14,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
+#include "fastlstm/cell_spec.h"
 #include "fastlstm/lstm.h"
 #if defined(FASTLSTM_HAVE_XLA_FFI)
 #include "jax/ffi.h"
@@ -77,23 +78,73 @@ Args unpack(py::tuple dims, const py::object& lengths, int num_threads, const st
   return a;
 }
 
-// Weights of each direction: (w_ih, w_hh, b_ih|None, b_hh|None, w_ph|None, w_hr|None).
+// The DirWeights / DirGrads member of each LSTM parameter, in the spec's order.
+template <class Ptrs>
+std::array<decltype(&Ptrs::w_ih), 6> lstm_fields() {
+  return {&Ptrs::w_ih, &Ptrs::w_hh, &Ptrs::b_ih, &Ptrs::b_hh, &Ptrs::w_hr, &Ptrs::w_ph};
+}
+
+// Weights of each direction: one entry per parameter of the LSTM's cell spec,
+// in its order; None where the layer has no such parameter.
 template <class T, class Ptrs>
 std::vector<Ptrs> params(const py::sequence& seq, const LayerDims& d, bool writable,
                          const char* what) {
+  const CellSpec& spec = cell_spec(Cell::lstm);
   if (static_cast<int64_t>(seq.size()) != d.D)
     throw py::value_error(std::string(what) + ": expected one entry per direction");
-  const int64_t H = d.H, Ho = d.hout();
   std::vector<Ptrs> out(d.D);
   for (int64_t k = 0; k < d.D; ++k) {
     py::tuple t = seq[k].cast<py::tuple>();
-    if (t.size() != 6) throw py::value_error(std::string(what) + ": expected 6 entries");
-    out[k].w_ih = buffer<T>(t[0], "weight_ih", 4 * H * d.I, writable);
-    out[k].w_hh = buffer<T>(t[1], "weight_hh", 4 * H * Ho, writable);
-    out[k].b_ih = optional_buffer<T>(t[2], "bias_ih", 4 * H, writable);
-    out[k].b_hh = optional_buffer<T>(t[3], "bias_hh", 4 * H, writable);
-    if (d.peephole) out[k].w_ph = buffer<T>(t[4], "weight_ph", 3 * H, writable);
-    if (d.P > 0) out[k].w_hr = buffer<T>(t[5], "weight_hr", d.P * H, writable);
+    if (static_cast<int>(t.size()) != spec.n_params)
+      throw py::value_error(std::string(what) + ": expected " + std::to_string(spec.n_params) +
+                            " entries per direction");
+    int j = 0;
+    for (auto field : lstm_fields<Ptrs>()) {
+      const ParamSpec& ps = spec.params[j];
+      const bool present = param_present(ps, true, d.P, d.peephole);
+      const int64_t n = extent_size(ps.rows, spec, d.I, d.H, d.P) *
+                        extent_size(ps.cols, spec, d.I, d.H, d.P);
+      // biases are optional (bias=False passes None); the others exist exactly when present
+      out[k].*field = ps.when == When::bias ? optional_buffer<T>(t[j], ps.name, n, writable)
+                      : present             ? buffer<T>(t[j], ps.name, n, writable)
+                                            : nullptr;
+      ++j;
+    }
+  }
+  return out;
+}
+
+py::object extent_name(Extent e) {
+  static const char* names[] = {nullptr, "gh", "h", "ho", "i", "p", "three"};
+  return e == Extent::none ? py::object(py::none()) : py::object(py::str(names[int(e)]));
+}
+
+// The cell specs as Python sees them (fastlstm/_spec.py).
+py::dict cell_specs() {
+  static const char* when[] = {"always", "bias", "proj", "peephole"};
+  static const char* init[] = {"uniform", "ones", "zeros"};
+  py::dict out;
+  for (const CellSpec& c : kCellSpecs) {
+    py::list ps;
+    for (int k = 0; k < c.n_params; ++k) {
+      const ParamSpec& p = c.params[k];
+      py::dict d;
+      d["name"] = p.name;
+      d["rows"] = extent_name(p.rows);
+      d["cols"] = extent_name(p.cols);
+      d["when"] = when[int(p.when)];
+      d["init"] = init[int(p.init)];
+      d["trailing"] = p.trailing;
+      ps.append(d);
+    }
+    py::dict d;
+    d["gates"] = c.gates;
+    d["gate_order"] = c.gate_order;
+    d["states"] = c.states;
+    d["proj"] = c.proj;
+    d["peephole"] = c.peephole;
+    d["params"] = ps;
+    out[c.name] = d;
   }
   return out;
 }
@@ -287,5 +338,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); });
   m.def("num_procs", [] { return omp_get_num_procs(); });
   m.def("build_info", &build_info);
+  m.def("cell_specs", &cell_specs);
   m.def("cpu_features", &cpu_features);
 }

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks, _core
+from . import _checks, _core, _spec
 from ._runtime import get_num_threads, resolve_isa
 
 __all__ = ["param_shapes", "init_params", "pack", "Packed", "lstm_forward", "lstm_backward",
@@ -19,44 +19,22 @@ __all__ = ["param_shapes", "init_params", "pack", "Packed", "lstm_forward", "lst
 
 
 def _suffixes(bidirectional: bool):
-    return ("", "_reverse") if bidirectional else ("",)
+    return _spec.suffixes(bidirectional)
 
 
 def layer_weight_names(k: int, bidirectional: bool, bias: bool, proj: bool,
                        peephole: bool) -> list:
     """Layer k's parameter names in the order the framework ops take them: per
-    direction w_ih, w_hh, then b_ih, b_hh, w_hr, w_ph where present (the order
-    of fastlstm.torch's op and fastlstm.jax's FFI handlers)."""
-    names = []
-    for sfx in _suffixes(bidirectional):
-        names += [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"]
-        names += [f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}"] if bias else []
-        names += [f"weight_hr_l{k}{sfx}"] if proj else []
-        names += [f"weight_ph_l{k}{sfx}"] if peephole else []
-    return names
+    direction the LSTM cell spec's order, w_ih, w_hh, then b_ih, b_hh, w_hr,
+    w_ph where present (fastlstm.torch's op and fastlstm.jax's FFI handlers)."""
+    return _spec.layer_weight_names("lstm", k, bidirectional, bias, proj, peephole)
 
 
 def param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  proj_size=0, peephole=False) -> dict:
     """Parameter names and shapes, in torch.nn.LSTM's order (peepholes last)."""
-    H, P = hidden_size, proj_size
-    Ho, D = (P or H), (2 if bidirectional else 1)
-    shapes = {}
-    for k in range(num_layers):
-        In = input_size if k == 0 else D * Ho
-        for sfx in _suffixes(bidirectional):
-            shapes[f"weight_ih_l{k}{sfx}"] = (4 * H, In)
-            shapes[f"weight_hh_l{k}{sfx}"] = (4 * H, Ho)
-            if bias:
-                shapes[f"bias_ih_l{k}{sfx}"] = (4 * H,)
-                shapes[f"bias_hh_l{k}{sfx}"] = (4 * H,)
-            if P:
-                shapes[f"weight_hr_l{k}{sfx}"] = (P, H)
-    if peephole:
-        for k in range(num_layers):
-            for sfx in _suffixes(bidirectional):
-                shapes[f"weight_ph_l{k}{sfx}"] = (3, H)
-    return shapes
+    return _spec.param_shapes("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
+                              proj_size, peephole)
 
 
 def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator) -> dict:
@@ -78,7 +56,7 @@ class Packed:
     def __init__(self, layers, names, shapes, isa, dtype, with_backward, config,
                  weights_dtype):
         self.layers = layers              # per layer: a _core.PackedLayerF32/F64
-        self.names = names                # per layer, per direction: 6 names or None
+        self.names = names                # per layer, per direction: the spec's names or None
         self.shapes = shapes              # name -> shape
         self.isa, self.dtype = isa, dtype
         self.with_backward = with_backward
@@ -168,7 +146,7 @@ def _checked_params(params, I, H, L, bias, bidirectional, P, peephole, dtype=Non
 class _Layer:
     dims: tuple          # (T, B, I, H, P, D, peephole) as the core takes it
     packed: object       # the layer's _core.PackedLayer (with backward panels)
-    names: list          # per direction, the parameter names (w_ih, w_hh, b_ih, b_hh, w_ph, w_hr)
+    names: list          # per direction, the parameter names in the cell spec's order
     x: np.ndarray        # [T,B,I] the layer's input (after dropout)
     c0: np.ndarray       # [D,B,H]
     ws: np.ndarray       # saved by the training forward
@@ -187,10 +165,9 @@ class Context:
 
 
 def _direction_weights(params, k, sfx, bias, peephole, proj):
-    names = (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}",
-             f"bias_ih_l{k}{sfx}" if bias else None, f"bias_hh_l{k}{sfx}" if bias else None,
-             f"weight_ph_l{k}{sfx}" if peephole else None,
-             f"weight_hr_l{k}{sfx}" if proj else None)
+    """(names, arrays) of one direction in the kernels' order: the LSTM cell
+    spec's, None where absent."""
+    names = _spec.direction_slots("lstm", k, sfx, bias, bool(proj), peephole)
     return names, tuple(None if n is None else params[n] for n in names)
 
 
