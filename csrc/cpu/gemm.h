@@ -207,7 +207,7 @@ void pack_a_tile(int64_t kc, int64_t mr, const T* a /*A(r,k) = a[r*rsa + k*csa]*
 
 // k-range packed at a time: MC rows of A over it fill about 192 KB of L2.
 template <class T>
-int64_t gemm_kw(const Kernels<T>& kr) {
+int64_t gemm_kw(const GemmKernels<T>& kr) {
   const int64_t KC = gemm_kc(kr.NR, sizeof(T));
   const int64_t kw = (192 * 1024 / int64_t(sizeof(T))) / gemm_mc(kr.MR) / KC * KC;
   return std::max(KC, kw);
@@ -221,7 +221,7 @@ int64_t gemm_kw(const Kernels<T>& kr) {
 // tile. bfloat16 panels feed the bfloat16 tile when there are few rows; with
 // more, each k-slice is widened once into floats for the float tile.
 template <class T>
-void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, int64_t p0,
+void gemm_rows(const GemmKernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, int64_t p0,
                int64_t p1, T* abuf /*[gemm_mc*gemm_kw]*/) {
   const int64_t NR = kr.NR, KC = gemm_kc(NR, sizeof(T)), KW = gemm_kw(kr);
   const bool widen = g.bp16 && m1 - m0 >= 4 * kr.MR;
@@ -272,7 +272,7 @@ void gemm_rows(const Kernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m1, i
 
 // Scratch for gemm_rows' packed A.
 template <class T>
-avec<T> gemm_abuf(const Kernels<T>& kr) {
+avec<T> gemm_abuf(const GemmKernels<T>& kr) {
   return avec<T>(static_cast<size_t>(gemm_mc(kr.MR) * gemm_kw(kr)));
 }
 
@@ -280,7 +280,7 @@ avec<T> gemm_abuf(const Kernels<T>& kr) {
 // threads: a static split of the (row block, panel) pairs, row-block major.
 // abuf: this thread's gemm_abuf.
 template <class T>
-void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt, T* abuf) {
+void gemm_part(const GemmKernels<T>& kr, const Gemm<T>& g, int tid, int nt, T* abuf) {
   const int64_t MC = gemm_mc(kr.MR);
   const int64_t mb = (g.M + MC - 1) / MC, nb = (g.N + kr.NR - 1) / kr.NR;
   int64_t lo, hi;
@@ -296,7 +296,7 @@ void gemm_part(const Kernels<T>& kr, const Gemm<T>& g, int tid, int nt, T* abuf)
 // Panels [p0,p1) of C = AB (all rows), on the calling thread; abuf from
 // gemm_abuf.
 template <class T>
-void gemm_panels(const Kernels<T>& kr, const Gemm<T>& g, int64_t p0, int64_t p1, T* abuf) {
+void gemm_panels(const GemmKernels<T>& kr, const Gemm<T>& g, int64_t p0, int64_t p1, T* abuf) {
   const int64_t MC = gemm_mc(kr.MR);
   for (int64_t m0 = 0; m0 < g.M; m0 += MC)
     gemm_rows(kr, g, m0, std::min(g.M, m0 + MC), p0, p1, abuf);
@@ -304,7 +304,7 @@ void gemm_panels(const Kernels<T>& kr, const Gemm<T>& g, int64_t p0, int64_t p1,
 
 // C = AB with its own parallel region.
 template <class T>
-void gemm(const Kernels<T>& kr, const Gemm<T>& g, int nt) {
+void gemm(const GemmKernels<T>& kr, const Gemm<T>& g, int nt) {
   if (g.M <= 0 || g.N <= 0) return;
   nt = threads_for(2.0 * g.M * g.N * g.K, nt);
 #pragma omp parallel num_threads(nt)

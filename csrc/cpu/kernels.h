@@ -1,6 +1,7 @@
-// The per-ISA kernel table. One generic source (kernels.inc) fills it once per
-// ISA; the drivers (layer_forward.cpp, layer_backward.cpp, gemm.cpp) only call
-// through it. Layout terms used below:
+// The per-ISA kernel tables, split by concern: GEMM kernels (register tiles,
+// bfloat16 panels; gemm.h uses only these), the step kernels of each cell,
+// and the activations. One generic source (kernels.inc) fills them once per
+// ISA; the drivers only call through them. Layout terms used below:
 //   W   SIMD width in elements of T;  NR = 4*W columns per GEMM tile
 //   unit block: W hidden units; its 4 gates side by side make one NR tile,
 //   "interleaved" rows hold [blk][gate i,f,g,o][W]
@@ -61,8 +62,9 @@ struct BwdBlockArgs {
   const T* ph = nullptr;          // [3,W] peepholes of this block, or null
 };
 
+// GEMM: the register-tile micro-kernels every product runs on (gemm.h).
 template <class T>
-struct Kernels {
+struct GemmKernels {
   Isa isa = Isa::scalar;
   int W = 0, NR = 0, MR = 0;
   // C[m,0:nr] = (acc ? C[m,0:nr] : 0) + sum_k A[m*rsa + k*csa] * Bp[k*NR + 0:nr]
@@ -71,19 +73,35 @@ struct Kernels {
   // rounding); without it every row sums in plain k order whatever mr is.
   void (*tile)(int64_t kc, const T* a, int64_t rsa, int64_t csa, const T* bp,
                T* c, int64_t ldc, int mr, int nr, bool acc, bool split_k) = nullptr;
-  void (*fwd_block[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training]
-  // bfloat16 weights (float only, inference): Bp is uint16_t, w16 is read,
-  // tiles have MR16 rows.
+  // bfloat16 weights (float only, inference): Bp is uint16_t, tiles have MR16 rows.
   int MR16 = 0;
   void (*tile_bf16)(int64_t kc, const T* a, int64_t rsa, int64_t csa, const uint16_t* bp,
                     T* c, int64_t ldc, int mr, int nr, bool acc, bool split_k) = nullptr;
-  void (*fwd_block_bf16[2])(const FwdBlockArgs<T>&) = {};  // [peephole]
   int (*bf16_order)(int s) = nullptr;  // float index at position s of a 2W group
   // dst [rows,NR] floats = the bfloat16 panel rows src [rows,NR]
   void (*widen_bf16)(int64_t rows, const uint16_t* src, T* dst) = nullptr;
+};
+
+// The LSTM's step kernels: the fused forward step (GEMM tile + cell maths of
+// csrc/cells/lstm.h in registers) and the pointwise backward step.
+template <class T>
+struct LstmStepKernels {
+  void (*fwd_block[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training]
+  void (*fwd_block_bf16[2])(const FwdBlockArgs<T>&) = {};  // [peephole], w16 read
   void (*bwd_block[2])(const BwdBlockArgs<T>&) = {};     // [peephole]
+};
+
+template <class T>
+struct ActivationKernels {
   void (*sigmoid)(int64_t n, const T* x, T* y) = nullptr;  // y[n] = σ(x[n])
   void (*tanh)(int64_t n, const T* x, T* y) = nullptr;     // y[n] = tanh(x[n])
+};
+
+// One ISA's table: the GEMM kernels, then the step kernels of each cell.
+template <class T>
+struct Kernels : GemmKernels<T> {
+  LstmStepKernels<T> lstm;
+  ActivationKernels<T> act;
 };
 
 // The table for an ISA; throws std::invalid_argument if not built or not

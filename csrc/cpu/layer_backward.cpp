@@ -105,7 +105,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const T* cs = st.ws + N * G4;        // [N,Hp] c_t
   const int64_t ldy = d.D * Ho;
   const T* const dyd = L.dy + st.dir * Ho;
-  const auto block_kernel = kr.bwd_block[peep];
+  const auto block_kernel = kr.lstm.bwd_block[peep];
   // as the forward: all rows and a slice of the units, or a slice of the rows
   const bool rows = L.rows_mode;
   const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
@@ -244,7 +244,7 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
 #pragma omp parallel for num_threads(ntr_rows) schedule(static)
     for (int64_t rw = 0; rw < N; ++rw) {
       T* o = rp + rw * H;
-      kr.tanh(H, cs + rw * Hp, o);
+      kr.act.tanh(H, cs + rw * Hp, o);
       for (int64_t u = 0; u < H; ++u) o[u] *= gs[rw * G4 + (u / W) * NR + 3 * W + u % W];
     }
     Gemm<T> gm;

@@ -103,7 +103,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const bool direct_gx = !rows && train;  // projection straight into the saved gates
   avec<T> abuf = gemm_abuf(kr);
   bool sense = false;
-  const auto block_kernel = L.pw.bf16 ? kr.fwd_block_bf16[peep] : kr.fwd_block[peep][train];
+  const auto block_kernel = L.pw.bf16 ? kr.lstm.fwd_block_bf16[peep] : kr.lstm.fwd_block[peep][train];
 
   for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
     const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];

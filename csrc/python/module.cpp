@@ -265,7 +265,7 @@ void activation(const std::string& kind, py::object x, py::object y, const std::
   const T* px = buffer<T>(x, "x", n, false);
   T* py_ = buffer<T>(y, "out", n, true);
   if (kind != "sigmoid" && kind != "tanh") throw py::value_error("kind: expected 'sigmoid' or 'tanh'");
-  auto fn = kind == "sigmoid" ? k.sigmoid : k.tanh;
+  auto fn = kind == "sigmoid" ? k.act.sigmoid : k.act.tanh;
   py::gil_scoped_release nogil;
   fn(n, px, py_);
 }

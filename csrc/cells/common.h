@@ -1,0 +1,12 @@
+// What every cell's maths header needs: the host/device qualifier. The maths
+// in csrc/cells/ is written on a value type V (a CPU SIMD vector, or a scalar
+// float/double in a CUDA thread) and an activation policy A with static
+// sigmoid(V) and tanh(V): no CPU-only constructs, so both backends include
+// the same formulas.
+#pragma once
+
+#if defined(__CUDACC__)
+#define FL_CELL_FN __host__ __device__ __forceinline__
+#else
+#define FL_CELL_FN inline
+#endif
