@@ -5,8 +5,12 @@
 // the same formulas.
 #pragma once
 
+// Always inlined: the maths is the epilogue of a fused GEMM tile, whose
+// values must stay in registers.
 #if defined(__CUDACC__)
 #define FL_CELL_FN __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define FL_CELL_FN inline __attribute__((always_inline))
 #else
 #define FL_CELL_FN inline
 #endif
