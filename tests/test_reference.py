@@ -5,6 +5,14 @@
 - torch.nn.LSTM stacked by hand with dropout masks applied between layers;
 - a pure-Python scalar implementation of the peephole equations (forward);
 - central finite differences in float64 (every gradient, all options together).
+
+The LSTM's zoneout (on h, as the GRU's) and cell_clip (ONNX's clip) against:
+
+- a torch autograd LSTM written here from the equations (torch.clamp for the clip),
+  driven row by row and step by step, with lengths, both directions, 2 layers,
+  peepholes, projection, dropout masks: forward values and every gradient;
+- ONNX Runtime's LSTM operator with clip (forward; where ONNX says the clip goes);
+- central finite differences of every gradient, at points away from the clip's kink.
 """
 
 import importlib.util
@@ -410,3 +418,316 @@ def test_reference_defaults_and_dtype():
     dx32, dh032, dc032, g32 = ref.lstm_backward(cache32, dy)
     assert dx32.dtype == np.float32 and all(g.dtype == np.float32 for g in g32.values())
     assert_close(dx32, a[0], 1e-5, "dx float32")
+
+
+# ----------------------------------------------------------------------------
+# zoneout and cell_clip: a torch autograd LSTM written here, one row and one step
+# at a time
+# ----------------------------------------------------------------------------
+
+def _torch_lstm_rowwise(x, params, L, D, H, P, h0, c0, lengths, dropout_masks, keep, clip,
+                        dy, dhn, dcn):
+    """An LSTM oracle in torch autograd, from the equations: each row runs only its own
+    steps (t < lengths[b], the reverse direction from lengths[b]-1 down); peepholes,
+    projection and biases where params has them; each gate pre-activation (biases and
+    peepholes added) goes through torch.clamp(-clip, clip) before its activation;
+    zoneout h_t = k h_{t-1} + (1-k) h̃_t with k = keep[l][t, b, direction's units] (a
+    mask) or k = p (eval), c untouched; dropout_masks between layers. Returns numpy y,
+    hn, cn, dx, dh0, dc0, grads of loss sum(y dy) + sum(hn dhn) + sum(cn dcn), and pre:
+    every gate pre-activation computed, before the clip."""
+    torch = pytest.importorskip("torch")
+    T, B, _ = x.shape
+    Ho = P or H
+    prm = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(h0, requires_grad=True)
+    c0t = torch.tensor(c0, requires_grad=True)
+    pre = []
+
+    def act(fn, a):
+        pre.append(a.detach().numpy().copy())
+        return fn(a if clip is None else torch.clamp(a, -clip, clip))
+
+    zero = torch.zeros(Ho, dtype=torch.float64)
+    inp = xt
+    hn = [[None] * B for _ in range(L * D)]
+    cn = [[None] * B for _ in range(L * D)]
+    for l in range(L):
+        out = [[[zero] * D for _ in range(B)] for _ in range(T)]     # out[t][b][d]
+        for d in range(D):
+            sfx = f"_l{l}" + ("_reverse" if d else "")
+            w = {k[:-len(sfx)]: v for k, v in prm.items() if k.endswith(sfx)}
+            for b in range(B):
+                n = int(lengths[b])
+                h, c = h0t[l * D + d, b], c0t[l * D + d, b]
+                for t in (range(n - 1, -1, -1) if d == 1 else range(n)):
+                    a = w["weight_ih"] @ inp[t, b] + w["weight_hh"] @ h
+                    if "bias_ih" in w:
+                        a = a + w["bias_ih"] + w["bias_hh"]
+                    a_i, a_f, a_g, a_o = a.chunk(4)
+                    if "weight_ph" in w:
+                        a_i = a_i + w["weight_ph"][0] * c
+                        a_f = a_f + w["weight_ph"][1] * c
+                    i, f = act(torch.sigmoid, a_i), act(torch.sigmoid, a_f)
+                    c = f * c + i * act(torch.tanh, a_g)
+                    if "weight_ph" in w:
+                        a_o = a_o + w["weight_ph"][2] * c
+                    h_new = act(torch.sigmoid, a_o) * torch.tanh(c)
+                    if "weight_hr" in w:
+                        h_new = w["weight_hr"] @ h_new
+                    if keep is not None:
+                        k = keep if np.isscalar(keep) else \
+                            torch.tensor(keep[l][t, b, d * Ho:(d + 1) * Ho])
+                        h_new = k * h + (1 - k) * h_new
+                    h = h_new
+                    out[t][b][d] = h
+                hn[l * D + d][b], cn[l * D + d][b] = h, c
+        inp = torch.stack([torch.stack([torch.cat(out[t][b]) for b in range(B)])
+                           for t in range(T)])
+        if l < L - 1 and dropout_masks is not None:
+            inp = inp * torch.tensor(dropout_masks[l])
+    y = inp
+    hn = torch.stack([torch.stack(r) for r in hn])
+    cn = torch.stack([torch.stack(r) for r in cn])
+    ((y * torch.tensor(dy)).sum() + (hn * torch.tensor(dhn)).sum()
+     + (cn * torch.tensor(dcn)).sum()).backward()
+    return dict(y=y.detach().numpy(), hn=hn.detach().numpy(), cn=cn.detach().numpy(),
+                dx=xt.grad.numpy(), dh0=h0t.grad.numpy(), dc0=c0t.grad.numpy(),
+                grads={k: v.grad.numpy() for k, v in prm.items()},
+                pre=np.concatenate([np.ravel(a) for a in pre]))
+
+
+OPTION_CASES = list(itertools.product(
+    [(2, True), (1, False), (2, False)],             # (num_layers, bidirectional)
+    ["none", "train", "eval"],                       # zoneout
+    [None, 1.0],                                     # cell_clip
+    [(True, 0, False), (True, 2, True), (False, 0, True)],   # (bias, proj_size, peephole)
+))
+
+
+@pytest.mark.parametrize("layers_dirs,zoneout_mode,clip,cell_opts", OPTION_CASES)
+def test_lstm_zoneout_and_clip_match_torch_rowwise(layers_dirs, zoneout_mode, clip, cell_opts):
+    """Forward values and every gradient, against the torch oracle above, to 1e-12 of
+    max|oracle| (the two sides differ by ~1e-15: the same operations in another order)."""
+    L, bidirectional = layers_dirs
+    bias, P, peephole = cell_opts
+    D = 2 if bidirectional else 1
+    T, B, I, H = 5, 3, 3, 4
+    Ho = P or H
+    p = 0.3
+    rng = np.random.default_rng(
+        300 + OPTION_CASES.index((layers_dirs, zoneout_mode, clip, cell_opts)))
+    params = _random_params(rng, I, H, L, bidirectional, bias, P, peephole, scale=0.8)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((D * L, B, Ho))
+    c0 = rng.standard_normal((D * L, B, H))
+    lengths = np.array([3, 5, 1])
+    dropout = [(rng.random((T, B, D * Ho)) >= 0.25) / 0.75 for _ in range(L - 1)]
+    zmasks = [(rng.random((T, B, D * Ho)) < p).astype(np.float64) for _ in range(L)]
+    dy = rng.standard_normal((T, B, D * Ho))
+    dhn = rng.standard_normal((D * L, B, Ho))
+    dcn = rng.standard_normal((D * L, B, H))
+    zo, keep = {
+        "none": (dict(), None),
+        "train": (dict(zoneout=p, zoneout_masks=zmasks, training=True), zmasks),
+        "eval": (dict(zoneout=p, training=False), p)}[zoneout_mode]
+
+    want = _torch_lstm_rowwise(x, params, L, D, H, P, h0, c0, lengths, dropout, keep, clip,
+                               dy, dhn, dcn)
+    kw = dict(num_layers=L, hidden_size=H, proj_size=P, bidirectional=bidirectional,
+              bias=bias, peephole=peephole, h0=h0, c0=c0, lengths=lengths,
+              dropout_masks=dropout or None)
+    y, hn, cn, cache = ref.lstm_forward(x, params, cell_clip=clip, **kw, **zo)
+    dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
+    tol = 1e-12
+    assert_close(y, want["y"], tol, "y")
+    assert_close(hn, want["hn"], tol, "h_n")
+    assert_close(cn, want["cn"], tol, "c_n")
+    assert_close(dx, want["dx"], tol, "dx")
+    assert_close(dh0, want["dh0"], tol, "dh0")
+    assert_close(dc0, want["dc0"], tol, "dc0")
+    assert sorted(grads) == sorted(want["grads"]) == sorted(params)
+    for k in params:
+        assert_close(grads[k], want["grads"][k], tol, k)
+    pad = np.arange(T)[:, None] >= lengths[None, :]
+    assert np.all(y[pad] == 0) and np.all(dx[pad] == 0)
+    # the options did something: the clip cuts a good share of the pre-activations, but
+    # not all, and each option changes the output
+    if clip is not None:
+        clipped = np.mean(np.abs(want["pre"]) > clip)
+        assert 0.1 < clipped < 0.9, f"clipped share {clipped:.2f}"
+        y_unclipped = ref.lstm_forward(x, params, **kw, **zo)[0]
+        assert np.max(np.abs(y_unclipped - y)) > 1e-3
+    if zoneout_mode != "none":
+        y_plain = ref.lstm_forward(x, params, cell_clip=clip, **kw)[0]
+        assert np.max(np.abs(y_plain - y)) > 1e-3
+
+
+# ----------------------------------------------------------------------------
+# cell_clip against ONNX Runtime's LSTM operator (forward)
+# ----------------------------------------------------------------------------
+
+def test_cell_clip_matches_onnxruntime_lstm():
+    """ONNX defines `clip`; ONNX Runtime's LSTM runs it, with peepholes, both directions
+    and sequence_lens, in float32. The reference runs in float64 on the same
+    float32-rounded values; the bound 1e-5 of max|output| is ~50x the float32 rounding
+    ORT commits here (2e-7), while a clip placed before the peepholes are added errs by
+    far more."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    T, B, I, H, clip = 6, 4, 3, 5, 0.7
+    rng = np.random.default_rng(17)
+    f32 = lambda a: np.asarray(a, np.float32)
+    params = {k: f32(v).astype(np.float64)
+              for k, v in _random_params(rng, I, H, 1, True, True, 0, True, scale=0.9).items()}
+    x = f32(rng.standard_normal((T, B, I)) * 1.5).astype(np.float64)
+    h0 = f32(rng.standard_normal((2, B, H))).astype(np.float64)
+    c0 = f32(rng.standard_normal((2, B, H))).astype(np.float64)
+    lengths = np.array([6, 2, 4, 1])
+
+    # ONNX layout: gate blocks i, o, f, c (torch: i, f, g, o); peepholes i, o, f
+    iofc = lambda a: np.concatenate([a[0:H], a[3 * H:4 * H], a[H:2 * H], a[2 * H:3 * H]])
+    sfx = ["_l0", "_l0_reverse"]
+    W = np.stack([iofc(params["weight_ih" + s]) for s in sfx])
+    R = np.stack([iofc(params["weight_hh" + s]) for s in sfx])
+    Bias = np.stack([np.concatenate([iofc(params["bias_ih" + s]), iofc(params["bias_hh" + s])])
+                     for s in sfx])
+    Ph = np.stack([params["weight_ph" + s][[0, 2, 1]].reshape(-1) for s in sfx])
+    inits = [numpy_helper.from_array(f32(a), n) for a, n in
+             [(W, "W"), (R, "R"), (Bias, "B"), (Ph, "P")]]
+    inits.append(numpy_helper.from_array(lengths.astype(np.int32), "seq"))
+
+    def run_ort(**clip_attr):
+        node = helper.make_node("LSTM", ["X", "W", "R", "B", "seq", "h0", "c0", "P"],
+                                ["Y", "Y_h", "Y_c"], hidden_size=H, direction="bidirectional",
+                                **clip_attr)
+        graph = helper.make_graph(
+            [node], "lstm",
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I]),
+             helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, B, H]),
+             helper.make_tensor_value_info("c0", TensorProto.FLOAT, [2, B, H])],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+             for n in ("Y", "Y_h", "Y_c")], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        Y, Yh, Yc = sess.run(None, {"X": f32(x), "h0": f32(h0), "c0": f32(c0)})
+        return Y.transpose(0, 2, 1, 3).reshape(T, B, 2 * H), Yh, Yc   # [T,B,2H]
+
+    y, hn, cn, _ = ref.lstm_forward(x, params, num_layers=1, hidden_size=H, bidirectional=True,
+                                    peephole=True, h0=h0, c0=c0, lengths=lengths,
+                                    cell_clip=clip)
+    got = run_ort(clip=clip)
+    valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+    tol = 1e-5
+    assert_close(np.where(valid, got[0], 0.0), y, tol, "y")
+    assert_close(got[1], hn, tol, "h_n")
+    assert_close(got[2], cn, tol, "c_n")
+    # the clip mattered: ORT without it is far from the clipped reference
+    assert np.max(np.abs(run_ort()[0] - got[0])) > 1e-2
+
+
+# ----------------------------------------------------------------------------
+# zoneout and cell_clip: central finite differences of every gradient
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_lstm_zoneout_and_clip_gradients_match_finite_differences(mode):
+    """Every entry of every gradient, all options together (2 layers, both directions,
+    lengths, projection, peepholes, dropout, zoneout, clip). No gate pre-activation lies
+    within 1e-3 of ±clip, so the ±1e-6 steps of the differences never cross the clip's
+    kink (the torch oracle lists the pre-activations)."""
+    T, B, I, H, P, L, D = 4, 3, 3, 3, 2, 2, 2
+    clip = 1.0
+    rng = np.random.default_rng(41 if mode == "train" else 42)
+    params = _random_params(rng, I, H, L, True, True, P, True, scale=0.8)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((D * L, B, P))
+    c0 = rng.standard_normal((D * L, B, H))
+    lengths = np.array([4, 1, 3])
+    dropout = [(rng.random((T, B, D * P)) >= 0.3) / 0.7]
+    zmasks = [(rng.random((T, B, D * P)) < 0.4).astype(np.float64) for _ in range(L)]
+    zo, keep = ((dict(zoneout=0.4, zoneout_masks=zmasks, training=True), zmasks)
+                if mode == "train" else (dict(zoneout=0.4, training=False), 0.4))
+    dy = rng.standard_normal((T, B, D * P))
+    dhn = rng.standard_normal((D * L, B, P))
+    dcn = rng.standard_normal((D * L, B, H))
+    kw = dict(num_layers=L, hidden_size=H, proj_size=P, bidirectional=True, peephole=True,
+              lengths=lengths, dropout_masks=dropout, cell_clip=clip, **zo)
+
+    pytest.importorskip("torch")
+    pre = _torch_lstm_rowwise(x, params, L, D, H, P, h0, c0, lengths, dropout, keep, clip,
+                              dy, dhn, dcn)["pre"]
+    assert np.min(np.abs(np.abs(pre) - clip)) > 1e-3, "a pre-activation sits at the kink"
+    assert 0.1 < np.mean(np.abs(pre) > clip) < 0.9
+
+    def loss():
+        y, hn, cn, _ = ref.lstm_forward(x, params, h0=h0, c0=c0, **kw)
+        return np.sum(y * dy) + np.sum(hn * dhn) + np.sum(cn * dcn)
+
+    _, _, _, cache = ref.lstm_forward(x, params, h0=h0, c0=c0, **kw)
+    dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
+    assert sorted(grads) == sorted(params)
+    for name, arr, analytic in ([(k, params[k], grads[k]) for k in params]
+                                + [("dx", x, dx), ("dh0", h0, dh0), ("dc0", c0, dc0)]):
+        numeric = central_diff(arr, loss)
+        scale = max(np.max(np.abs(numeric)), np.max(np.abs(analytic)))
+        assert scale > 1e-3, f"{name}: gradient is ~0, the check would be vacuous"
+        err = np.max(np.abs(analytic - numeric)) / scale
+        assert err <= 1e-6, f"{name}: relative error {err:.2e}"
+
+
+# ----------------------------------------------------------------------------
+# zoneout and cell_clip: limits, mask sense, argument errors
+# ----------------------------------------------------------------------------
+
+def test_lstm_zoneout_mask_sense_and_clip_limits():
+    """m = 1 keeps the previous h: all-ones masks hold h0 through every valid step while
+    c still evolves; all-zeros masks, eval with p = 0 and a clip no pre-activation
+    reaches are the plain LSTM, bit for bit."""
+    T, B, I, H, P, L = 4, 3, 2, 3, 2, 2
+    rng = np.random.default_rng(12)
+    params = _random_params(rng, I, H, L, True, True, P, True)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((2 * L, B, P))
+    c0 = rng.standard_normal((2 * L, B, H))
+    lengths = np.array([4, 2, 1])
+    kw = dict(num_layers=L, hidden_size=H, proj_size=P, bidirectional=True, peephole=True,
+              h0=h0, c0=c0, lengths=lengths)
+    ones = [np.ones((T, B, 2 * P)) for _ in range(L)]
+    y, hn, cn, _ = ref.lstm_forward(x, params, zoneout=0.5, zoneout_masks=ones, training=True,
+                                    **kw)
+    np.testing.assert_array_equal(hn, h0)
+    assert np.min(np.abs(cn - c0)) > 0          # c is not zoned out
+    for b in range(B):
+        for t in range(T):
+            want = np.concatenate([h0[2], h0[3]], axis=1)[b] if t < lengths[b] else 0.0
+            np.testing.assert_array_equal(y[t, b], want)
+    plain = ref.lstm_forward(x, params, **kw)
+    zeros = [np.zeros((T, B, 2 * P)) for _ in range(L)]
+    for got in (ref.lstm_forward(x, params, zoneout=0.5, zoneout_masks=zeros, training=True,
+                                 **kw),
+                ref.lstm_forward(x, params, zoneout=0.0, training=False, **kw),
+                ref.lstm_forward(x, params, cell_clip=1e6, **kw)):
+        for u, v in zip(got[:3], plain[:3]):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_lstm_zoneout_and_clip_argument_errors():
+    T, B, I, H = 3, 2, 2, 3
+    rng = np.random.default_rng(1)
+    params = _random_params(rng, I, H, 1, False, True, 0, False)
+    x = rng.standard_normal((T, B, I))
+    kw = dict(num_layers=1, hidden_size=H)
+    with pytest.raises(ValueError, match="zoneout_masks"):
+        ref.lstm_forward(x, params, zoneout=0.2, training=True, **kw)
+    with pytest.raises(ValueError, match="zoneout_masks"):
+        ref.lstm_forward(x, params, zoneout=0.2, zoneout_masks=[np.ones((T, B, H))], **kw)
+    with pytest.raises(ValueError, match="shape"):
+        ref.lstm_forward(x, params, zoneout=0.2, zoneout_masks=[np.ones((T, B, 2 * H))],
+                         training=True, **kw)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="cell_clip"):
+            ref.lstm_forward(x, params, cell_clip=bad, **kw)

@@ -5,6 +5,11 @@ time, in float64 by default, NumPy only. It is tested against an independent tor
 autograd implementation of the equations and against finite differences
 (``tests/test_reference_lnlstm.py``).
 
+This module holds the layer-norm LSTM cell: its parameters, one step forward and
+one step backward (``_LNLSTMCell``). Layers, directions, lengths, dropout and
+zoneout are the stack's, written once for every cell in
+``fastlstm._reference_stack``.
+
 The model
 ---------
 The layer-norm LSTM of Ba et al. 2016 as haste's LayerNormLSTM computes it, with
@@ -24,16 +29,12 @@ p = ``zoneout``:
     training, mask m (1 keeps the previous value):  h_t ← m ⊙ h_{t-1} + (1 − m) ⊙ h_t
     eval (training=False):                          h_t ← p·h_{t-1} + (1 − p)·h_t
 
-The zoned-out h_t is both the step's output and the next state; c is not zoned
-out. The masks are inputs (this module draws nothing); the mask of layer k is
-[T,B,D*H], laid out like that layer's output: direction d of step t uses
-m[t, :, d*H:(d+1)*H], for the reverse direction too. haste's own mask has the
-opposite sense (1 keeps the new value): pass 1 − mask.
-
-Layers stack; a bidirectional layer runs a reversed pass and concatenates
-[forward, reverse] on the feature axis; dropout applies between layers, never
-after the last one, as a given mask that multiplies the layer's output (the mask
-holds the 1/(1-p) scale, as in ``reference.lstm_forward``).
+c is not zoned out. Layers stack; a bidirectional layer runs a reversed pass and
+concatenates [forward, reverse] on the feature axis; dropout applies between
+layers, never after the last one. Variable lengths as torch with packed
+sequences: row b only has steps t < lengths[b], the reverse direction starting at
+t = lengths[b]-1. ``fastlstm._reference_stack`` states all of that precisely
+(zoneout and dropout masks: their layout and sense).
 
 Parameters, for layer k and direction suffix ``""`` or ``"_reverse"``, in this order
 (``lnlstm_param_shapes``): the LSTM's ``weight_ih_l{k}`` [4H, I_k],
@@ -45,29 +46,25 @@ biases only with bias=True), then ``weight_ln_ih_l{k}`` [4H] (γ_ih),
 Initialisation, torch-like: the layer-norm gains 1 and β_c 0 (as
 torch.nn.LayerNorm), every other parameter U(-1/sqrt(H), 1/sqrt(H)) (as
 torch.nn.LSTM).
-
-Variable lengths, as ``fastlstm.reference`` (torch with packed sequences): row b
-only has steps t < lengths[b]; the reverse direction starts at t = lengths[b]-1.
-Outputs at t >= lengths[b] are zero, h_n / c_n hold each row's last valid state,
-the input at padded positions is never read, and an upstream gradient there is
-ignored. Written as one masked loop over all T steps: a row whose step t is
-padding keeps its state unchanged through that step.
 """
 
 import numpy as np
+
+try:
+    from . import _reference_stack as stack
+except ImportError:  # loaded as a lone file (the tests do so where the extension is not built)
+    import importlib.util
+    import pathlib
+    stack = importlib.util.module_from_spec(importlib.util.spec_from_file_location(
+        "_reference_stack", pathlib.Path(__file__).with_name("_reference_stack.py")))
+    stack.__spec__.loader.exec_module(stack)
 
 __all__ = ["lnlstm_forward", "lnlstm_backward", "lnlstm_cell_forward",
            "lnlstm_param_shapes", "LN_EPS"]
 
 LN_EPS = 1e-5          # as torch.nn.LayerNorm's default
 
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _suffix(direction):
-    return "_reverse" if direction == 1 else ""
+sigmoid = stack.sigmoid
 
 
 def _layer_norm(v):
@@ -84,25 +81,70 @@ def _layer_norm_backward(d_norm, norm, rstd):
                    - norm * np.mean(d_norm * norm, axis=-1, keepdims=True))
 
 
+class _LNLSTMCell:
+    """The layer-norm LSTM cell: states (h [H], c [H]), gates i, f, g, o, optional
+    bias; the layer-norm gains γ_ih, γ_hh, γ_c and bias β_c always."""
+
+    def __init__(self, hidden_size, bias=True):
+        self.H, self.bias = hidden_size, bias
+        self.state_sizes = (hidden_size, hidden_size)           # (h, c)
+
+    def param_shapes(self, input_size):
+        H = self.H
+        shapes = {"weight_ih": (4 * H, input_size), "weight_hh": (4 * H, H)}
+        if self.bias:
+            shapes.update(bias_ih=(4 * H,), bias_hh=(4 * H,))
+        shapes.update(weight_ln_ih=(4 * H,), weight_ln_hh=(4 * H,), weight_ln_c=(H,),
+                      bias_ln_c=(H,))
+        return shapes
+
+    def step(self, w, wx, rh, state):
+        """a = LN(wx) γ_ih + LN(rh) γ_hh + b_ih + b_hh     (wx = x_t W_ih^T, rh = h_{t-1} W_hh^T)
+        i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
+        c_t = f c_{t-1} + i g
+        h_t = o tanh(LN(c_t) γ_c + β_c)"""
+        c_prev = state[1]
+        n_ih, rstd_ih = _layer_norm(wx)                         # [B,4H], [B,1]
+        n_hh, rstd_hh = _layer_norm(rh)
+        a = n_ih * w["weight_ln_ih"] + n_hh * w["weight_ln_hh"]
+        if self.bias:
+            a = a + (w["bias_ih"] + w["bias_hh"])
+        a_i, a_f, a_g, a_o = np.split(a, 4, axis=-1)
+        i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
+        c = f * c_prev + i * g
+        n_c, rstd_c = _layer_norm(c)                            # [B,H], [B,1]
+        tanh_c = np.tanh(n_c * w["weight_ln_c"] + w["bias_ln_c"])
+        return (o * tanh_c, c), dict(c_prev=c_prev, i=i, f=f, g=g, o=o, n_ih=n_ih,
+                                     rstd_ih=rstd_ih, n_hh=n_hh, rstd_hh=rstd_hh, n_c=n_c,
+                                     rstd_c=rstd_c, tanh_c=tanh_c)
+
+    def step_backward(self, w, s, d_state):
+        dh, dc = d_state
+        i, f, g, o, tanh_c = s["i"], s["f"], s["g"], s["o"], s["tanh_c"]
+        # h_t = o tanh(LN(c_t) γ_c + β_c)
+        da_o = dh * tanh_c * o * (1.0 - o)
+        d_pre = dh * o * (1.0 - tanh_c ** 2)                    # d(LN(c_t) γ_c + β_c)
+        d_w = dict(weight_ln_c=np.sum(d_pre * s["n_c"], axis=0), bias_ln_c=np.sum(d_pre, axis=0))
+        dc = dc + _layer_norm_backward(d_pre * w["weight_ln_c"], s["n_c"], s["rstd_c"])
+        # c_t = f c_{t-1} + i g
+        da_i = dc * g * i * (1.0 - i)
+        da_f = dc * s["c_prev"] * f * (1.0 - f)
+        da_g = dc * i * (1.0 - g ** 2)
+        da = np.concatenate([da_i, da_f, da_g, da_o], axis=-1)  # [B,4H]
+        # a = LN(wx) γ_ih + LN(rh) γ_hh + b_ih + b_hh
+        if self.bias:                           # both biases get the same gradient
+            d_w["bias_ih"] = d_w["bias_hh"] = np.sum(da, axis=0)
+        d_w["weight_ln_ih"] = np.sum(da * s["n_ih"], axis=0)
+        d_w["weight_ln_hh"] = np.sum(da * s["n_hh"], axis=0)
+        d_wx = _layer_norm_backward(da * w["weight_ln_ih"], s["n_ih"], s["rstd_ih"])   # [B,4H]
+        d_rh = _layer_norm_backward(da * w["weight_ln_hh"], s["n_hh"], s["rstd_hh"])   # [B,4H]
+        return d_wx, d_rh, (0.0, dc * f), d_w
+
+
 def lnlstm_param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False):
     """{name: shape} of the layer-norm LSTM's parameters, in registration order."""
-    D = 2 if bidirectional else 1
-    H = hidden_size
-    shapes = {}
-    for l in range(num_layers):
-        I_l = input_size if l == 0 else D * H
-        for d in range(D):
-            sfx = f"_l{l}{_suffix(d)}"
-            shapes["weight_ih" + sfx] = (4 * H, I_l)
-            shapes["weight_hh" + sfx] = (4 * H, H)
-            if bias:
-                shapes["bias_ih" + sfx] = (4 * H,)
-                shapes["bias_hh" + sfx] = (4 * H,)
-            shapes["weight_ln_ih" + sfx] = (4 * H,)
-            shapes["weight_ln_hh" + sfx] = (4 * H,)
-            shapes["weight_ln_c" + sfx] = (H,)
-            shapes["bias_ln_c" + sfx] = (H,)
-    return shapes
+    return stack.param_shapes(_LNLSTMCell(hidden_size, bias), input_size, num_layers,
+                              bidirectional)
 
 
 def lnlstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, w_ln_ih, w_ln_hh, w_ln_c, b_ln_c):
@@ -111,128 +153,12 @@ def lnlstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, w_ln_ih, w_ln_hh, w_ln_
     x [B,I] or [I], h [B,H] or [H], c [B,H] or [H], w_ih [4H,I], w_hh [4H,H],
     b_ih/b_hh [4H] or None, w_ln_ih/w_ln_hh [4H], w_ln_c/b_ln_c [H]. Returns (h', c').
     """
-    f64 = lambda a: None if a is None else np.asarray(a, dtype=np.float64)
-    x, h, c, w_ih, w_hh = f64(x), f64(h), f64(c), f64(w_ih), f64(w_hh)
-    b = (0.0 if b_ih is None else f64(b_ih)) + (0.0 if b_hh is None else f64(b_hh))
-    a = (_layer_norm(x @ w_ih.T)[0] * f64(w_ln_ih) + _layer_norm(h @ w_hh.T)[0] * f64(w_ln_hh)
-         + b)
-    a_i, a_f, a_g, a_o = np.split(a, 4, axis=-1)
-    c_new = _sigmoid(a_f) * c + _sigmoid(a_i) * np.tanh(a_g)
-    h_new = _sigmoid(a_o) * np.tanh(_layer_norm(c_new)[0] * f64(w_ln_c) + f64(b_ln_c))
-    return h_new, c_new
-
-
-# ----------------------------------------------------------------------------
-# one direction of one layer
-# ----------------------------------------------------------------------------
-
-def _direction_forward(x, valid, reverse, w, h0, c0, keep):
-    """x [T,B,In], valid [T,B] bool, w: dict of this direction's weights (w_ih, w_hh, b,
-    ln_ih, ln_hh, ln_c, b_ln_c), keep: None (no zoneout) or [T,B,H], the weight of h_{t-1}
-    in the zoned-out h_t. Returns y [T,B,H], h_n, c_n and the per-step values backward
-    needs."""
-    T = x.shape[0]
-    h, c = h0, c0
-    y = np.zeros((T,) + h0.shape, dtype=x.dtype)
-    steps = [None] * T
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        v = valid[t][:, None]                                   # [B,1]
-        n_ih, rstd_ih = _layer_norm(x[t] @ w["w_ih"].T)         # [B,4H], [B,1]
-        n_hh, rstd_hh = _layer_norm(h @ w["w_hh"].T)
-        a = n_ih * w["ln_ih"] + n_hh * w["ln_hh"] + w["b"]      # [B,4H]
-        a_i, a_f, a_g, a_o = np.split(a, 4, axis=1)
-        i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
-        c_new = f * c + i * g
-        n_c, rstd_c = _layer_norm(c_new)                        # [B,H], [B,1]
-        tanh_c = np.tanh(n_c * w["ln_c"] + w["b_ln_c"])
-        h_new = o * tanh_c
-        if keep is not None:                                    # zoneout (h only)
-            h_new = keep[t] * h + (1.0 - keep[t]) * h_new
-        steps[t] = dict(v=v, x=x[t], h_prev=h, c_prev=c, i=i, f=f, g=g, o=o,
-                        n_ih=n_ih, rstd_ih=rstd_ih, n_hh=n_hh, rstd_hh=rstd_hh,
-                        n_c=n_c, rstd_c=rstd_c, tanh_c=tanh_c)
-        # a padded step leaves the state as it is and outputs zero
-        h = np.where(v, h_new, h)
-        c = np.where(v, c_new, c)
-        y[t] = np.where(v, h_new, 0.0)
-    return y, h, c, steps
-
-
-def _direction_backward(steps, dy, dh_n, dc_n, reverse, w, keep):
-    """BPTT through one direction. dy [T,B,H] (gradient of this direction's output),
-    dh_n, dc_n: gradient of its final state. Returns dx [T,B,In], dh0, dc0 and the
-    gradients of w (same keys)."""
-    T = len(steps)
-    g_w = {k: np.zeros_like(a) for k, a in w.items()}
-    dx = np.zeros((T,) + steps[0]["x"].shape, dtype=dy.dtype)
-    dh, dc = dh_n, dc_n
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
-        s = steps[t]
-        v = s["v"]
-        # gradient reaching this step's h_t and c_t; zero for a padded step
-        dh_t = np.where(v, dh + dy[t], 0.0)
-        dc_t = np.where(v, dc, 0.0)
-        dh_prev = 0.0
-        if keep is not None:                    # h_t = k h_{t-1} + (1-k) h̃_t
-            dh_prev = keep[t] * dh_t
-            dh_t = (1.0 - keep[t]) * dh_t
-        i, f, g, o, tanh_c = s["i"], s["f"], s["g"], s["o"], s["tanh_c"]
-        # h̃_t = o tanh(LN(c_t) γ_c + β_c)
-        da_o = dh_t * tanh_c * o * (1.0 - o)
-        d_pre = dh_t * o * (1.0 - tanh_c ** 2)                  # d(LN(c_t) γ_c + β_c)
-        g_w["ln_c"] += np.sum(d_pre * s["n_c"], axis=0)
-        g_w["b_ln_c"] += np.sum(d_pre, axis=0)
-        dc_t = dc_t + _layer_norm_backward(d_pre * w["ln_c"], s["n_c"], s["rstd_c"])
-        # c_t = f c_{t-1} + i g
-        da_i = dc_t * g * i * (1.0 - i)
-        da_f = dc_t * s["c_prev"] * f * (1.0 - f)
-        da_g = dc_t * i * (1.0 - g ** 2)
-        dc_prev = dc_t * f
-        da = np.concatenate([da_i, da_f, da_g, da_o], axis=1)   # [B,4H]
-        # a = LN(x W_ih^T) γ_ih + LN(h W_hh^T) γ_hh + b
-        g_w["b"] += np.sum(da, axis=0)
-        g_w["ln_ih"] += np.sum(da * s["n_ih"], axis=0)
-        g_w["ln_hh"] += np.sum(da * s["n_hh"], axis=0)
-        d_wx = _layer_norm_backward(da * w["ln_ih"], s["n_ih"], s["rstd_ih"])   # [B,4H]
-        d_rh = _layer_norm_backward(da * w["ln_hh"], s["n_hh"], s["rstd_hh"])   # [B,4H]
-        g_w["w_ih"] += d_wx.T @ s["x"]
-        g_w["w_hh"] += d_rh.T @ s["h_prev"]
-        dx[t] = d_wx @ w["w_ih"]
-        # a padded step passes the state gradient through unchanged
-        dh = np.where(v, dh_prev + d_rh @ w["w_hh"], dh)
-        dc = np.where(v, dc_prev, dc)
-    return dx, dh, dc, g_w
-
-
-# ----------------------------------------------------------------------------
-# the stacked, optionally bidirectional layer-norm LSTM
-# ----------------------------------------------------------------------------
-
-def _zoneout_keep(zoneout, zoneout_masks, training, T, B, D, H, L, dtype):
-    """Per layer, None or the [T,B,D*H] weight of h_{t-1} in the zoned-out h_t."""
-    if not training:
-        if zoneout_masks is not None:
-            raise ValueError("zoneout_masks are for training=True; eval uses zoneout as p")
-        if zoneout == 0.0:
-            return [None] * L
-        return [np.full((T, B, D * H), zoneout, dtype) for _ in range(L)]
-    if zoneout_masks is None:
-        if zoneout != 0.0:
-            raise ValueError("training with zoneout > 0 needs zoneout_masks "
-                             f"(num_layers={L} arrays [T,B,D*H]=[{T},{B},{D * H}])")
-        return [None] * L
-    if len(zoneout_masks) != L:
-        raise ValueError(f"zoneout_masks: expected {L} arrays, got {len(zoneout_masks)}")
-    keep = [np.asarray(m, dtype=dtype) for m in zoneout_masks]
-    for m in keep:
-        if m.shape != (T, B, D * H):
-            raise ValueError(f"zoneout_masks: expected shape {(T, B, D * H)}, got {m.shape}")
-    return keep
-
-
-def _direction_slice(a, d, H):
-    """Direction d's part [T,B,H] of a layer-shaped [T,B,D*H] array (None stays None)."""
-    return None if a is None else a[:, :, d * H:(d + 1) * H]
+    bias = b_ih is not None or b_hh is not None
+    w = dict(weight_ih=w_ih, weight_hh=w_hh, weight_ln_ih=w_ln_ih, weight_ln_hh=w_ln_hh,
+             weight_ln_c=w_ln_c, bias_ln_c=b_ln_c)
+    if bias:
+        w.update(bias_ih=0.0 if b_ih is None else b_ih, bias_hh=0.0 if b_hh is None else b_hh)
+    return stack.cell_forward(_LNLSTMCell(np.shape(c)[-1], bias), w, x, (h, c))
 
 
 def lnlstm_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias=True,
@@ -250,86 +176,16 @@ def lnlstm_forward(x, params, *, num_layers, hidden_size, bidirectional=False, b
     given, as in reference.lstm_forward.
     dtype: computation dtype (float64 by default).
     Returns y [T,B,D*H], h_n [D*L,B,H], c_n [D*L,B,H] (un-normalised), cache (for backward)."""
-    x = np.asarray(x, dtype=dtype)
-    T, B, _ = x.shape
-    L, H = num_layers, hidden_size
-    D = 2 if bidirectional else 1
-    h0 = np.zeros((D * L, B, H), dtype) if h0 is None else np.asarray(h0, dtype=dtype)
-    c0 = np.zeros((D * L, B, H), dtype) if c0 is None else np.asarray(c0, dtype=dtype)
-    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
-    valid = np.arange(T)[:, None] < lengths[None, :]           # [T,B]
-    masks = None if dropout_masks is None else [np.asarray(m, dtype=dtype)
-                                                 for m in dropout_masks]
-    keep = _zoneout_keep(zoneout, zoneout_masks, training, T, B, D, H, L, dtype)
-
-    def get(name):
-        return np.asarray(params[name], dtype=dtype)
-
-    weights = []          # weights[l][d]: dict for _direction_forward
-    for l in range(L):
-        per_dir = []
-        for d in range(D):
-            sfx = f"_l{l}{_suffix(d)}"
-            b = get("bias_ih" + sfx) + get("bias_hh" + sfx) if bias else np.zeros(4 * H, dtype)
-            per_dir.append(dict(
-                w_ih=get("weight_ih" + sfx), w_hh=get("weight_hh" + sfx), b=b,
-                ln_ih=get("weight_ln_ih" + sfx), ln_hh=get("weight_ln_hh" + sfx),
-                ln_c=get("weight_ln_c" + sfx), b_ln_c=get("bias_ln_c" + sfx)))
-        weights.append(per_dir)
-
-    h_n = np.zeros((D * L, B, H), dtype)
-    c_n = np.zeros((D * L, B, H), dtype)
-    layer_in = np.where(valid[:, :, None], x, 0.0)   # padded input is never read
-    steps = []
-    for l in range(L):
-        outs, layer_steps = [], []
-        for d in range(D):
-            k = l * D + d
-            y_d, h_n[k], c_n[k], st = _direction_forward(
-                layer_in, valid, d == 1, weights[l][d], h0[k], c0[k],
-                _direction_slice(keep[l], d, H))
-            outs.append(y_d)
-            layer_steps.append(st)
-        steps.append(layer_steps)
-        layer_in = np.concatenate(outs, axis=2)        # [T,B,D*H]
-        if l < L - 1 and masks is not None:
-            layer_in = layer_in * masks[l]
-    cache = dict(steps=steps, weights=weights, masks=masks, keep=keep,
-                 dims=(T, B, L, D, H), bias=bias, dtype=dtype)
-    return layer_in, h_n, c_n, cache
+    y, (h_n, c_n), cache = stack.forward(
+        _LNLSTMCell(hidden_size, bias), x, params, num_layers=num_layers,
+        bidirectional=bidirectional, state0=(h0, c0), lengths=lengths,
+        dropout_masks=dropout_masks, zoneout=zoneout, zoneout_masks=zoneout_masks,
+        training=training, dtype=dtype)
+    return y, h_n, c_n, cache
 
 
 def lnlstm_backward(cache, dy, dh_n=None, dc_n=None):
     """Returns dx [T,B,I], dh0 [D*L,B,H], dc0 [D*L,B,H], grads (dict keyed like params,
     same shapes)."""
-    T, B, L, D, H = cache["dims"]
-    dtype = cache["dtype"]
-    dy = np.asarray(dy, dtype=dtype)
-    dh_n = np.zeros((D * L, B, H), dtype) if dh_n is None else np.asarray(dh_n, dtype=dtype)
-    dc_n = np.zeros((D * L, B, H), dtype) if dc_n is None else np.asarray(dc_n, dtype=dtype)
-    dh0 = np.zeros_like(dh_n)
-    dc0 = np.zeros_like(dc_n)
-    grads = {}
-    d_out = dy                                        # gradient of layer l's output
-    for l in range(L - 1, -1, -1):
-        d_in = 0.0
-        for d in range(D):
-            k = l * D + d
-            dx_d, dh0[k], dc0[k], g_w = _direction_backward(
-                cache["steps"][l][d], d_out[:, :, d * H:(d + 1) * H], dh_n[k], dc_n[k],
-                d == 1, cache["weights"][l][d], _direction_slice(cache["keep"][l], d, H))
-            d_in = d_in + dx_d
-            sfx = f"_l{l}{_suffix(d)}"
-            grads["weight_ih" + sfx] = g_w["w_ih"]
-            grads["weight_hh" + sfx] = g_w["w_hh"]
-            if cache["bias"]:       # b = b_ih + b_hh: both get the same gradient
-                grads["bias_ih" + sfx] = g_w["b"]
-                grads["bias_hh" + sfx] = g_w["b"].copy()
-            grads["weight_ln_ih" + sfx] = g_w["ln_ih"]
-            grads["weight_ln_hh" + sfx] = g_w["ln_hh"]
-            grads["weight_ln_c" + sfx] = g_w["ln_c"]
-            grads["bias_ln_c" + sfx] = g_w["b_ln_c"]
-        if l > 0 and cache["masks"] is not None:
-            d_in = d_in * cache["masks"][l - 1]
-        d_out = d_in
-    return d_out, dh0, dc0, grads
+    dx, (dh0, dc0), grads = stack.backward(cache, dy, (dh_n, dc_n))
+    return dx, dh0, dc0, grads
