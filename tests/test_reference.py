@@ -19,6 +19,7 @@ import importlib.util
 import itertools
 import math
 import pathlib
+import types
 
 import numpy as np
 from _fd import central_diff
@@ -425,76 +426,113 @@ def test_reference_defaults_and_dtype():
 # at a time
 # ----------------------------------------------------------------------------
 
-def _torch_lstm_rowwise(x, params, L, D, H, P, h0, c0, lengths, dropout_masks, keep, clip,
-                        dy, dhn, dcn):
-    """An LSTM oracle in torch autograd, from the equations: each row runs only its own
-    steps (t < lengths[b], the reverse direction from lengths[b]-1 down); peepholes,
-    projection and biases where params has them; each gate pre-activation (biases and
-    peepholes added) goes through torch.clamp(-clip, clip) before its activation;
-    zoneout h_t = k h_{t-1} + (1-k) h̃_t with k = keep[l][t, b, direction's units] (a
-    mask) or k = p (eval), c untouched; dropout_masks between layers. Returns numpy y,
-    hn, cn, dx, dh0, dc0, grads of loss sum(y dy) + sum(hn dhn) + sum(cn dcn), and pre:
-    every gate pre-activation computed, before the clip."""
+def _torch_rowwise_stack(step, x, params, L, D, state0, lengths, dropout_masks, keep,
+                         d_out, d_state_n):
+    """A recurrent stack in torch autograd, one row and one step at a time: each row runs
+    only its own steps (t < lengths[b], the reverse direction from lengths[b]-1 down);
+    step(w, x_t, state) -> new state for one row, w: the direction's tensors by stem;
+    zoneout on h: h_t = k h_{t-1} + (1-k) h̃_t with k = keep[l][t, b, direction's units]
+    (a mask) or k = p (eval), the other states untouched; dropout_masks between layers.
+    Returns numpy y, the final states, dx, the initial states' gradients and grads of
+    loss sum(y d_out) + sum over states of sum(state_n d_state_n)."""
     torch = pytest.importorskip("torch")
     T, B, _ = x.shape
-    Ho = P or H
     prm = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     xt = torch.tensor(x, requires_grad=True)
-    h0t = torch.tensor(h0, requires_grad=True)
-    c0t = torch.tensor(c0, requires_grad=True)
+    s0 = [torch.tensor(s, requires_grad=True) for s in state0]
+    Hh = state0[0].shape[-1]
+    inp = xt
+    final = [[[None] * B for _ in range(L * D)] for _ in s0]          # final[s][l*D+d][b]
+    for l in range(L):
+        out = [[[torch.zeros(Hh, dtype=torch.float64)] * D for _ in range(B)]
+               for _ in range(T)]                                   # out[t][b][d]
+        for d in range(D):
+            sfx = f"_l{l}" + ("_reverse" if d else "")
+            w = {k[:-len(sfx)]: v for k, v in prm.items() if k.endswith(sfx)}
+            for b in range(B):
+                n = int(lengths[b])
+                state = tuple(s[l * D + d, b] for s in s0)
+                for t in (range(n - 1, -1, -1) if d == 1 else range(n)):
+                    new = step(w, inp[t, b], state)
+                    h = new[0]
+                    if keep is not None:
+                        k = keep if np.isscalar(keep) else \
+                            torch.tensor(keep[l][t, b, d * Hh:(d + 1) * Hh])
+                        h = k * state[0] + (1 - k) * h
+                    state = (h,) + tuple(new[1:])
+                    out[t][b][d] = h
+                for f, s in zip(final, state):
+                    f[l * D + d][b] = s
+        inp = torch.stack([torch.stack([torch.cat(out[t][b]) for b in range(B)])
+                           for t in range(T)])
+        if l < L - 1 and dropout_masks is not None:
+            inp = inp * torch.tensor(dropout_masks[l])
+    final = [torch.stack([torch.stack(r) for r in f]) for f in final]
+    loss = (inp * torch.tensor(d_out)).sum()
+    for f, g in zip(final, d_state_n):
+        loss = loss + (f * torch.tensor(g)).sum()
+    loss.backward()
+    return dict(y=inp.detach().numpy(), final=[f.detach().numpy() for f in final],
+                dx=xt.grad.numpy(), d_state0=[s.grad.numpy() for s in s0],
+                grads={k: v.grad.numpy() for k, v in prm.items()})
+
+
+def _torch_lstm_rowwise(x, params, L, D, h0, c0, lengths, dropout_masks, keep, clip,
+                        dy, dhn, dcn):
+    """The LSTM in _torch_rowwise_stack, from the equations: peepholes, projection and
+    biases where params has them; each gate pre-activation (biases and peepholes added)
+    goes through torch.clamp(-clip, clip) before its activation. Returns numpy y, hn,
+    cn, dx, dh0, dc0, grads, and pre: every gate pre-activation computed, before the
+    clip."""
+    torch = pytest.importorskip("torch")
     pre = []
 
     def act(fn, a):
         pre.append(a.detach().numpy().copy())
         return fn(a if clip is None else torch.clamp(a, -clip, clip))
 
-    zero = torch.zeros(Ho, dtype=torch.float64)
-    inp = xt
-    hn = [[None] * B for _ in range(L * D)]
-    cn = [[None] * B for _ in range(L * D)]
-    for l in range(L):
-        out = [[[zero] * D for _ in range(B)] for _ in range(T)]     # out[t][b][d]
-        for d in range(D):
-            sfx = f"_l{l}" + ("_reverse" if d else "")
-            w = {k[:-len(sfx)]: v for k, v in prm.items() if k.endswith(sfx)}
-            for b in range(B):
-                n = int(lengths[b])
-                h, c = h0t[l * D + d, b], c0t[l * D + d, b]
-                for t in (range(n - 1, -1, -1) if d == 1 else range(n)):
-                    a = w["weight_ih"] @ inp[t, b] + w["weight_hh"] @ h
-                    if "bias_ih" in w:
-                        a = a + w["bias_ih"] + w["bias_hh"]
-                    a_i, a_f, a_g, a_o = a.chunk(4)
-                    if "weight_ph" in w:
-                        a_i = a_i + w["weight_ph"][0] * c
-                        a_f = a_f + w["weight_ph"][1] * c
-                    i, f = act(torch.sigmoid, a_i), act(torch.sigmoid, a_f)
-                    c = f * c + i * act(torch.tanh, a_g)
-                    if "weight_ph" in w:
-                        a_o = a_o + w["weight_ph"][2] * c
-                    h_new = act(torch.sigmoid, a_o) * torch.tanh(c)
-                    if "weight_hr" in w:
-                        h_new = w["weight_hr"] @ h_new
-                    if keep is not None:
-                        k = keep if np.isscalar(keep) else \
-                            torch.tensor(keep[l][t, b, d * Ho:(d + 1) * Ho])
-                        h_new = k * h + (1 - k) * h_new
-                    h = h_new
-                    out[t][b][d] = h
-                hn[l * D + d][b], cn[l * D + d][b] = h, c
-        inp = torch.stack([torch.stack([torch.cat(out[t][b]) for b in range(B)])
-                           for t in range(T)])
-        if l < L - 1 and dropout_masks is not None:
-            inp = inp * torch.tensor(dropout_masks[l])
-    y = inp
-    hn = torch.stack([torch.stack(r) for r in hn])
-    cn = torch.stack([torch.stack(r) for r in cn])
-    ((y * torch.tensor(dy)).sum() + (hn * torch.tensor(dhn)).sum()
-     + (cn * torch.tensor(dcn)).sum()).backward()
-    return dict(y=y.detach().numpy(), hn=hn.detach().numpy(), cn=cn.detach().numpy(),
-                dx=xt.grad.numpy(), dh0=h0t.grad.numpy(), dc0=c0t.grad.numpy(),
-                grads={k: v.grad.numpy() for k, v in prm.items()},
+    def step(w, x_t, state):
+        h, c = state
+        a = w["weight_ih"] @ x_t + w["weight_hh"] @ h
+        if "bias_ih" in w:
+            a = a + w["bias_ih"] + w["bias_hh"]
+        a_i, a_f, a_g, a_o = a.chunk(4)
+        if "weight_ph" in w:
+            a_i = a_i + w["weight_ph"][0] * c
+            a_f = a_f + w["weight_ph"][1] * c
+        i, f = act(torch.sigmoid, a_i), act(torch.sigmoid, a_f)
+        c = f * c + i * act(torch.tanh, a_g)
+        if "weight_ph" in w:
+            a_o = a_o + w["weight_ph"][2] * c
+        h = act(torch.sigmoid, a_o) * torch.tanh(c)
+        return (w["weight_hr"] @ h if "weight_hr" in w else h), c
+
+    r = _torch_rowwise_stack(step, x, params, L, D, (h0, c0), lengths, dropout_masks, keep,
+                             dy, (dhn, dcn))
+    return dict(y=r["y"], hn=r["final"][0], cn=r["final"][1], dx=r["dx"],
+                dh0=r["d_state0"][0], dc0=r["d_state0"][1], grads=r["grads"],
                 pre=np.concatenate([np.ravel(a) for a in pre]))
+
+
+def _option_case(rng, T, B, I, H, P, L, D, bias, peephole, zoneout_mode, p):
+    """Random weights, inputs and upstream gradients for the zoneout and clip tests:
+    lengths [3, T, 1, 2][:B] (unsorted, a full row, a single step), dropout masks between
+    layers, zoneout masks keeping h_{t-1} with probability p (or p itself in eval); zo:
+    lstm_forward's zoneout keywords, keep: the oracle's."""
+    Ho = P or H
+    c = types.SimpleNamespace(
+        params=_random_params(rng, I, H, L, D == 2, bias, P, peephole, scale=0.8),
+        x=rng.standard_normal((T, B, I)), h0=rng.standard_normal((D * L, B, Ho)),
+        c0=rng.standard_normal((D * L, B, H)), lengths=np.array([3, T, 1, 2][:B]),
+        dropout=[(rng.random((T, B, D * Ho)) >= 0.25) / 0.75 for _ in range(L - 1)] or None,
+        dy=rng.standard_normal((T, B, D * Ho)), dhn=rng.standard_normal((D * L, B, Ho)),
+        dcn=rng.standard_normal((D * L, B, H)))
+    zmasks = [(rng.random((T, B, D * Ho)) < p).astype(np.float64) for _ in range(L)]
+    c.zo, c.keep = {
+        "none": (dict(), None),
+        "train": (dict(zoneout=p, zoneout_masks=zmasks, training=True), zmasks),
+        "eval": (dict(zoneout=p, training=False), p)}[zoneout_mode]
+    return c
 
 
 OPTION_CASES = list(itertools.product(
@@ -513,42 +551,24 @@ def test_lstm_zoneout_and_clip_match_torch_rowwise(layers_dirs, zoneout_mode, cl
     bias, P, peephole = cell_opts
     D = 2 if bidirectional else 1
     T, B, I, H = 5, 3, 3, 4
-    Ho = P or H
-    p = 0.3
     rng = np.random.default_rng(
         300 + OPTION_CASES.index((layers_dirs, zoneout_mode, clip, cell_opts)))
-    params = _random_params(rng, I, H, L, bidirectional, bias, P, peephole, scale=0.8)
-    x = rng.standard_normal((T, B, I))
-    h0 = rng.standard_normal((D * L, B, Ho))
-    c0 = rng.standard_normal((D * L, B, H))
-    lengths = np.array([3, 5, 1])
-    dropout = [(rng.random((T, B, D * Ho)) >= 0.25) / 0.75 for _ in range(L - 1)]
-    zmasks = [(rng.random((T, B, D * Ho)) < p).astype(np.float64) for _ in range(L)]
-    dy = rng.standard_normal((T, B, D * Ho))
-    dhn = rng.standard_normal((D * L, B, Ho))
-    dcn = rng.standard_normal((D * L, B, H))
-    zo, keep = {
-        "none": (dict(), None),
-        "train": (dict(zoneout=p, zoneout_masks=zmasks, training=True), zmasks),
-        "eval": (dict(zoneout=p, training=False), p)}[zoneout_mode]
+    c = _option_case(rng, T, B, I, H, P, L, D, bias, peephole, zoneout_mode, 0.3)
+    x, params, lengths = c.x, c.params, c.lengths
 
-    want = _torch_lstm_rowwise(x, params, L, D, H, P, h0, c0, lengths, dropout, keep, clip,
-                               dy, dhn, dcn)
+    want = _torch_lstm_rowwise(x, params, L, D, c.h0, c.c0, lengths, c.dropout, c.keep, clip,
+                               c.dy, c.dhn, c.dcn)
     kw = dict(num_layers=L, hidden_size=H, proj_size=P, bidirectional=bidirectional,
-              bias=bias, peephole=peephole, h0=h0, c0=c0, lengths=lengths,
-              dropout_masks=dropout or None)
-    y, hn, cn, cache = ref.lstm_forward(x, params, cell_clip=clip, **kw, **zo)
-    dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
-    tol = 1e-12
-    assert_close(y, want["y"], tol, "y")
-    assert_close(hn, want["hn"], tol, "h_n")
-    assert_close(cn, want["cn"], tol, "c_n")
-    assert_close(dx, want["dx"], tol, "dx")
-    assert_close(dh0, want["dh0"], tol, "dh0")
-    assert_close(dc0, want["dc0"], tol, "dc0")
+              bias=bias, peephole=peephole, h0=c.h0, c0=c.c0, lengths=lengths,
+              dropout_masks=c.dropout)
+    y, hn, cn, cache = ref.lstm_forward(x, params, cell_clip=clip, **kw, **c.zo)
+    dx, dh0, dc0, grads = ref.lstm_backward(cache, c.dy, c.dhn, c.dcn)
+    got = dict(y=y, hn=hn, cn=cn, dx=dx, dh0=dh0, dc0=dc0)
+    for k in got:
+        assert_close(got[k], want[k], 1e-12, k)
     assert sorted(grads) == sorted(want["grads"]) == sorted(params)
     for k in params:
-        assert_close(grads[k], want["grads"][k], tol, k)
+        assert_close(grads[k], want["grads"][k], 1e-12, k)
     pad = np.arange(T)[:, None] >= lengths[None, :]
     assert np.all(y[pad] == 0) and np.all(dx[pad] == 0)
     # the options did something: the clip cuts a good share of the pre-activations, but
@@ -556,7 +576,7 @@ def test_lstm_zoneout_and_clip_match_torch_rowwise(layers_dirs, zoneout_mode, cl
     if clip is not None:
         clipped = np.mean(np.abs(want["pre"]) > clip)
         assert 0.1 < clipped < 0.9, f"clipped share {clipped:.2f}"
-        y_unclipped = ref.lstm_forward(x, params, **kw, **zo)[0]
+        y_unclipped = ref.lstm_forward(x, params, **kw, **c.zo)[0]
         assert np.max(np.abs(y_unclipped - y)) > 1e-3
     if zoneout_mode != "none":
         y_plain = ref.lstm_forward(x, params, cell_clip=clip, **kw)[0]
@@ -642,23 +662,13 @@ def test_lstm_zoneout_and_clip_gradients_match_finite_differences(mode):
     T, B, I, H, P, L, D = 4, 3, 3, 3, 2, 2, 2
     clip = 1.0
     rng = np.random.default_rng(41 if mode == "train" else 42)
-    params = _random_params(rng, I, H, L, True, True, P, True, scale=0.8)
-    x = rng.standard_normal((T, B, I))
-    h0 = rng.standard_normal((D * L, B, P))
-    c0 = rng.standard_normal((D * L, B, H))
-    lengths = np.array([4, 1, 3])
-    dropout = [(rng.random((T, B, D * P)) >= 0.3) / 0.7]
-    zmasks = [(rng.random((T, B, D * P)) < 0.4).astype(np.float64) for _ in range(L)]
-    zo, keep = ((dict(zoneout=0.4, zoneout_masks=zmasks, training=True), zmasks)
-                if mode == "train" else (dict(zoneout=0.4, training=False), 0.4))
-    dy = rng.standard_normal((T, B, D * P))
-    dhn = rng.standard_normal((D * L, B, P))
-    dcn = rng.standard_normal((D * L, B, H))
+    c = _option_case(rng, T, B, I, H, P, L, D, True, True, mode, 0.4)
+    x, params, h0, c0, dy, dhn, dcn = c.x, c.params, c.h0, c.c0, c.dy, c.dhn, c.dcn
     kw = dict(num_layers=L, hidden_size=H, proj_size=P, bidirectional=True, peephole=True,
-              lengths=lengths, dropout_masks=dropout, cell_clip=clip, **zo)
+              lengths=c.lengths, dropout_masks=c.dropout, cell_clip=clip, **c.zo)
 
     pytest.importorskip("torch")
-    pre = _torch_lstm_rowwise(x, params, L, D, H, P, h0, c0, lengths, dropout, keep, clip,
+    pre = _torch_lstm_rowwise(x, params, L, D, h0, c0, c.lengths, c.dropout, c.keep, clip,
                               dy, dhn, dcn)["pre"]
     assert np.min(np.abs(np.abs(pre) - clip)) > 1e-3, "a pre-activation sits at the kink"
     assert 0.1 < np.mean(np.abs(pre) > clip) < 0.9
@@ -701,10 +711,8 @@ def test_lstm_zoneout_mask_sense_and_clip_limits():
                                     **kw)
     np.testing.assert_array_equal(hn, h0)
     assert np.min(np.abs(cn - c0)) > 0          # c is not zoned out
-    for b in range(B):
-        for t in range(T):
-            want = np.concatenate([h0[2], h0[3]], axis=1)[b] if t < lengths[b] else 0.0
-            np.testing.assert_array_equal(y[t, b], want)
+    valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+    np.testing.assert_array_equal(y, np.where(valid, np.concatenate(h0[2:], axis=1), 0.0))
     plain = ref.lstm_forward(x, params, **kw)
     zeros = [np.zeros((T, B, 2 * P)) for _ in range(L)]
     for got in (ref.lstm_forward(x, params, zoneout=0.5, zoneout_masks=zeros, training=True,
@@ -716,18 +724,19 @@ def test_lstm_zoneout_mask_sense_and_clip_limits():
 
 
 def test_lstm_zoneout_and_clip_argument_errors():
-    T, B, I, H = 3, 2, 2, 3
+    """The LSTM's zoneout masks cover its output h: D*proj_size wide with a projection
+    (the other zoneout argument errors are the stack's, tested with the GRU's); cell_clip
+    must be positive."""
+    T, B, I, H, P = 3, 2, 2, 3, 2
     rng = np.random.default_rng(1)
-    params = _random_params(rng, I, H, 1, False, True, 0, False)
+    params = _random_params(rng, I, H, 1, True, True, P, False)
     x = rng.standard_normal((T, B, I))
-    kw = dict(num_layers=1, hidden_size=H)
+    kw = dict(num_layers=1, hidden_size=H, proj_size=P, bidirectional=True, training=True)
+    ref.lstm_forward(x, params, zoneout=0.2, zoneout_masks=[np.ones((T, B, 2 * P))], **kw)
+    with pytest.raises(ValueError, match=r"shape \(3, 2, 4\)"):
+        ref.lstm_forward(x, params, zoneout=0.2, zoneout_masks=[np.ones((T, B, 2 * H))], **kw)
     with pytest.raises(ValueError, match="zoneout_masks"):
-        ref.lstm_forward(x, params, zoneout=0.2, training=True, **kw)
-    with pytest.raises(ValueError, match="zoneout_masks"):
-        ref.lstm_forward(x, params, zoneout=0.2, zoneout_masks=[np.ones((T, B, H))], **kw)
-    with pytest.raises(ValueError, match="shape"):
-        ref.lstm_forward(x, params, zoneout=0.2, zoneout_masks=[np.ones((T, B, 2 * H))],
-                         training=True, **kw)
+        ref.lstm_forward(x, params, zoneout=0.2, **kw)
     for bad in (0.0, -1.0):
         with pytest.raises(ValueError, match="cell_clip"):
             ref.lstm_forward(x, params, cell_clip=bad, **kw)
