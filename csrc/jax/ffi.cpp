@@ -2,9 +2,9 @@
 // over the public C++ API. Built into the Python module when the XLA FFI
 // headers are found (see CMakeLists.txt); fastlstm/jax.py registers them.
 //
-// Weights (remaining arguments) per direction, in this order: w_ih [4H,I],
-// w_hh [4H,Ho], then b_ih, b_hh [4H] (bias), w_hr [P,H] (P > 0), w_ph [3,H]
-// (peephole). lengths is int32 [B], or [0] for none.
+// Weights (remaining arguments) per direction: the LSTM cell spec's
+// parameters that the layer has, in the spec's order (cell_spec.h; w_ih,
+// w_hh, b_ih, b_hh, w_hr, w_ph). lengths is int32 [B], or [0] for none.
 #include "jax/ffi.h"
 
 #include <cstring>
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/lstm_params.h"
 #include "fastlstm/lstm.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -61,25 +62,27 @@ Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int
   return c;
 }
 
+// The LSTM spec's parameters one direction has (their indices j), in argument order.
+std::vector<int> present_params(const Config& c) {
+  std::vector<int> js;
+  for (int j = 0; j < detail::kLstmParams; ++j)
+    if (detail::lstm_param_present(j, c.d, c.bias)) js.push_back(j);
+  return js;
+}
+
 // The expected element counts of one direction's weights, in argument order.
 std::vector<int64_t> weight_counts(const Config& c) {
-  const LayerDims& d = c.d;
-  std::vector<int64_t> n{4 * d.H * d.I, 4 * d.H * d.hout()};
-  if (c.bias) n.insert(n.end(), {4 * d.H, 4 * d.H});
-  if (d.P > 0) n.push_back(d.P * d.H);
-  if (d.peephole) n.push_back(3 * d.H);
+  std::vector<int64_t> n;
+  for (int j : present_params(c)) n.push_back(detail::lstm_param_size(j, c.d));
   return n;
 }
 
 // One direction's DirWeights or DirGrads from its pointers in argument order.
 template <class Dir, class Ptr>
 void fill_direction(const Config& c, const std::vector<Ptr>& p, Dir& out) {
-  size_t j = 2;
-  out.w_ih = p[0];
-  out.w_hh = p[1];
-  if (c.bias) { out.b_ih = p[j++]; out.b_hh = p[j++]; }
-  if (c.d.P > 0) out.w_hr = p[j++];
-  if (c.d.peephole) out.w_ph = p[j++];
+  const auto fields = detail::lstm_fields<Dir>();
+  size_t i = 0;
+  for (int j : present_params(c)) out.*fields[j] = p[i++];
 }
 
 template <class T>

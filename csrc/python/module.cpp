@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/lstm_params.h"
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
 #include "fastlstm/cell_spec.h"
@@ -78,37 +79,30 @@ Args unpack(py::tuple dims, const py::object& lengths, int num_threads, const st
   return a;
 }
 
-// The DirWeights / DirGrads member of each LSTM parameter, in the spec's order.
-template <class Ptrs>
-std::array<decltype(&Ptrs::w_ih), 6> lstm_fields() {
-  return {&Ptrs::w_ih, &Ptrs::w_hh, &Ptrs::b_ih, &Ptrs::b_hh, &Ptrs::w_hr, &Ptrs::w_ph};
-}
-
 // Weights of each direction: one entry per parameter of the LSTM's cell spec,
 // in its order; None where the layer has no such parameter.
 template <class T, class Ptrs>
 std::vector<Ptrs> params(const py::sequence& seq, const LayerDims& d, bool writable,
                          const char* what) {
+  using namespace detail;
   const CellSpec& spec = cell_spec(Cell::lstm);
   if (static_cast<int64_t>(seq.size()) != d.D)
     throw py::value_error(std::string(what) + ": expected one entry per direction");
   std::vector<Ptrs> out(d.D);
   for (int64_t k = 0; k < d.D; ++k) {
     py::tuple t = seq[k].cast<py::tuple>();
-    if (static_cast<int>(t.size()) != spec.n_params)
-      throw py::value_error(std::string(what) + ": expected " + std::to_string(spec.n_params) +
+    if (static_cast<int>(t.size()) != kLstmParams)
+      throw py::value_error(std::string(what) + ": expected " + std::to_string(kLstmParams) +
                             " entries per direction");
-    int j = 0;
-    for (auto field : lstm_fields<Ptrs>()) {
-      const ParamSpec& ps = spec.params[j];
-      const bool present = param_present(ps, true, d.P, d.peephole);
-      const int64_t n = extent_size(ps.rows, spec, d.I, d.H, d.P) *
-                        extent_size(ps.cols, spec, d.I, d.H, d.P);
+    const auto fields = lstm_fields<Ptrs>();
+    for (int j = 0; j < kLstmParams; ++j) {
+      const char* name = spec.params[j].name;
+      const int64_t n = lstm_param_size(j, d);
       // biases are optional (bias=False passes None); the others exist exactly when present
-      out[k].*field = ps.when == When::bias ? optional_buffer<T>(t[j], ps.name, n, writable)
-                      : present             ? buffer<T>(t[j], ps.name, n, writable)
-                                            : nullptr;
-      ++j;
+      out[k].*fields[j] = spec.params[j].when == When::bias
+                              ? optional_buffer<T>(t[j], name, n, writable)
+                          : lstm_param_present(j, d, true) ? buffer<T>(t[j], name, n, writable)
+                                                           : nullptr;
     }
   }
   return out;
