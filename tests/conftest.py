@@ -1,5 +1,39 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules: thread counts, kernel paths (ISA),
+and torch's threads for the torch adapter's tests."""
 import pytest
+
+
+@pytest.fixture
+def restore_threads():
+    """fastlstm's thread count as it was before the test (tests set their own)."""
+    import fastlstm
+    n = fastlstm.get_num_threads()
+    yield
+    fastlstm.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread(restore_threads):
+    """fastlstm on one thread: a small model's run time stays predictable on a
+    busy machine. Results do not depend on the thread count
+    (test_determinism.py, test_isa_paths.py)."""
+    import fastlstm
+    fastlstm.set_num_threads(1)
+
+
+def _isas():
+    try:
+        import fastlstm
+    except ImportError:  # the references' tests also run without the extension
+        return []
+    return fastlstm.available_isas()
+
+
+@pytest.fixture(params=_isas())
+def isa(request, monkeypatch):
+    """Each kernel path this CPU runs, selected through FASTLSTM_ISA."""
+    monkeypatch.setenv("FASTLSTM_ISA", request.param)
+    return request.param
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ fastlstm = pytest.importorskip("fastlstm")
 from fastlstm import reference as ref  # noqa: E402
 from fastlstm.functional import lstm_forward, pack  # noqa: E402
 
-ISAS = fastlstm.available_isas()
-
 
 def to_bf16(a):
     """Nearest bfloat16 (ties to even), back as float32; NaN stays NaN."""
@@ -30,19 +28,6 @@ def to_bf16(a):
 def rounded_state(sd):
     return {k: (to_bf16(v) if k.startswith(("weight_ih", "weight_hh")) else v)
             for k, v in sd.items()}
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("FASTLSTM_ISA", request.param)
-    return request.param
-
-
-@pytest.fixture
-def threads():
-    n = fastlstm.get_num_threads()
-    yield
-    fastlstm.set_num_threads(n)
 
 
 def test_rounding_helper_is_nearest_even():
@@ -66,7 +51,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 @pytest.mark.parametrize("nt", [1, 2])
-def test_matches_reference_on_rounded_weights(case, nt, isa, threads):
+def test_matches_reference_on_rounded_weights(case, nt, isa, restore_threads):
     fastlstm.set_num_threads(nt)
     case = dict(case)
     T, B, I, H = case.pop("T"), case.pop("B"), 20, 37

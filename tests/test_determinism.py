@@ -8,11 +8,7 @@ fastlstm = pytest.importorskip("fastlstm")
 T, B, I, H, L = 16, 9, 70, 130, 2
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = fastlstm.get_num_threads()
-    yield
-    fastlstm.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def rand(shape, dtype, seed):

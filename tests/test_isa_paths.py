@@ -36,11 +36,7 @@ ISAS = fastlstm.available_isas()
 CHUNK_BYTES = 2 << 20           # the forward's projection chunk (csrc/cpu/layer_forward.cpp)
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = fastlstm.get_num_threads()
-    yield
-    fastlstm.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def test_scalar_path_is_always_available():

@@ -38,13 +38,6 @@ TORCH_TOL = {F32: 1e-5, F64: 1e-10}
 # helpers
 # ----------------------------------------------------------------------------
 
-@pytest.fixture
-def restore_threads():
-    n = fastlstm.get_num_threads()
-    yield
-    fastlstm.set_num_threads(n)
-
-
 def random_params(rng, shapes, dtype, scale=0.6):
     return {k: rng.uniform(-scale, scale, s).astype(dtype) for k, s in shapes.items()}
 

@@ -40,14 +40,7 @@ class Adam:
             p -= (self.lr * mh / (np.sqrt(vh) + self.eps)).astype(p.dtype)  # in place
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # A small model: one thread keeps the run time predictable on a busy
-    # machine. Results do not depend on the thread count (test_determinism.py).
-    n = fastlstm.get_num_threads()
-    fastlstm.set_num_threads(1)
-    yield
-    fastlstm.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("seed", [0, 3])
