@@ -58,6 +58,8 @@ def test_example_builds_and_runs(prefix, tmp_path, example, exe):
     assert "gradient check passed" in out, out
     if example == "c":
         assert "status 1" in out and "packed from float64 weights" in out, out
+    else:  # the backend seam refuses a backend that is not built
+        assert "refused as expected: backend: 'cuda' is not built" in out, out
 
 
 @pytest.mark.parametrize("prefix", ["shared"], indirect=True)  # ctypes loads the .so

@@ -17,6 +17,20 @@ void require(bool ok, const std::string& msg) {
 int64_t vector_bytes(Isa isa) { return isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16; }
 }  // namespace
 
+const char* backend_name(Backend b) {
+  switch (b) {
+    case Backend::cpu: return "cpu";
+    case Backend::cuda: return "cuda";
+  }
+  return "unknown";
+}
+
+void check_backend(const ExecConfig& cfg) {
+  require(cfg.backend == Backend::cpu,
+          std::string("backend: '") + backend_name(cfg.backend) +
+              "' is not built into this fastlstm (backends: cpu)");
+}
+
 int64_t check_layer(const LayerDims& d, const int64_t* lengths) {
   using detail::checked_mul;
   require(d.T >= 1, "x: the sequence length T must be >= 1, got " + std::to_string(d.T));

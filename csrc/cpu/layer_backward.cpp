@@ -266,6 +266,7 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
                            const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
                            const DirGrads<T>* g, const ExecConfig& cfg) {
   check_layer(d, lengths);
+  check_backend(cfg);
   pw.check(d, cfg.isa, true);
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
   const int nt = checked_threads(cfg.num_threads);
@@ -311,6 +312,7 @@ void layer_backward(const LayerDims& d, const DirWeights<T>* w, const T* x,
                     const int64_t* lengths, const T* /*h0: saved in ws*/, const T* c0,
                     const T* ws, const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
                     const DirGrads<T>* g, const ExecConfig& cfg) {
+  check_backend(cfg);
   check_layer(d, lengths);
   const PackedLayer<T> pw(d, w, cfg.isa, true, cfg.num_threads);
   detail::layer_backward_packed(d, pw.impl(), x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,

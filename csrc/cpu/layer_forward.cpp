@@ -201,6 +201,7 @@ template <class T>
 void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                           const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn,
                           T* cn, T* ws, const ExecConfig& cfg) {
+  check_backend(cfg);
   check_layer(d, lengths);
   pw.check(d, cfg.isa, false);  // a training forward needs no backward panels
   if (ws != nullptr && pw.bf16)
@@ -267,6 +268,7 @@ void layer_forward(const LayerDims& d, const PackedLayer<T>& w, const T* x,
 template <class T>
 void layer_forward(const LayerDims& d, const DirWeights<T>* w, const T* x, const int64_t* lengths,
                    const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws, const ExecConfig& cfg) {
+  check_backend(cfg);
   check_layer(d, lengths);
   const PackedLayer<T> pw(d, w, cfg.isa, ws != nullptr, cfg.num_threads);
   detail::layer_forward_packed(d, pw.impl(), x, lengths, h0, c0, y, hn, cn, ws, cfg);

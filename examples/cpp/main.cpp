@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 using fastlstm::DirGrads;
@@ -103,5 +104,17 @@ int main() {
     return 1;
   }
   std::printf("gradient check passed (max error %.1e)\n", err);
+
+  // a backend this build does not have is refused before any work
+  ExecConfig gpu = p.cfg;
+  gpu.backend = fastlstm::Backend::cuda;
+  try {
+    fastlstm::layer_forward<double>(d, packed, p.x.data(), p.lengths.data(), p.h0.data(),
+                                    p.c0.data(), y.data(), hn.data(), cn.data(), nullptr, gpu);
+    std::printf("backend cuda was not refused\n");
+    return 1;
+  } catch (const std::invalid_argument& e) {
+    std::printf("refused as expected: %s\n", e.what());
+  }
   return 0;
 }

@@ -45,9 +45,14 @@ struct LayerDims {
   int64_t hout() const { return P > 0 ? P : H; }
 };
 
+// Where a call runs. Every entry point dispatches on it once (the backend
+// seam); this build has the cpu backend only, and any other raises.
+enum class Backend : int { cpu = 0, cuda = 1 };
+
 struct ExecConfig {
   int num_threads = 1;    // >= 1; the OpenMP team size of every parallel region
   Isa isa = Isa::scalar;  // must be supported by the CPU (see best_isa)
+  Backend backend = Backend::cpu;
 };
 
 template <class T>
@@ -74,6 +79,12 @@ struct DirGrads {  // accumulated into (+=); same shapes as DirWeights
 bool isa_supported(Isa isa);
 Isa best_isa();
 const char* isa_name(Isa isa);
+
+const char* backend_name(Backend b);
+
+// The backend seam: throws std::invalid_argument when cfg names a backend this
+// build does not have (every entry point calls it before any work).
+void check_backend(const ExecConfig& cfg);
 
 // Checks dims and lengths (throws std::invalid_argument naming the argument,
 // std::length_error when a byte count would overflow). Returns N.
