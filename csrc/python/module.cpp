@@ -10,8 +10,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "core/checked.h"
 #include "core/lstm_params.h"
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
@@ -264,6 +266,249 @@ void activation(const std::string& kind, py::object x, py::object y, const std::
   fn(n, px, py_);
 }
 
+// ---- internal: the kernel tables, one kernel call at a time -----------------
+// For tests of the kernels on every ISA path (tests/test_kernels.py); not an
+// API. Every array is a C-contiguous, aligned NumPy array of the kernel's
+// element type, already in the kernel's layout (cpu/kernels.h), of at least
+// the elements the kernel reads or writes given the sizes and strides; each
+// size is checked before the call, so no call reads or writes out of bounds.
+// Outputs are written into the given arrays. W, NR = 4W, MR, MR16 and the
+// bfloat16 order come from _kernel_geometry(isa, dtype).
+
+// The data of `o` after checking that it holds at least `need` elements of E.
+template <class E>
+E* kernel_array(const py::object& o, const char* name, int64_t need, bool writable) {
+  if (!py::isinstance<py::array>(o))
+    throw py::type_error(std::string(name) + ": expected a numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(o);
+  if (!a.dtype().equal(py::dtype::of<E>()))
+    throw py::type_error(std::string(name) + ": expected dtype " +
+                         std::string(py::str(py::dtype::of<E>())) + ", got " +
+                         std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style) || !a.attr("flags").attr("aligned").cast<bool>())
+    throw py::value_error(std::string(name) + ": expected a C-contiguous, aligned array");
+  if (a.size() < need)
+    throw py::value_error(std::string(name) + ": expected at least " + std::to_string(need) +
+                          " elements, got " + std::to_string(a.size()));
+  if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
+  return static_cast<E*>(const_cast<void*>(a.data()));
+}
+
+// Elements spanned by `rows` rows of `width` elements each, `ld` apart.
+int64_t kernel_span(int64_t rows, int64_t ld, int64_t width, const char* name) {
+  using detail::checked_add;
+  using detail::checked_mul;
+  if (ld < width)
+    throw py::value_error(std::string(name) + ": leading dimension " + std::to_string(ld) +
+                          " < row width " + std::to_string(width));
+  return rows <= 0 || width <= 0 ? 0 : checked_add(checked_mul(rows - 1, ld, name), width, name);
+}
+
+void kernel_check(bool ok, const std::string& what) {
+  if (!ok) throw py::value_error(what);
+}
+
+py::dict kernel_geometry(const std::string& isa, const std::string& dtype) {
+  py::dict g;
+  auto fill = [&](const auto& k) {
+    g["W"] = k.W;
+    g["NR"] = k.NR;
+    g["MR"] = k.MR;
+    g["MR16"] = k.MR16;  // 0 where there are no bfloat16 kernels (float64)
+    py::list order;      // float index at position s of a group of 2W bfloat16 weights
+    if (k.bf16_order)
+      for (int s = 0; s < 2 * k.W; ++s) order.append(k.bf16_order(s));
+    g["bf16_order"] = order;
+  };
+  if (dtype == "float32")
+    fill(detail::kernels_for<float>(parse_isa(isa)));
+  else if (dtype == "float64")
+    fill(detail::kernels_for<double>(parse_isa(isa)));
+  else
+    throw py::value_error("dtype: expected 'float32' or 'float64', got '" + dtype + "'");
+  return g;
+}
+
+// GemmKernels::tile / tile_bf16 (WT = uint16_t):
+//   c[m*ldc + j] = (acc ? c[m*ldc + j] : 0) + sum_k a[m*rsa + k*csa] * bp[k*NR + j]
+//   m < mr (1..MR, or MR16 for bfloat16), j < nr (1..NR), k < kc;
+//   a: any strides rsa, csa >= 0 (row-major [mr,lda]: rsa=lda, csa=1; packed
+//   A tile [kc][mr]: rsa=1, csa=mr); bp [kc,NR] one packed panel (bfloat16:
+//   uint16 [kc,NR], each group of 2W in bf16_order); c [mr,ldc], ldc >= nr.
+template <class T, class WT>
+void kernel_tile(const std::string& isa, int64_t kc, py::object a, int64_t rsa, int64_t csa,
+                 py::object bp, py::object c, int64_t ldc, int64_t mr, int64_t nr, bool acc,
+                 bool split_k) {
+  using detail::checked_add;
+  using detail::checked_mul;
+  constexpr bool bf16 = std::is_same_v<WT, uint16_t>;
+  const auto& k = detail::kernels_for<T>(parse_isa(isa));
+  const int64_t MR = bf16 ? k.MR16 : k.MR;
+  kernel_check(kc >= 0, "kc: expected >= 0");
+  kernel_check(mr >= 1 && mr <= MR, "mr: expected 1.." + std::to_string(MR));
+  kernel_check(nr >= 1 && nr <= k.NR, "nr: expected 1.." + std::to_string(k.NR));
+  kernel_check(rsa >= 0 && csa >= 0, "rsa, csa: expected >= 0");
+  // a(m,k) for m < mr, k < kc: up to a[(mr-1)*rsa + (kc-1)*csa]
+  const int64_t na = kc == 0 ? 0
+                             : checked_add(checked_add(checked_mul(mr - 1, rsa, "a"),
+                                                       checked_mul(kc - 1, csa, "a"), "a"),
+                                           1, "a");
+  const T* pa = kernel_array<T>(a, "a", na, false);
+  const WT* pb = kernel_array<WT>(bp, "bp", checked_mul(kc, k.NR, "bp"), false);
+  T* pc = kernel_array<T>(c, "c", kernel_span(mr, ldc, nr, "c"), true);
+  const auto fn = [&] {
+    if constexpr (bf16)
+      return k.tile_bf16;
+    else
+      return k.tile;
+  }();
+  py::gil_scoped_release nogil;
+  fn(kc, pa, rsa, csa, pb, pc, ldc, int(mr), int(nr), acc, split_k);
+}
+
+// GemmKernels::widen_bf16: dst [rows,NR] float32 = src [rows,NR] uint16 (bf16_order).
+void kernel_widen_bf16(const std::string& isa, int64_t rows, py::object src, py::object dst) {
+  using detail::checked_mul;
+  const auto& k = detail::kernels_for<float>(parse_isa(isa));
+  kernel_check(rows >= 0, "rows: expected >= 0");
+  const int64_t n = checked_mul(rows, k.NR, "rows");
+  const uint16_t* ps = kernel_array<uint16_t>(src, "src", n, false);
+  float* pd = kernel_array<float>(dst, "dst", n, true);
+  py::gil_scoped_release nogil;
+  k.widen_bf16(rows, ps, pd);
+}
+
+// LstmStepKernels::fwd_block[peephole][training] (fwd_block_bf16[peephole]
+// with WT = uint16_t: inference only), one unit block (W units), rows j < n:
+//   h [n,ldh] h_{t-1} (K columns read)      w [K,NR] packed W_hh panel (uint16, bf16_order)
+//   gx [n,ldgx] pre-activations x W_ih^T + b, interleaved [gate i,f,g,o][W] (NR
+//     columns; scratch, may hold running sums on return)
+//   ph [3,W] peepholes i,f,o (iff peephole)   c [n,ldc] c_{t-1} in, c_t out (W columns)
+//   out [n,ldo] o*tanh(c_t) (W columns)
+//   gsave [n,ldgs] activated gates, interleaved (NR), csave [n,ldcs] c_t (W):
+//     required with training, optional (must stay untouched) without.
+template <class T, class WT>
+void kernel_fwd_block(const std::string& isa, bool peephole, bool training, int64_t n,
+                      int64_t K, py::object h, int64_t ldh, py::object w, py::object gx,
+                      int64_t ldgx, py::object ph, py::object c, int64_t ldc, py::object out,
+                      int64_t ldo, py::object gsave, int64_t ldgs, py::object csave,
+                      int64_t ldcs, bool split_k) {
+  using detail::checked_mul;
+  constexpr bool bf16 = std::is_same_v<WT, uint16_t>;
+  const auto& k = detail::kernels_for<T>(parse_isa(isa));
+  const int64_t W = k.W, NR = k.NR;
+  kernel_check(n >= 0, "n: expected >= 0");
+  kernel_check(K >= 0, "K: expected >= 0");
+  kernel_check(!(bf16 && training), "training: the bfloat16 step is inference only");
+  kernel_check(peephole != ph.is_none(), "ph: expected an array iff peephole");
+  kernel_check(!training || (!gsave.is_none() && !csave.is_none()),
+               "gsave, csave: required with training");
+  detail::FwdBlockArgs<T> p;
+  p.n = n;
+  p.K = K;
+  p.h = kernel_array<T>(h, "h", kernel_span(n, ldh, K, "h"), false);
+  p.ldh = ldh;
+  const WT* pw = kernel_array<WT>(w, "w", checked_mul(K, NR, "w"), false);
+  if constexpr (bf16)
+    p.w16 = pw;
+  else
+    p.w = pw;
+  p.gx = kernel_array<T>(gx, "gx", kernel_span(n, ldgx, NR, "gx"), true);
+  p.ldgx = ldgx;
+  p.ph = peephole ? kernel_array<T>(ph, "ph", 3 * W, false) : nullptr;
+  p.c = kernel_array<T>(c, "c", kernel_span(n, ldc, W, "c"), true);
+  p.ldc = ldc;
+  p.out = kernel_array<T>(out, "out", kernel_span(n, ldo, W, "out"), true);
+  p.ldo = ldo;
+  if (!gsave.is_none()) {
+    p.gsave = kernel_array<T>(gsave, "gsave", kernel_span(n, ldgs, NR, "gsave"), true);
+    p.ldgs = ldgs;
+  }
+  if (!csave.is_none()) {
+    p.csave = kernel_array<T>(csave, "csave", kernel_span(n, ldcs, W, "csave"), true);
+    p.ldcs = ldcs;
+  }
+  p.split_k = split_k;
+  const auto fn = bf16 ? k.lstm.fwd_block_bf16[peephole] : k.lstm.fwd_block[peephole][training];
+  py::gil_scoped_release nogil;
+  fn(p);
+}
+
+// LstmStepKernels::bwd_block[peephole], unit blocks b < nblk, rows j < n
+// (block b is NR further in gates, W further in c, cp, dh, dc, dg; 3W in ph):
+//   gates [n,ldg] saved activated gates, interleaved [blk][i,f,g,o][W] (nblk*NR)
+//   c, cp [n,ldc], [n,ldcp] c_t, c_{t-1} (nblk*W)   dh [n,lddh] dL/d(o*tanh c_t)
+//   dc [n,lddc] dL/dc_t in, dL/dc_{t-1} out        ph [nblk,3,W] (iff peephole)
+//   dg [n,lddg] dL/d(pre-activations), gate-major: gate q of unit u at
+//     q*gstride + u (gstride >= nblk*W, lddg >= 3*gstride + nblk*W)
+template <class T>
+void kernel_bwd_block(const std::string& isa, bool peephole, int64_t n, int64_t nblk,
+                      py::object gates, int64_t ldg, py::object c, int64_t ldc, py::object cp,
+                      int64_t ldcp, py::object dh, int64_t lddh, py::object dc, int64_t lddc,
+                      py::object dg, int64_t lddg, int64_t gstride, py::object ph) {
+  using detail::checked_add;
+  using detail::checked_mul;
+  const auto& k = detail::kernels_for<T>(parse_isa(isa));
+  const int64_t W = k.W, NR = k.NR;
+  kernel_check(n >= 0, "n: expected >= 0");
+  kernel_check(nblk >= 0, "nblk: expected >= 0");
+  kernel_check(peephole != ph.is_none(), "ph: expected an array iff peephole");
+  const int64_t bw = checked_mul(nblk, W, "nblk"), bnr = checked_mul(nblk, NR, "nblk");
+  kernel_check(gstride >= bw, "gstride: expected >= nblk*W");
+  detail::BwdBlockArgs<T> p;
+  p.n = n;
+  p.nblk = nblk;
+  p.gates = kernel_array<T>(gates, "gates", kernel_span(n, ldg, bnr, "gates"), false);
+  p.ldg = ldg;
+  p.c = kernel_array<T>(c, "c", kernel_span(n, ldc, bw, "c"), false);
+  p.ldc = ldc;
+  p.cp = kernel_array<T>(cp, "cp", kernel_span(n, ldcp, bw, "cp"), false);
+  p.ldcp = ldcp;
+  p.dh = kernel_array<T>(dh, "dh", kernel_span(n, lddh, bw, "dh"), false);
+  p.lddh = lddh;
+  p.dc = kernel_array<T>(dc, "dc", kernel_span(n, lddc, bw, "dc"), true);
+  p.lddc = lddc;
+  const int64_t dg_row = checked_add(checked_mul(3, gstride, "gstride"), bw, "gstride");
+  p.dg = kernel_array<T>(dg, "dg", kernel_span(n, lddg, dg_row, "dg"), true);
+  p.lddg = lddg;
+  p.gstride = gstride;
+  p.ph = peephole ? kernel_array<T>(ph, "ph", checked_mul(3, bw, "ph"), false) : nullptr;
+  const auto fn = k.lstm.bwd_block[peephole];
+  py::gil_scoped_release nogil;
+  fn(p);
+}
+
+template <class T>
+void def_kernel_entries(py::module_& m, const char* suffix) {
+  const std::string s(suffix);
+  m.def(("_kernel_tile_" + s).c_str(), &kernel_tile<T, T>, py::arg("isa"), py::arg("kc"),
+        py::arg("a"), py::arg("rsa"), py::arg("csa"), py::arg("bp"), py::arg("c"),
+        py::arg("ldc"), py::arg("mr"), py::arg("nr"), py::arg("acc"), py::arg("split_k"));
+  m.def(("_kernel_fwd_block_" + s).c_str(), &kernel_fwd_block<T, T>, py::arg("isa"),
+        py::arg("peephole"), py::arg("training"), py::arg("n"), py::arg("K"), py::arg("h"),
+        py::arg("ldh"), py::arg("w"), py::arg("gx"), py::arg("ldgx"), py::arg("ph"),
+        py::arg("c"), py::arg("ldc"), py::arg("out"), py::arg("ldo"), py::arg("gsave"),
+        py::arg("ldgs"), py::arg("csave"), py::arg("ldcs"), py::arg("split_k"));
+  m.def(("_kernel_bwd_block_" + s).c_str(), &kernel_bwd_block<T>, py::arg("isa"),
+        py::arg("peephole"), py::arg("n"), py::arg("nblk"), py::arg("gates"), py::arg("ldg"),
+        py::arg("c"), py::arg("ldc"), py::arg("cp"), py::arg("ldcp"), py::arg("dh"),
+        py::arg("lddh"), py::arg("dc"), py::arg("lddc"), py::arg("dg"), py::arg("lddg"),
+        py::arg("gstride"), py::arg("ph"));
+}
+
+void def_kernel_entries_bf16(py::module_& m) {
+  m.def("_kernel_tile_bf16", &kernel_tile<float, uint16_t>, py::arg("isa"), py::arg("kc"),
+        py::arg("a"), py::arg("rsa"), py::arg("csa"), py::arg("bp"), py::arg("c"),
+        py::arg("ldc"), py::arg("mr"), py::arg("nr"), py::arg("acc"), py::arg("split_k"));
+  m.def("_kernel_widen_bf16", &kernel_widen_bf16, py::arg("isa"), py::arg("rows"),
+        py::arg("src"), py::arg("dst"));
+  m.def("_kernel_fwd_block_bf16", &kernel_fwd_block<float, uint16_t>, py::arg("isa"),
+        py::arg("peephole"), py::arg("training"), py::arg("n"), py::arg("K"), py::arg("h"),
+        py::arg("ldh"), py::arg("w"), py::arg("gx"), py::arg("ldgx"), py::arg("ph"),
+        py::arg("c"), py::arg("ldc"), py::arg("out"), py::arg("ldo"), py::arg("gsave"),
+        py::arg("ldgs"), py::arg("csave"), py::arg("ldcs"), py::arg("split_k"));
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = FASTLSTM_VERSION;
@@ -334,4 +579,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_info", &build_info);
   m.def("cell_specs", &cell_specs);
   m.def("cpu_features", &cpu_features);
+  // Internal: one kernel of a table per call, for tests of every ISA path.
+  m.def("_kernel_geometry", &kernel_geometry, py::arg("isa"), py::arg("dtype"));
+  def_kernel_entries<float>(m, "f32");
+  def_kernel_entries<double>(m, "f64");
+  def_kernel_entries_bf16(m);
 }
