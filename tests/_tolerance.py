@@ -51,3 +51,13 @@ def float32_reference_error(run, want64, n_perturbed=2):
     own rounding acts like such a perturbation."""
     runs = [run(F32, None)] + [run(F32, np.random.default_rng(k)) for k in range(n_perturbed)]
     return {n: max(max_abs(r[n] - want64[n]) for r in runs) for n in want64}
+
+
+def assert_rel_close(actual, expected, rtol, name=""):
+    """max|actual - expected| <= rtol * max|expected| (scale-relative)."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
+    err = float(np.max(np.abs(actual - expected), initial=0.0))
+    assert err <= rtol * scale, f"{name}: max|diff| = {err:.3e} > {rtol:.1e} * {scale:.3e}"

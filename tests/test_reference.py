@@ -23,6 +23,7 @@ import types
 
 import numpy as np
 from _fd import central_diff
+from _tolerance import assert_rel_close
 import pytest
 
 
@@ -39,16 +40,6 @@ def _load_reference():
 
 
 ref = _load_reference()
-
-
-def assert_close(actual, expected, rtol, name=""):
-    """max|actual - expected| <= rtol * max|expected| (scale-relative)."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
-    err = float(np.max(np.abs(actual - expected), initial=0.0))
-    assert err <= rtol * scale, f"{name}: max|diff| = {err:.3e} > {rtol:.1e} * {scale:.3e}"
 
 
 def _param_names(num_layers, bidirectional, bias, proj_size, peephole):
@@ -175,17 +166,17 @@ def test_reference_matches_torch_float64(num_layers, bidirectional, bias, proj_s
     dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
 
     tol = 1e-10
-    assert_close(y, want["y"], tol, "y")
-    assert_close(hn, want["hn"], tol, "h_n")
-    assert_close(cn, want["cn"], tol, "c_n")
-    assert_close(dx, want["dx"], tol, "dx")
+    assert_rel_close(y, want["y"], tol, "y")
+    assert_rel_close(hn, want["hn"], tol, "h_n")
+    assert_rel_close(cn, want["cn"], tol, "c_n")
+    assert_rel_close(dx, want["dx"], tol, "dx")
     if given_hx:
-        assert_close(dh0, want["dh0"], tol, "dh0")
-        assert_close(dc0, want["dc0"], tol, "dc0")
+        assert_rel_close(dh0, want["dh0"], tol, "dh0")
+        assert_rel_close(dc0, want["dc0"], tol, "dc0")
     assert sorted(grads) == sorted(params)
     for k in params:
         assert grads[k].shape == params[k].shape, k
-        assert_close(grads[k], want["grads"][k], tol, k)
+        assert_rel_close(grads[k], want["grads"][k], tol, k)
     if lengths is not None:   # padding: outputs and input gradients exactly zero
         pad = np.arange(T)[:, None] >= lengths[None, :]
         assert np.all(y[pad] == 0) and np.all(dx[pad] == 0)
@@ -239,15 +230,15 @@ def test_reference_dropout_masks_match_torch_stacked_by_hand():
                                         dropout_masks=masks)
     dx, dh0, dc0, grads = ref.lstm_backward(cache, dy, dhn, dcn)
     tol = 1e-10
-    assert_close(y, yt.detach().numpy(), tol, "y")
-    assert_close(hn, hnt.detach().numpy(), tol, "h_n")
-    assert_close(cn, cnt.detach().numpy(), tol, "c_n")
-    assert_close(dx, xt.grad.numpy(), tol, "dx")
-    assert_close(dh0, h0t.grad.numpy(), tol, "dh0")
-    assert_close(dc0, c0t.grad.numpy(), tol, "dc0")
+    assert_rel_close(y, yt.detach().numpy(), tol, "y")
+    assert_rel_close(hn, hnt.detach().numpy(), tol, "h_n")
+    assert_rel_close(cn, cnt.detach().numpy(), tol, "c_n")
+    assert_rel_close(dx, xt.grad.numpy(), tol, "dx")
+    assert_rel_close(dh0, h0t.grad.numpy(), tol, "dh0")
+    assert_rel_close(dc0, c0t.grad.numpy(), tol, "dc0")
     for l, m in enumerate(layers):
         for k, prm in m.named_parameters():
-            assert_close(grads[k.replace("_l0", f"_l{l}")], prm.grad.numpy(), tol, k)
+            assert_rel_close(grads[k.replace("_l0", f"_l{l}")], prm.grad.numpy(), tol, k)
     # the masks did something: without them the output differs
     y_nomask = ref.lstm_forward(x, params, num_layers=L, hidden_size=H, proj_size=P,
                                 bidirectional=True, h0=h0, c0=c0, lengths=lengths)[0]
@@ -268,14 +259,14 @@ def test_lstm_cell_forward_matches_torch_cell():
         want_h, want_c = cell(torch.tensor(x), (torch.tensor(h), torch.tensor(c)))
         got_h, got_c = ref.lstm_cell_forward(x, h, c, sd["weight_ih"], sd["weight_hh"],
                                              sd.get("bias_ih"), sd.get("bias_hh"))
-        assert_close(got_h, want_h.detach().numpy(), 1e-12, "h")
-        assert_close(got_c, want_c.detach().numpy(), 1e-12, "c")
+        assert_rel_close(got_h, want_h.detach().numpy(), 1e-12, "h")
+        assert_rel_close(got_c, want_c.detach().numpy(), 1e-12, "c")
         # unbatched
         got_h1, got_c1 = ref.lstm_cell_forward(x[0], h[0], c[0], sd["weight_ih"],
                                                sd["weight_hh"], sd.get("bias_ih"),
                                                sd.get("bias_hh"))
-        assert_close(got_h1, want_h.detach().numpy()[0], 1e-12, "h unbatched")
-        assert_close(got_c1, want_c.detach().numpy()[0], 1e-12, "c unbatched")
+        assert_rel_close(got_h1, want_h.detach().numpy()[0], 1e-12, "h unbatched")
+        assert_rel_close(got_c1, want_c.detach().numpy()[0], 1e-12, "c unbatched")
 
 
 # ----------------------------------------------------------------------------
@@ -324,9 +315,9 @@ def test_reference_peephole_forward_matches_scalar_equations():
                 reverse=d == 1, length=int(lengths[b]))
             for t in range(T):
                 want = ys.get(t, [0.0] * P)
-                assert_close(y[t, b, d * P:(d + 1) * P], np.array(want), 1e-12, f"y[{t},{b},{d}]")
-            assert_close(hn[d, b], np.array(h), 1e-12, "h_n")
-            assert_close(cn[d, b], np.array(c), 1e-12, "c_n")
+                assert_rel_close(y[t, b, d * P:(d + 1) * P], np.array(want), 1e-12, f"y[{t},{b},{d}]")
+            assert_rel_close(hn[d, b], np.array(h), 1e-12, "h_n")
+            assert_rel_close(cn[d, b], np.array(c), 1e-12, "c_n")
 
 
 def test_peephole_with_zero_weights_is_plain_lstm():
@@ -415,10 +406,10 @@ def test_reference_defaults_and_dtype():
     # float32 computation: float32 results close to float64
     y32, hn32, cn32, cache32 = ref.lstm_forward(x, params, dtype=np.float32, **kw)
     assert y32.dtype == hn32.dtype == cn32.dtype == np.float32
-    assert_close(y32, y, 1e-5, "y float32")
+    assert_rel_close(y32, y, 1e-5, "y float32")
     dx32, dh032, dc032, g32 = ref.lstm_backward(cache32, dy)
     assert dx32.dtype == np.float32 and all(g.dtype == np.float32 for g in g32.values())
-    assert_close(dx32, a[0], 1e-5, "dx float32")
+    assert_rel_close(dx32, a[0], 1e-5, "dx float32")
 
 
 # ----------------------------------------------------------------------------
@@ -565,10 +556,10 @@ def test_lstm_zoneout_and_clip_match_torch_rowwise(layers_dirs, zoneout_mode, cl
     dx, dh0, dc0, grads = ref.lstm_backward(cache, c.dy, c.dhn, c.dcn)
     got = dict(y=y, hn=hn, cn=cn, dx=dx, dh0=dh0, dc0=dc0)
     for k in got:
-        assert_close(got[k], want[k], 1e-12, k)
+        assert_rel_close(got[k], want[k], 1e-12, k)
     assert sorted(grads) == sorted(want["grads"]) == sorted(params)
     for k in params:
-        assert_close(grads[k], want["grads"][k], 1e-12, k)
+        assert_rel_close(grads[k], want["grads"][k], 1e-12, k)
     pad = np.arange(T)[:, None] >= lengths[None, :]
     assert np.all(y[pad] == 0) and np.all(dx[pad] == 0)
     # the options did something: the clip cuts a good share of the pre-activations, but
@@ -642,9 +633,9 @@ def test_cell_clip_matches_onnxruntime_lstm():
     got = run_ort(clip=clip)
     valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
     tol = 1e-5
-    assert_close(np.where(valid, got[0], 0.0), y, tol, "y")
-    assert_close(got[1], hn, tol, "h_n")
-    assert_close(got[2], cn, tol, "c_n")
+    assert_rel_close(np.where(valid, got[0], 0.0), y, tol, "y")
+    assert_rel_close(got[1], hn, tol, "h_n")
+    assert_rel_close(got[2], cn, tol, "c_n")
     # the clip mattered: ORT without it is far from the clipped reference
     assert np.max(np.abs(run_ort()[0] - got[0])) > 1e-2
 

@@ -20,6 +20,8 @@ import pathlib
 
 import numpy as np
 import pytest
+from _fd import sampled_fd_check
+from _tolerance import assert_rel_close
 
 torch = pytest.importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
@@ -39,16 +41,6 @@ def _load(name):
 ref = _load("reference_gru")
 
 TOL = 1e-12
-
-
-def assert_close(actual, expected, rtol, name=""):
-    """max|actual - expected| <= rtol * max|expected| (scale-relative)."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
-    err = float(np.max(np.abs(actual - expected), initial=0.0))
-    assert err <= rtol * scale, f"{name}: max|diff| = {err:.3e} > {rtol:.1e} * {scale:.3e}"
 
 
 def _lengths(kind, T, B, rng):
@@ -143,14 +135,14 @@ def test_gru_matches_torch_float64(num_layers, bidirectional, bias, given_h0, le
     assert y.dtype == hn.dtype == np.float64
     dx, dh0, grads = ref.gru_backward(cache, dy, dhn)
 
-    assert_close(y, want["y"], TOL, "y")
-    assert_close(hn, want["hn"], TOL, "h_n")
-    assert_close(dx, want["dx"], TOL, "dx")
+    assert_rel_close(y, want["y"], TOL, "y")
+    assert_rel_close(hn, want["hn"], TOL, "h_n")
+    assert_rel_close(dx, want["dx"], TOL, "dx")
     if given_h0:
-        assert_close(dh0, want["dh0"], TOL, "dh0")
+        assert_rel_close(dh0, want["dh0"], TOL, "dh0")
     assert sorted(grads) == sorted(params)
     for k in params:
-        assert_close(grads[k], want["grads"][k], TOL, k)
+        assert_rel_close(grads[k], want["grads"][k], TOL, k)
     if lengths is not None:   # padding: outputs and input gradients exactly zero
         pad = np.arange(T)[:, None] >= lengths[None, :]
         assert np.all(y[pad] == 0) and np.all(dx[pad] == 0)
@@ -168,10 +160,10 @@ def test_gru_cell_forward_matches_torch_cell():
         want = cell(torch.tensor(x), torch.tensor(h)).detach().numpy()
         got = ref.gru_cell_forward(x, h, sd["weight_ih"], sd["weight_hh"],
                                    sd.get("bias_ih"), sd.get("bias_hh"))
-        assert_close(got, want, TOL, "h")
+        assert_rel_close(got, want, TOL, "h")
         got1 = ref.gru_cell_forward(x[0], h[0], sd["weight_ih"], sd["weight_hh"],
                                     sd.get("bias_ih"), sd.get("bias_hh"))
-        assert_close(got1, want[0], TOL, "h unbatched")
+        assert_rel_close(got1, want[0], TOL, "h unbatched")
 
 
 # ----------------------------------------------------------------------------
@@ -213,13 +205,13 @@ def test_gru_dropout_masks_match_torch_stacked_by_hand():
     kw = dict(num_layers=L, hidden_size=H, bidirectional=True, h0=h0, lengths=lengths)
     y, hn, cache = ref.gru_forward(x, params, dropout_masks=masks, **kw)
     dx, dh0, grads = ref.gru_backward(cache, dy, dhn)
-    assert_close(y, yt.detach().numpy(), TOL, "y")
-    assert_close(hn, hnt.detach().numpy(), TOL, "h_n")
-    assert_close(dx, xt.grad.numpy(), TOL, "dx")
-    assert_close(dh0, h0t.grad.numpy(), TOL, "dh0")
+    assert_rel_close(y, yt.detach().numpy(), TOL, "y")
+    assert_rel_close(hn, hnt.detach().numpy(), TOL, "h_n")
+    assert_rel_close(dx, xt.grad.numpy(), TOL, "dx")
+    assert_rel_close(dh0, h0t.grad.numpy(), TOL, "dh0")
     for l, m in enumerate(layers):
         for k, prm in m.named_parameters():
-            assert_close(grads[k.replace("_l0", f"_l{l}")], prm.grad.numpy(), TOL, k)
+            assert_rel_close(grads[k.replace("_l0", f"_l{l}")], prm.grad.numpy(), TOL, k)
     # the masks did something: without them the output differs
     y_nomask = ref.gru_forward(x, params, **kw)[0]
     assert np.max(np.abs(y_nomask - y)) > 1e-3
@@ -311,13 +303,13 @@ def test_gru_zoneout_matches_torch_rowwise(layers_dirs, mode, bias):
               lengths=lengths, dropout_masks=dropout or None)
     y, hn, cache = ref.gru_forward(x, params, **kw, **zo)
     dx, dh0, grads = ref.gru_backward(cache, dy, dhn)
-    assert_close(y, want["y"], TOL, "y")
-    assert_close(hn, want["hn"], TOL, "h_n")
-    assert_close(dx, want["dx"], TOL, "dx")
-    assert_close(dh0, want["dh0"], TOL, "dh0")
+    assert_rel_close(y, want["y"], TOL, "y")
+    assert_rel_close(hn, want["hn"], TOL, "h_n")
+    assert_rel_close(dx, want["dx"], TOL, "dx")
+    assert_rel_close(dh0, want["dh0"], TOL, "dh0")
     assert sorted(grads) == sorted(want["grads"]) == sorted(params)
     for k in params:
-        assert_close(grads[k], want["grads"][k], TOL, k)
+        assert_rel_close(grads[k], want["grads"][k], TOL, k)
     # zoneout did something: without it the output differs
     y_plain = ref.gru_forward(x, params, **kw)[0]
     assert np.max(np.abs(y_plain - y)) > 1e-3
@@ -371,29 +363,6 @@ def test_gru_zoneout_argument_errors():
 # central finite differences, float64, sampled entries of every gradient
 # ----------------------------------------------------------------------------
 
-def _sampled_fd_check(arr, analytic, loss, rng, name, n=4, eps=1e-6, rtol=1e-7):
-    """Central differences on n random entries of arr against the analytic gradient.
-    Bound: rtol * max|analytic| over the whole array. The central difference's own
-    error is mostly rounding, ~1e-16·|loss|/eps ~ 1e-9 here (measured up to 6e-9 of
-    max|analytic|; the eps² truncation is ~1e-12), so 1e-7 is ~20x that, while a wrong
-    term errs by a sizeable fraction of the gradient."""
-    scale = float(np.max(np.abs(analytic)))
-    assert scale > 1e-3, f"{name}: gradient is ~0, the check would be vacuous"
-    flat = [np.unravel_index(i, arr.shape) for i in rng.choice(arr.size, min(n, arr.size),
-                                                                replace=False)]
-    for idx in flat:
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = loss()
-        arr[idx] = old - eps
-        down = loss()
-        arr[idx] = old
-        numeric = (up - down) / (2 * eps)
-        err = abs(numeric - analytic[idx])
-        assert err <= rtol * scale, (f"{name}{idx}: analytic {analytic[idx]:.10e}, "
-                                     f"numeric {numeric:.10e}, |diff| {err:.2e}")
-
-
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_gru_backward_matches_finite_differences(mode):
     T, B, I, H, L = 5, 3, 3, 3, 2
@@ -420,9 +389,9 @@ def test_gru_backward_matches_finite_differences(mode):
     dx, dh0, grads = ref.gru_backward(cache, dy, dhn)
     assert sorted(grads) == sorted(params)
     for k in params:
-        _sampled_fd_check(params[k], grads[k], loss, rng, k)
-    _sampled_fd_check(x, dx, loss, rng, "dx", n=8)
-    _sampled_fd_check(h0, dh0, loss, rng, "dh0", n=8)
+        sampled_fd_check(params[k], grads[k], loss, rng, k)
+    sampled_fd_check(x, dx, loss, rng, "dx", n=8)
+    sampled_fd_check(h0, dh0, loss, rng, "dh0", n=8)
     pad = np.arange(T)[:, None] >= lengths[None, :]
     assert np.all(dx[pad] == 0)
 
@@ -436,10 +405,10 @@ def test_gru_float32_computation():
     y, hn, cache = ref.gru_forward(x, params, **kw)
     y32, hn32, cache32 = ref.gru_forward(x, params, dtype=np.float32, **kw)
     assert y32.dtype == hn32.dtype == np.float32
-    assert_close(y32, y, 1e-5, "y float32")
+    assert_rel_close(y32, y, 1e-5, "y float32")
     dy = rng.standard_normal(y.shape)
     dx, _, g = ref.gru_backward(cache, dy)
     dx32, dh032, g32 = ref.gru_backward(cache32, dy)
     assert dx32.dtype == dh032.dtype == np.float32
     assert all(v.dtype == np.float32 for v in g32.values())
-    assert_close(dx32, dx, 1e-5, "dx float32")
+    assert_rel_close(dx32, dx, 1e-5, "dx float32")

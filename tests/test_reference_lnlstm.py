@@ -23,6 +23,8 @@ import pathlib
 
 import numpy as np
 import pytest
+from _fd import sampled_fd_check
+from _tolerance import assert_rel_close
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -43,16 +45,6 @@ ref = _load("reference_lnlstm")
 
 TOL = 1e-12
 EPS = 1e-5              # torch.nn.LayerNorm's default, the model's epsilon
-
-
-def assert_close(actual, expected, rtol, name=""):
-    """max|actual - expected| <= rtol * max|expected| (scale-relative)."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
-    err = float(np.max(np.abs(actual - expected), initial=0.0))
-    assert err <= rtol * scale, f"{name}: max|diff| = {err:.3e} > {rtol:.1e} * {scale:.3e}"
 
 
 def _random_params(rng, I, H, L, bidirectional, bias, scale=0.6):
@@ -198,15 +190,15 @@ def test_lnlstm_matches_torch_equations(layers_dirs, zoneout_mode, bias, with_le
     y, hn, cn, cache = ref.lnlstm_forward(x, params, **kw, **zo)
     assert y.dtype == hn.dtype == cn.dtype == np.float64
     dx, dh0, dc0, grads = ref.lnlstm_backward(cache, dy, dhn, dcn)
-    assert_close(y, want["y"], TOL, "y")
-    assert_close(hn, want["hn"], TOL, "h_n")
-    assert_close(cn, want["cn"], TOL, "c_n")
-    assert_close(dx, want["dx"], TOL, "dx")
-    assert_close(dh0, want["dh0"], TOL, "dh0")
-    assert_close(dc0, want["dc0"], TOL, "dc0")
+    assert_rel_close(y, want["y"], TOL, "y")
+    assert_rel_close(hn, want["hn"], TOL, "h_n")
+    assert_rel_close(cn, want["cn"], TOL, "c_n")
+    assert_rel_close(dx, want["dx"], TOL, "dx")
+    assert_rel_close(dh0, want["dh0"], TOL, "dh0")
+    assert_rel_close(dc0, want["dc0"], TOL, "dc0")
     assert sorted(grads) == sorted(params)
     for k in params:
-        assert_close(grads[k], want["grads"][k], TOL, k)
+        assert_rel_close(grads[k], want["grads"][k], TOL, k)
     if lengths is not None:   # padding: outputs and input gradients exactly zero
         pad = np.arange(T)[:, None] >= lengths[None, :]
         assert np.all(y[pad] == 0) and np.all(dx[pad] == 0)
@@ -226,11 +218,11 @@ def test_lnlstm_cell_forward_matches_torch_step():
         args = (p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"),
                 p["weight_ln_ih"], p["weight_ln_hh"], p["weight_ln_c"], p["bias_ln_c"])
         got_h, got_c = ref.lnlstm_cell_forward(x, h, c, *args)
-        assert_close(got_h, want_h.numpy(), TOL, "h")
-        assert_close(got_c, want_c.numpy(), TOL, "c")
+        assert_rel_close(got_h, want_h.numpy(), TOL, "h")
+        assert_rel_close(got_c, want_c.numpy(), TOL, "c")
         got_h1, got_c1 = ref.lnlstm_cell_forward(x[0], h[0], c[0], *args)
-        assert_close(got_h1, want_h.numpy()[0], TOL, "h unbatched")
-        assert_close(got_c1, want_c.numpy()[0], TOL, "c unbatched")
+        assert_rel_close(got_h1, want_h.numpy()[0], TOL, "h unbatched")
+        assert_rel_close(got_c1, want_c.numpy()[0], TOL, "c unbatched")
 
 
 def test_lnlstm_zoneout_mask_sense():
@@ -263,29 +255,6 @@ def test_lnlstm_zoneout_mask_sense():
 # central finite differences, float64, sampled entries of every gradient
 # ----------------------------------------------------------------------------
 
-def _sampled_fd_check(arr, analytic, loss, rng, name, n=4, eps=1e-6, rtol=1e-7):
-    """Central differences on n random entries of arr against the analytic gradient.
-    Bound: rtol * max|analytic| over the whole array. The central difference's own
-    error is mostly rounding, ~1e-16·|loss|/eps ~ 1e-9 here (measured up to 6e-9 of
-    max|analytic|; the eps² truncation is ~1e-12), so 1e-7 is ~20x that, while a wrong
-    term errs by a sizeable fraction of the gradient."""
-    scale = float(np.max(np.abs(analytic)))
-    assert scale > 1e-3, f"{name}: gradient is ~0, the check would be vacuous"
-    flat = [np.unravel_index(i, arr.shape) for i in rng.choice(arr.size, min(n, arr.size),
-                                                                replace=False)]
-    for idx in flat:
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = loss()
-        arr[idx] = old - eps
-        down = loss()
-        arr[idx] = old
-        numeric = (up - down) / (2 * eps)
-        err = abs(numeric - analytic[idx])
-        assert err <= rtol * scale, (f"{name}{idx}: analytic {analytic[idx]:.10e}, "
-                                     f"numeric {numeric:.10e}, |diff| {err:.2e}")
-
-
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_lnlstm_backward_matches_finite_differences(mode):
     T, B, I, H, L = 5, 3, 3, 3, 2
@@ -314,10 +283,10 @@ def test_lnlstm_backward_matches_finite_differences(mode):
     dx, dh0, dc0, grads = ref.lnlstm_backward(cache, dy, dhn, dcn)
     assert sorted(grads) == sorted(params)
     for k in params:
-        _sampled_fd_check(params[k], grads[k], loss, rng, k)
-    _sampled_fd_check(x, dx, loss, rng, "dx", n=8)
-    _sampled_fd_check(h0, dh0, loss, rng, "dh0", n=8)
-    _sampled_fd_check(c0, dc0, loss, rng, "dc0", n=8)
+        sampled_fd_check(params[k], grads[k], loss, rng, k)
+    sampled_fd_check(x, dx, loss, rng, "dx", n=8)
+    sampled_fd_check(h0, dh0, loss, rng, "dh0", n=8)
+    sampled_fd_check(c0, dc0, loss, rng, "dc0", n=8)
     pad = np.arange(T)[:, None] >= lengths[None, :]
     assert np.all(dx[pad] == 0)
 
@@ -331,10 +300,10 @@ def test_lnlstm_float32_computation():
     y, hn, cn, cache = ref.lnlstm_forward(x, params, **kw)
     y32, hn32, cn32, cache32 = ref.lnlstm_forward(x, params, dtype=np.float32, **kw)
     assert y32.dtype == hn32.dtype == cn32.dtype == np.float32
-    assert_close(y32, y, 1e-5, "y float32")
+    assert_rel_close(y32, y, 1e-5, "y float32")
     dy = rng.standard_normal(y.shape)
     dx, _, _, g = ref.lnlstm_backward(cache, dy)
     dx32, dh032, dc032, g32 = ref.lnlstm_backward(cache32, dy)
     assert dx32.dtype == dh032.dtype == dc032.dtype == np.float32
     assert all(v.dtype == np.float32 for v in g32.values())
-    assert_close(dx32, dx, 1e-5, "dx float32")
+    assert_rel_close(dx32, dx, 1e-5, "dx float32")
