@@ -166,7 +166,7 @@ def padded_hidden(name, dtype, isa):
     without a projection."""
     c = CASES[name]
     T, B, H, D = c["T"], c["B"], c["H"], (2 if c["bidir"] else 1)
-    dims = (T, B, c["I"], H, 0, D, c["peep"])
+    dims = _core.LayerDims(T=T, B=B, I=c["I"], H=H, D=D, peephole=bool(c["peep"]))
     itemsize = np.dtype(dtype).itemsize
     ws = _core.workspace_size(dims, None, isa, itemsize)
     assert ws % (T * B * D * 6) == 0

@@ -64,16 +64,10 @@ struct Args {
   const int64_t* lengths = nullptr;
 };
 
-Args unpack(py::tuple dims, const py::object& lengths, int num_threads, const std::string& isa) {
-  if (dims.size() != 7) throw py::value_error("dims: expected (T, B, I, H, P, D, peephole)");
+Args unpack(const LayerDims& dims, const py::object& lengths, int num_threads,
+            const std::string& isa) {
   Args a;
-  a.d.T = dims[0].cast<int64_t>();
-  a.d.B = dims[1].cast<int64_t>();
-  a.d.I = dims[2].cast<int64_t>();
-  a.d.H = dims[3].cast<int64_t>();
-  a.d.P = dims[4].cast<int64_t>();
-  a.d.D = dims[5].cast<int64_t>();
-  a.d.peephole = dims[6].cast<bool>();
+  a.d = dims;
   a.cfg.num_threads = num_threads;
   a.cfg.isa = parse_isa(isa);
   if (a.d.B >= 1) a.lengths = optional_buffer<int64_t>(lengths, "lengths", a.d.B, false);
@@ -147,17 +141,11 @@ py::dict cell_specs() {
 
 // The weights of one layer packed for one kernel path (see PackedLayer).
 template <class T>
-std::unique_ptr<PackedLayer<T>> pack(py::tuple shape, py::sequence weights,
+std::unique_ptr<PackedLayer<T>> pack(const LayerDims& shape, py::sequence weights,
                                      const std::string& isa, bool with_backward,
                                      int num_threads, bool bf16) {
-  if (shape.size() != 5) throw py::value_error("shape: expected (I, H, P, D, peephole)");
-  LayerDims d;
+  LayerDims d = shape;  // T and B are not the packing's: any valid value
   d.T = d.B = 1;
-  d.I = shape[0].cast<int64_t>();
-  d.H = shape[1].cast<int64_t>();
-  d.P = shape[2].cast<int64_t>();
-  d.D = shape[3].cast<int64_t>();
-  d.peephole = shape[4].cast<bool>();
   check_layer(d, nullptr);
   const Isa i = parse_isa(isa);
   const auto w = params<T, DirWeights<T>>(weights, d, false, "weights");
@@ -168,7 +156,7 @@ std::unique_ptr<PackedLayer<T>> pack(py::tuple shape, py::sequence weights,
 }
 
 template <class T>
-void forward(py::tuple dims, const PackedLayer<T>& w, py::object x, py::object lengths,
+void forward(const LayerDims& dims, const PackedLayer<T>& w, py::object x, py::object lengths,
              py::object h0, py::object c0, py::object y, py::object hn, py::object cn,
              py::object ws, int num_threads, const std::string& isa) {
   const Args a = unpack(dims, lengths, num_threads, isa);
@@ -187,7 +175,7 @@ void forward(py::tuple dims, const PackedLayer<T>& w, py::object x, py::object l
 }
 
 template <class T>
-void backward(py::tuple dims, const PackedLayer<T>& w, py::sequence grads, py::object x,
+void backward(const LayerDims& dims, const PackedLayer<T>& w, py::sequence grads, py::object x,
               py::object lengths, py::object c0, py::object ws, py::object dy, py::object dhn,
               py::object dcn, py::object dx, py::object dh0, py::object dc0, int num_threads,
               const std::string& isa) {
@@ -549,6 +537,30 @@ py::dict cpu_features() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm C++ core (internal; use the fastlstm package)";
+  // One layer's configuration as the core takes it (fastlstm/lstm.h), one object
+  // across the binding rather than a positional tuple.
+  py::class_<LayerDims>(m, "LayerDims")
+      .def(py::init([](int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int64_t D,
+                       bool peephole) {
+             LayerDims d;
+             d.T = T; d.B = B; d.I = I; d.H = H; d.P = P; d.D = D; d.peephole = peephole;
+             return d;
+           }),
+           py::kw_only(), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
+           py::arg("P") = 0, py::arg("D") = 1, py::arg("peephole") = false)
+      .def_readonly("T", &LayerDims::T)
+      .def_readonly("B", &LayerDims::B)
+      .def_readonly("I", &LayerDims::I)
+      .def_readonly("H", &LayerDims::H)
+      .def_readonly("P", &LayerDims::P)
+      .def_readonly("D", &LayerDims::D)
+      .def_readonly("peephole", &LayerDims::peephole)
+      .def("__repr__", [](const LayerDims& d) {
+        return "LayerDims(T=" + std::to_string(d.T) + ", B=" + std::to_string(d.B) +
+               ", I=" + std::to_string(d.I) + ", H=" + std::to_string(d.H) +
+               ", P=" + std::to_string(d.P) + ", D=" + std::to_string(d.D) +
+               ", peephole=" + (d.peephole ? "True" : "False") + ")";
+      });
   bind_packed<float>(m, "PackedLayerF32");
   bind_packed<double>(m, "PackedLayerF64");
   m.def("cell_forward_f32", &cell_forward<float>);
@@ -569,7 +581,7 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("workspace_size",
-        [](py::tuple dims, py::object lengths, const std::string& isa, int element_bytes) {
+        [](const LayerDims& dims, py::object lengths, const std::string& isa, int element_bytes) {
           const Args a = unpack(dims, lengths, 1, isa);
           return layer_workspace_size(a.d, a.lengths, a.cfg.isa, element_bytes);
         });

@@ -103,7 +103,8 @@ def _pack_checked(params, config, dtype, isa, with_backward, nt, bf16=False) -> 
     for k in range(L):
         per_dir = [_direction_weights(params, k, sfx, bias, peephole, P)
                    for sfx in _suffixes(bidirectional)]
-        shape = (I if k == 0 else D * Ho, H, P, D, bool(peephole))
+        shape = _core.LayerDims(T=1, B=1, I=I if k == 0 else D * Ho, H=H, P=P, D=D,
+                                peephole=bool(peephole))
         layers.append(cls(shape, [w for _, w in per_dir], isa, with_backward, nt, bf16))
         names.append([n for n, _ in per_dir])
     shapes = {k: tuple(v.shape) for k, v in params.items()}
@@ -144,7 +145,7 @@ def _checked_params(params, I, H, L, bias, bidirectional, P, peephole, dtype=Non
 
 @dataclass
 class _Layer:
-    dims: tuple          # (T, B, I, H, P, D, peephole) as the core takes it
+    dims: object         # the _core.LayerDims of the call
     packed: object       # the layer's _core.PackedLayer (with backward panels)
     names: list          # per direction, the parameter names in the cell spec's order
     x: np.ndarray        # [T,B,I] the layer's input (after dropout)
@@ -241,7 +242,7 @@ def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt):
     hn = np.empty((D * num_layers, B, Ho), dtype)
     cn = np.empty((D * num_layers, B, H), dtype)
     for k in range(num_layers):
-        dims = (T, B, inp.shape[2], H, P, D, peephole)
+        dims = _core.LayerDims(T=T, B=B, I=inp.shape[2], H=H, P=P, D=D, peephole=bool(peephole))
         h0k, c0k = h0[k * D:(k + 1) * D], c0[k * D:(k + 1) * D]
         y = np.empty((T, B, D * Ho), dtype)
         ws = None
@@ -275,7 +276,8 @@ def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
     dtype, isa, nt = ctx.dtype, ctx.isa, get_num_threads()
     bwd = _kernel("backward", dtype)
     grads = {} if grads is None else grads
-    T, B, _, H, P, D, _ = ctx.layers[0].dims
+    d = ctx.layers[0].dims
+    T, B, H, P, D = d.T, d.B, d.H, d.P, d.D
     L, Ho = len(ctx.layers), (P or H)
     dy = _checks.shaped(dy, "dy", dtype, (T, B, D * Ho))
     dh_n = np.zeros((D * L, B, Ho), dtype) if dh_n is None else \

@@ -48,8 +48,9 @@ def _fwd_call(static, x, h0, c0, lengths, weights, training: bool):
     H, P, bidirectional, _, peephole, isa, _ = static
     T, B, I = x.shape
     D, Ho = (2 if bidirectional else 1), (P or H)
-    per_row = _core.workspace_size((1, 1, I, H, P, D, peephole), None, isa,
-                                   np.dtype(x.dtype).itemsize)
+    per_row = _core.workspace_size(_core.LayerDims(T=1, B=1, I=I, H=H, P=P, D=D,
+                                                   peephole=bool(peephole)),
+                                   None, isa, np.dtype(x.dtype).itemsize)
     out = (jax.ShapeDtypeStruct((T, B, D * Ho), x.dtype),
            jax.ShapeDtypeStruct((D, B, Ho), x.dtype),
            jax.ShapeDtypeStruct((D, B, H), x.dtype),

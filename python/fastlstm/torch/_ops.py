@@ -55,7 +55,8 @@ def _layer_args(x, weights, hidden_size, proj_size, bidirectional, bias, peephol
     params, _ = functional._checked_params({n: _np(w) for n, w in zip(names, weights)}, I, H,
                                            1, bias, bidirectional, P, peephole, dtype)
     config = (I, H, 1, P, bool(bidirectional), bool(bias), bool(peephole))
-    return (T, B, I, H, P, D, bool(peephole)), params, dtype, config
+    dims = _core.LayerDims(T=T, B=B, I=I, H=H, P=P, D=D, peephole=bool(peephole))
+    return dims, params, dtype, config
 
 
 def _state(t: Tensor, name: str, dtype, shape) -> np.ndarray:
@@ -69,15 +70,16 @@ def _lengths(lengths: Optional[Tensor], B: int, T: int):
 def _workspace_per_row(dims, isa: str, itemsize: int) -> int:
     """Workspace elements per (t, b) row; the op sizes it for all T*B rows so
     that its shape never depends on the values of `lengths`."""
-    _, _, I, H, P, D, peephole = dims
-    return _core.workspace_size((1, 1, I, H, P, D, peephole), None, isa, itemsize)
+    one_row = _core.LayerDims(T=1, B=1, I=dims.I, H=dims.H, P=dims.P, D=dims.D,
+                              peephole=dims.peephole)
+    return _core.workspace_size(one_row, None, isa, itemsize)
 
 
 def _run_forward(packed_layer, dims, dtype, isa: str, nt: int, x: np.ndarray, h0, c0, lens,
                  training: bool):
     """The forward kernel of one layer -> y, h_n, c_n, workspace (empty unless
     training; sized for all T*B rows, so its shape does not depend on lengths)."""
-    T, B, _, H, P, D, _ = dims
+    T, B, H, P, D = dims.T, dims.B, dims.H, dims.P, dims.D
     Ho, tdt = P or H, _TORCH_DTYPE[dtype]
     y = torch.empty((T, B, D * Ho), dtype=tdt)
     hn = torch.empty((D, B, Ho), dtype=tdt)
@@ -98,7 +100,8 @@ def _run_backward(packed_layer, dims, dtype, isa: str, nt: int, bias: bool, x: n
                   lens, ws: Tensor, dy, dh_n, dc_n) -> list:
     """The BPTT kernel of one layer -> [dx, dh0, dc0] + the weight gradients in
     the order of `_names`."""
-    T, B, I, H, P, D, peephole = dims
+    T, B, I, H, P, D = dims.T, dims.B, dims.I, dims.H, dims.P, dims.D
+    peephole = dims.peephole
     Ho, tdt = P or H, _TORCH_DTYPE[dtype]
     need = _core.workspace_size(dims, lens, isa, dtype.itemsize)
     if ws.dtype != tdt or ws.dim() != 1 or ws.numel() < need:
@@ -127,7 +130,7 @@ def _prepare(x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional,
     """Checked arguments of one layer call and its packed weights."""
     dims, params, dtype, config = _layer_args(x, weights, hidden_size, proj_size,
                                               bidirectional, bias, peephole)
-    T, B, _, H, P, D, _ = dims
+    T, B, H, P, D = dims.T, dims.B, dims.H, dims.P, dims.D
     isa, nt = resolve_isa(), torch.get_num_threads()
     h0n = None if h0 is None else _state(h0, "h0", dtype, (D, B, P or H))
     c0n = _state(c0, "c0", dtype, (D, B, H))
@@ -155,8 +158,9 @@ def _lstm_layer_fake(x, weights, h0, c0, lengths, hidden_size, proj_size, bidire
     T, B, I = x.shape
     H, P, D = hidden_size, proj_size, 2 if bidirectional else 1
     Ho = P or H
-    per_row = _workspace_per_row((1, 1, I, H, P, D, peephole), resolve_isa(),
-                                 x.element_size())
+    per_row = _workspace_per_row(_core.LayerDims(T=1, B=1, I=I, H=H, P=P, D=D,
+                                                 peephole=bool(peephole)),
+                                 resolve_isa(), x.element_size())
     return (x.new_empty((T, B, D * Ho)), x.new_empty((D, B, Ho)), x.new_empty((D, B, H)),
             x.new_empty((T * B * per_row if training else 0,)))
 
@@ -405,7 +409,8 @@ def _infer_layer(packed, k: int, x: Tensor, h0: Tensor, c0: Tensor, lengths):
     """Layer k of `packed` without autograd: y, h_n, c_n."""
     _, H, _, P, bidirectional, _, peephole = packed.config
     T, B, In = x.shape
-    dims = (T, B, In, H, P, 2 if bidirectional else 1, peephole)
+    dims = _core.LayerDims(T=T, B=B, I=In, H=H, P=P, D=2 if bidirectional else 1,
+                           peephole=bool(peephole))
     y, hn, cn, _ = _run_forward(packed.layers[k], dims, packed.dtype, packed.isa,
                                 torch.get_num_threads(), _np(x), _np(h0), _np(c0),
                                 _lengths(lengths, B, T), False)
