@@ -27,19 +27,34 @@ import re
 
 import numpy as np
 
+from . import _spec
 from .functional import _suffixes, param_shapes
 
 __all__ = ["to_keras", "from_keras", "to_onnx", "from_onnx", "to_haste", "from_haste",
            "describe"]
 
-_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_ph)_l(\d+)(_reverse)?$")
+_KEY = re.compile(rf"^({'|'.join(p['name'] for p in _spec.SPECS['lstm']['params'])})"
+                  r"_l(\d+)(_reverse)?$")
 
 _ORDERS = {  # the order of the four gate blocks in each format
-    "torch": ("i", "f", "g", "o"),
+    "torch": tuple(_spec.SPECS["lstm"]["gate_order"]),  # fastlstm's, as torch's
     "keras": ("i", "f", "g", "o"),   # Keras calls g "c"
     "onnx": ("i", "o", "f", "g"),
     "haste": ("i", "g", "f", "o"),
 }
+
+
+# ONNX's peephole rows (i, o, f) from fastlstm's (i, f, o), and back: the
+# same swap of the last two rows both ways
+ONNX_PEEPHOLE_ROWS = (0, 2, 1)
+
+
+def onnx_gate_rows(H: int) -> np.ndarray:
+    """Row indices that take a [4H, ...] gate stack in fastlstm's (torch's) gate
+    order to ONNX's."""
+    src = _ORDERS["torch"]
+    return np.concatenate([np.arange(src.index(g) * H, (src.index(g) + 1) * H)
+                           for g in _ORDERS["onnx"]])
 
 
 def _array(a, name: str) -> np.ndarray:
@@ -190,7 +205,7 @@ def to_onnx(state_dict: dict) -> list:
                                      _reorder(b_hh, "torch", "onnx")]))
             if cfg["peephole"]:
                 ph = _array(state_dict["weight_ph" + name], "weight_ph" + name)  # rows i, f, o
-                P.append(np.concatenate([ph[0], ph[2], ph[1]]).reshape(3 * H))
+                P.append(ph[list(ONNX_PEEPHOLE_ROWS)].reshape(3 * H))
         layer = {"W": np.stack(W), "R": np.stack(R), "B": np.stack(B)}
         if P:
             layer["P"] = np.stack(P)
@@ -230,7 +245,7 @@ def from_onnx(layers: list) -> dict:
             sd["bias_hh" + name] = _reorder(B[d, 4 * H:], "onnx", "torch")
             if P is not None:  # ONNX i, o, f -> rows i, f, o
                 p = P[d].reshape(3, H)
-                sd["weight_ph" + name] = np.stack([p[0], p[2], p[1]])
+                sd["weight_ph" + name] = p[list(ONNX_PEEPHOLE_ROWS)]
     describe(sd)  # one configuration across layers (P on all or none)
     return sd
 

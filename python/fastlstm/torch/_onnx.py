@@ -22,12 +22,9 @@ from typing import Optional, Sequence, TypeVar
 import numpy as np
 import torch
 
+from ..convert import ONNX_PEEPHOLE_ROWS, onnx_gate_rows
+
 _INT32 = 6  # onnx.TensorProto.INT32
-
-
-def _gate_rows(H: int) -> np.ndarray:
-    """Row indices that take a torch [4H, ...] gate stack to ONNX's order."""
-    return np.concatenate([np.arange(g * H, (g + 1) * H) for g in (0, 3, 1, 2)])
 
 
 def _build(e, x, weights, h0, c0, lengths, H: int, P: int, bidirectional: bool, bias: bool,
@@ -43,7 +40,8 @@ def _build(e, x, weights, h0, c0, lengths, H: int, P: int, bidirectional: bool, 
         raise ValueError(f"fastlstm::lstm_layer: expected {D * n} weight tensors for "
                          f"bidirectional={bidirectional}, bias={bias}, peephole={peephole}, "
                          f"got {len(weights)}")
-    rows, prows = e.const(_gate_rows(H)), e.const(np.array([0, 2, 1], np.int64))
+    rows = e.const(onnx_gate_rows(H))
+    prows = e.const(np.array(ONNX_PEEPHOLE_ROWS, np.int64))
     flat = e.const(np.array([1, -1], np.int64))
 
     def gates(w):  # torch gate rows -> ONNX gate rows
