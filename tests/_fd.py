@@ -2,17 +2,22 @@
 import numpy as np
 
 
+def diff_at(arr: np.ndarray, idx, f, eps: float = 1e-6) -> float:
+    """d f() / d arr[idx] by a central difference, perturbing `arr` in place."""
+    old = arr[idx]
+    arr[idx] = old + eps
+    up = f()
+    arr[idx] = old - eps
+    down = f()
+    arr[idx] = old
+    return (up - down) / (2 * eps)
+
+
 def central_diff(arr: np.ndarray, f, eps: float = 1e-6) -> np.ndarray:
     """d f() / d arr by central differences, perturbing `arr` in place."""
     g = np.zeros_like(arr)
     for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = f()
-        arr[idx] = old - eps
-        down = f()
-        arr[idx] = old
-        g[idx] = (up - down) / (2 * eps)
+        g[idx] = diff_at(arr, idx, f, eps)
     return g
 
 
@@ -27,13 +32,7 @@ def sampled_fd_check(arr, analytic, loss, rng, name, n=4, eps=1e-6, rtol=1e-7):
     flat = [np.unravel_index(i, arr.shape) for i in rng.choice(arr.size, min(n, arr.size),
                                                                 replace=False)]
     for idx in flat:
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = loss()
-        arr[idx] = old - eps
-        down = loss()
-        arr[idx] = old
-        numeric = (up - down) / (2 * eps)
+        numeric = diff_at(arr, idx, loss, eps)
         err = abs(numeric - analytic[idx])
         assert err <= rtol * scale, (f"{name}{idx}: analytic {analytic[idx]:.10e}, "
                                      f"numeric {numeric:.10e}, |diff| {err:.2e}")

@@ -53,10 +53,18 @@ def float32_reference_error(run, want64, n_perturbed=2):
     return {n: max(max_abs(r[n] - want64[n]) for r in runs) for n in want64}
 
 
+def f64(a) -> np.ndarray:
+    """A float64 NumPy copy of an array, or of a torch tensor (detached)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().double().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
 def assert_rel_close(actual, expected, rtol, name=""):
-    """max|actual - expected| <= rtol * max|expected| (scale-relative)."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
+    """max|actual - expected| <= rtol * max|expected| (scale-relative), in
+    float64; arrays or torch tensors."""
+    actual = f64(actual)
+    expected = f64(expected)
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
     scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
     err = float(np.max(np.abs(actual - expected), initial=0.0))

@@ -17,6 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 flt = pytest.importorskip("fastlstm.torch")
 
+from _tolerance import assert_rel_close  # noqa: E402
+
 from fastlstm import reference as ref  # noqa: E402
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence  # noqa: E402
 
@@ -36,11 +38,7 @@ def pair(dtype=torch.float32, seed=0, **kw):
 
 
 def assert_close(got, want, dtype, name):
-    got, want = got.detach().double(), want.detach().double()
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
-    scale = max(want.abs().max().item(), 1e-30)
-    err = (got - want).abs().max().item()
-    assert err <= TOL[dtype] * scale, f"{name}: max|diff| {err:.3e} > {TOL[dtype]:.0e}*{scale:.3e}"
+    assert_rel_close(got, want, TOL[dtype], name)
 
 
 def run_and_grad(m, x, hx=None):

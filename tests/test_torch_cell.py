@@ -17,6 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 flt = pytest.importorskip("fastlstm.torch")
 
+from _tolerance import assert_rel_close  # noqa: E402
+
 import fastlstm  # noqa: E402
 from fastlstm import reference as ref  # noqa: E402
 from torch.func import functional_call, grad, jvp, vmap  # noqa: E402
@@ -43,12 +45,7 @@ def rand(*shape, dtype=F64, seed=1):
 
 
 def assert_close(got, want, dtype, name, tol=None):
-    got, want = got.detach().double(), want.detach().double()
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
-    tol = TOL[dtype] if tol is None else tol
-    scale = max(want.abs().max().item() if want.numel() else 0.0, 1e-30)
-    err = (got - want).abs().max().item() if got.numel() else 0.0
-    assert err <= tol * scale, f"{name}: max|diff| {err:.3e} > {tol:.0e}*{scale:.3e}"
+    assert_rel_close(got, want, TOL[dtype] if tol is None else tol, name)
 
 
 def run_and_grad(m, x, hx=None):

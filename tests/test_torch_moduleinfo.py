@@ -18,6 +18,8 @@ torch = pytest.importorskip("torch")
 flt = pytest.importorskip("fastlstm.torch")
 cm = pytest.importorskip("torch.testing._internal.common_modules")
 
+from _tolerance import assert_rel_close  # noqa: E402
+
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence  # noqa: E402
 
 INFO = next(m for m in cm.module_db if m.module_cls is torch.nn.LSTM)
@@ -64,11 +66,7 @@ def clone_args(args):
 
 
 def close(got, want, dtype, name):
-    got, want = got.detach().double(), want.detach().double()
-    assert got.shape == want.shape, f"{name}: {tuple(got.shape)} vs {tuple(want.shape)}"
-    scale = max(want.abs().max().item(), 1e-30)
-    err = (got - want).abs().max().item()
-    assert err <= TOL[dtype] * scale, f"{name}: {err:.3e} > {TOL[dtype]:.0e}*{scale:.3e}"
+    assert_rel_close(got, want, TOL[dtype], name)
 
 
 def leaves(args):

@@ -7,6 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 flt = pytest.importorskip("fastlstm.torch")
 
+from _tolerance import assert_rel_close  # noqa: E402
+
 import torch.autograd.forward_ad as fwAD  # noqa: E402
 from torch.func import functional_call, grad, jacfwd, jvp, vmap  # noqa: E402
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence  # noqa: E402
@@ -27,11 +29,7 @@ def pair(seed=0, **kw):
 
 
 def close(got, want, name, tol=TOL):
-    got, want = got.detach(), want.detach()
-    assert got.shape == want.shape, f"{name}: {tuple(got.shape)} vs {tuple(want.shape)}"
-    err = (got - want).abs().max().item() if got.numel() else 0.0
-    scale = max(want.abs().max().item() if want.numel() else 0.0, 1e-30)
-    assert err <= tol * scale, f"{name}: max|diff| {err:.3e} > {tol:.0e}*{scale:.3e}"
+    assert_rel_close(got, want, tol, name)
 
 
 def rand(*shape, seed=1):
