@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 flt = pytest.importorskip("fastlstm.torch")
 
 from _tolerance import assert_rel_close  # noqa: E402
+from _torch_pair import lstm_pair as pair  # noqa: E402
 
 from fastlstm import reference as ref  # noqa: E402
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence  # noqa: E402
@@ -26,15 +27,6 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}  # relative to max|torch|, as 
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def pair(dtype=torch.float32, seed=0, **kw):
-    """(torch.nn.LSTM, fastlstm.torch.LSTM) with the same weights."""
-    torch.manual_seed(seed)
-    tm = torch.nn.LSTM(**kw).to(dtype)
-    fm = flt.LSTM(**kw).to(dtype)
-    fm.load_state_dict(tm.state_dict())
-    return tm, fm
 
 
 def assert_close(got, want, dtype, name):

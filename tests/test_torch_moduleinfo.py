@@ -9,6 +9,7 @@ factory kwargs, non-contiguous input), followed by the behaviours of
 test_nn.py's RNN tests that apply on a CPU.
 """
 import copy
+import functools
 import io
 import pickle
 
@@ -19,6 +20,7 @@ flt = pytest.importorskip("fastlstm.torch")
 cm = pytest.importorskip("torch.testing._internal.common_modules")
 
 from _tolerance import assert_rel_close  # noqa: E402
+from _torch_pair import lstm_pair  # noqa: E402
 
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence  # noqa: E402
 
@@ -204,12 +206,7 @@ def test_train_and_eval_differ_only_by_dropout():
 # ------------------------------------------------------------ test_nn behaviours
 
 
-def pair(dtype=torch.float64, seed=0, **kw):
-    torch.manual_seed(seed)
-    tm = torch.nn.LSTM(**kw).to(dtype)
-    fm = flt.LSTM(**kw).to(dtype)
-    fm.load_state_dict(tm.state_dict())
-    return tm, fm
+pair = functools.partial(lstm_pair, torch.float64)
 
 
 def test_initial_hidden_state_none_is_zeros():

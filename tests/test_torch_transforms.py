@@ -2,12 +2,15 @@
 and scripting. Oracles: torch.nn.LSTM with the same state_dict (where torch
 supports the transform), a per-sample loop (where it does not), and
 gradcheck / gradgradcheck (finite differences) in float64."""
+import functools
+
 import pytest
 
 torch = pytest.importorskip("torch")
 flt = pytest.importorskip("fastlstm.torch")
 
 from _tolerance import assert_rel_close  # noqa: E402
+from _torch_pair import lstm_pair  # noqa: E402
 
 import torch.autograd.forward_ad as fwAD  # noqa: E402
 from torch.func import functional_call, grad, jacfwd, jvp, vmap  # noqa: E402
@@ -20,12 +23,7 @@ TOL = 1e-10  # float64, relative to max|torch|, as the parity tests
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def pair(seed=0, **kw):
-    torch.manual_seed(seed)
-    tm = torch.nn.LSTM(**kw).double()
-    fm = flt.LSTM(**kw).double()
-    fm.load_state_dict(tm.state_dict())
-    return tm, fm
+pair = functools.partial(lstm_pair, F64)
 
 
 def close(got, want, name, tol=TOL):
