@@ -28,7 +28,7 @@ import re
 import numpy as np
 
 from . import _spec
-from .functional import _suffixes, param_shapes
+from .functional import param_shapes
 
 __all__ = ["to_keras", "from_keras", "to_onnx", "from_onnx", "to_haste", "from_haste",
            "describe"]
@@ -141,7 +141,7 @@ def to_keras(state_dict: dict) -> list:
     out = []
     for k in range(cfg["num_layers"]):
         arrays = []
-        for sfx in _suffixes(cfg["bidirectional"]):
+        for sfx in _spec.suffixes(cfg["bidirectional"]):
             name = f"_l{k}{sfx}"
             w_ih = _array(state_dict["weight_ih" + name], "weight_ih" + name)
             w_hh = _array(state_dict["weight_hh" + name], "weight_hh" + name)
@@ -165,7 +165,7 @@ def from_keras(layers: list, *, bidirectional: bool = False) -> dict:
             raise ValueError(f"layers[{k}]: expected {per} arrays (kernel, recurrent_kernel, "
                              f"bias{' per direction' if bidirectional else ''}), got "
                              f"{len(arrays) if isinstance(arrays, (list, tuple)) else arrays!r}")
-        for d, sfx in enumerate(_suffixes(bidirectional)):
+        for d, sfx in enumerate(_spec.suffixes(bidirectional)):
             kernel, rec, bias = (_array(a, f"layers[{k}][{3 * d + j}]")
                                  for j, a in enumerate(arrays[3 * d:3 * d + 3]))
             if rec.ndim != 2 or rec.shape[1] != 4 * rec.shape[0] or kernel.ndim != 2 \
@@ -194,7 +194,7 @@ def to_onnx(state_dict: dict) -> list:
     out = []
     for k in range(cfg["num_layers"]):
         W, R, B, P = [], [], [], []
-        for sfx in _suffixes(cfg["bidirectional"]):
+        for sfx in _spec.suffixes(cfg["bidirectional"]):
             name = f"_l{k}{sfx}"
             w_ih = _array(state_dict["weight_ih" + name], "weight_ih" + name)
             W.append(_reorder(w_ih, "torch", "onnx"))
@@ -237,7 +237,7 @@ def from_onnx(layers: list) -> dict:
         P = _array(layer["P"], f"layers[{k}]['P']") if "P" in layer else None
         if P is not None and P.shape != (D, 3 * H):
             raise ValueError(f"layers[{k}]['P']: expected shape {(D, 3 * H)}, got {P.shape}")
-        for d, sfx in enumerate(_suffixes(D == 2)):
+        for d, sfx in enumerate(_spec.suffixes(D == 2)):
             name = f"_l{k}{sfx}"
             sd["weight_ih" + name] = _reorder(W[d], "onnx", "torch")
             sd["weight_hh" + name] = _reorder(R[d], "onnx", "torch")

@@ -18,10 +18,6 @@ __all__ = ["param_shapes", "init_params", "pack", "Packed", "lstm_forward", "lst
            "Context"]
 
 
-def _suffixes(bidirectional: bool):
-    return _spec.suffixes(bidirectional)
-
-
 def layer_weight_names(k: int, bidirectional: bool, bias: bool, proj: bool,
                        peephole: bool) -> list:
     """Layer k's parameter names in the order the framework ops take them: per
@@ -102,7 +98,7 @@ def _pack_checked(params, config, dtype, isa, with_backward, nt, bf16=False) -> 
     layers, names = [], []
     for k in range(L):
         per_dir = [_direction_weights(params, k, sfx, bias, peephole, P)
-                   for sfx in _suffixes(bidirectional)]
+                   for sfx in _spec.suffixes(bidirectional)]
         shape = _core.LayerDims(T=1, B=1, I=I if k == 0 else D * Ho, H=H, P=P, D=D,
                                 peephole=bool(peephole))
         layers.append(cls(shape, [w for _, w in per_dir], isa, with_backward, nt, bf16))

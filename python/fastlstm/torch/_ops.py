@@ -9,7 +9,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
-from .. import _checks, _core, functional
+from .. import _checks, _core, _spec, functional
 from .._checks import DTypeError
 from .._runtime import resolve_isa
 from . import _autodiff
@@ -114,7 +114,7 @@ def _run_backward(packed_layer, dims, dtype, isa: str, nt: int, bias: bool, x: n
     gnp = {n: g.numpy() for n, g in grads.items()}
     per_dir = [tuple(None if n is None else gnp[n] for n in
                      functional._direction_weights(gnp, 0, sfx, bias, peephole, P)[0])
-               for sfx in functional._suffixes(D == 2)]
+               for sfx in _spec.suffixes(D == 2)]
     dx = torch.empty((T, B, I), dtype=tdt)
     dh0 = torch.empty((D, B, Ho), dtype=tdt)
     dc0 = torch.empty((D, B, H), dtype=tdt)
