@@ -9,7 +9,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "fastlstm/lstm.h"
+#include "fastlstm/rnn.h"
 
 #ifndef FASTLSTM_VERSION
 #define FASTLSTM_VERSION "unknown"

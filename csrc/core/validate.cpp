@@ -5,7 +5,7 @@
 
 #include "core/checked.h"
 #include "cpu/geometry.h"
-#include "fastlstm/lstm.h"
+#include "fastlstm/rnn.h"
 
 namespace fastlstm {
 inline namespace v1 {
@@ -33,6 +33,16 @@ void check_backend(const ExecConfig& cfg) {
 
 int64_t check_layer(const LayerDims& d, const int64_t* lengths) {
   using detail::checked_mul;
+  require(d.cell == Cell::lstm || d.cell == Cell::gru,
+          d.cell == Cell::lnlstm ? std::string("cell: the layer-norm LSTM has no CPU kernels yet")
+                                 : "cell: expected lstm or gru, got " +
+                                       std::to_string(static_cast<int>(d.cell)));
+  const CellSpec& spec = cell_spec(d.cell);
+  require(spec.proj || d.P == 0,
+          std::string("proj_size: the ") + spec.name + " cell has no projection, got " +
+              std::to_string(d.P));
+  require(spec.peephole || !d.peephole,
+          std::string("peephole: the ") + spec.name + " cell has no peepholes");
   require(d.T >= 1, "x: the sequence length T must be >= 1, got " + std::to_string(d.T));
   require(d.B >= 1, "x: the batch size B must be >= 1, got " + std::to_string(d.B));
   require(d.I >= 1, "input_size must be >= 1, got " + std::to_string(d.I));

@@ -124,25 +124,28 @@ avec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn, i
   return pack_panels(strided_rows(K, sk), col, NR, nt);
 }
 
-// Gate-interleaved columns: B(k, blk*NR + q*W + l) = src[(q*H + u)*K + k] with
-// u = blk*W + l (0 for u >= H). src: [4H,K], e.g. W_ih or W_hh.
+// Gate-interleaved columns of G gates: B(k, blk*G*W + q*W + l) =
+// src[(q*H + u)*K + k] with u = blk*W + l (0 for u >= H), in panels of NR
+// columns. src: [G*H,K], e.g. W_ih or W_hh.
 template <class T>
-avec<T> pack_gate_cols(int64_t K, int64_t H, const T* src, int64_t W, int nt) {
-  const int64_t NR = 4 * W, Hp = (H + W - 1) / W * W;
-  std::vector<const T*> col(static_cast<size_t>(4 * Hp));
+avec<T> pack_gate_cols(int64_t K, int64_t H, int64_t G, const T* src, int64_t W, int64_t NR,
+                       int nt) {
+  const int64_t Hp = (H + W - 1) / W * W;
+  std::vector<const T*> col(static_cast<size_t>(G * Hp));
   for (int64_t u = 0; u < Hp; ++u)
-    for (int64_t q = 0; q < 4; ++q)
-      col[(u / W) * NR + q * W + u % W] = u < H ? src + (q * H + u) * K : nullptr;
+    for (int64_t q = 0; q < G; ++q)
+      col[(u / W) * G * W + q * W + u % W] = u < H ? src + (q * H + u) * K : nullptr;
   return pack_panels(strided_rows(K, 1), col, NR, nt);
 }
 
-// Gate-major padded rows: B(q*Hp + u, n) = src[(q*H + u)*N + n] (0 for u >= H).
-// src: [4H,N], e.g. W_hh or W_ih, for products with dgates [.,4Hp].
+// Gate-major padded rows: B(s*Hp + u, n) = src[(gate[s]*H + u)*N + n] (0 for
+// u >= H), s < G. src: [G*H,N], e.g. W_hh or W_ih, for products with dgates.
 template <class T>
-avec<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, const T* src, int64_t NR, int nt) {
-  std::vector<int64_t> row(static_cast<size_t>(4 * Hp));
-  for (int64_t q = 0; q < 4; ++q)
-    for (int64_t u = 0; u < Hp; ++u) row[q * Hp + u] = u < H ? (q * H + u) * N : -1;
+avec<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, int64_t G, const int* gate,
+                       const T* src, int64_t NR, int nt) {
+  std::vector<int64_t> row(static_cast<size_t>(G * Hp));
+  for (int64_t s = 0; s < G; ++s)
+    for (int64_t u = 0; u < Hp; ++u) row[s * Hp + u] = u < H ? (gate[s] * H + u) * N : -1;
   std::vector<const T*> col(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) col[n] = src + n;
   return pack_panels(row, col, NR, nt);

@@ -4,23 +4,30 @@
 #include <cstdint>
 
 #include "core/checked.h"
-#include "fastlstm/lstm.h"
+#include "fastlstm/cell_spec.h"
+#include "fastlstm/rnn.h"
 
 namespace fastlstm {
 namespace detail {
 
 struct Geometry {
-  int64_t W, NR;   // SIMD width, tile width (4W)
+  int64_t W, NR;   // SIMD width, GEMM tile width (4W)
+  int64_t G;       // gates of the cell
   int64_t Hp;      // H rounded up to W
   int64_t nblk;    // unit blocks = Hp / W
-  int64_t G4;      // 4*Hp: width of a row of gates (interleaved or gate-major)
+  int64_t GX;      // G*Hp: width of a row of gates (interleaved [blk][G][W])
+  int64_t GD;      // 4*Hp: width of a row of dgates (gate-major slots [4][Hp])
   int64_t Ho;      // size of h
   int64_t ldh;     // leading dimension of internal h rows
   Geometry(const LayerDims& d, int64_t w)
-      : W(w), NR(4 * w), Hp(round_up(d.H, w)), nblk(Hp / w), G4(4 * Hp), Ho(d.hout()),
-        ldh(d.P > 0 ? round_up(d.P, 4 * w) : Hp) {}
-  // Saved per direction: gates [N,G4], c_t [N,Hp], h_{t-1} [N,ldh].
-  int64_t saved_per_row() const { return G4 + Hp + ldh; }
+      : W(w), NR(4 * w), G(cell_spec(d.cell).gates), Hp(round_up(d.H, w)), nblk(Hp / w),
+        GX(G * Hp), GD(4 * Hp), Ho(d.hout()), ldh(d.P > 0 ? round_up(d.P, 4 * w) : Hp) {}
+  // Saved per direction: gates [N,GX], one state-sized row [N,Hp] (LSTM c_t,
+  // GRU W_hn h + b_hn), h_{t-1} [N,ldh].
+  int64_t saved_per_row() const { return GX + Hp + ldh; }
+  // Unit blocks a thread's share is a multiple of, so that its columns of
+  // the input projection are whole GEMM panels (G blocks of W = a panel).
+  int64_t block_grain() const { return G == 4 ? 1 : 4; }
 };
 
 }  // namespace detail

@@ -3,61 +3,65 @@
 // and the activations. One generic source (kernels.inc) fills them once per
 // ISA; the drivers only call through them. Layout terms used below:
 //   W   SIMD width in elements of T;  NR = 4*W columns per GEMM tile
-//   unit block: W hidden units; its 4 gates side by side make one NR tile,
-//   "interleaved" rows hold [blk][gate i,f,g,o][W]
+//   unit block: W hidden units; its G gates side by side make one step tile
+//   of G*W columns (LSTM: NR), "interleaved" rows hold [blk][gate][W]
 //   Hp  H rounded up to a multiple of W (padding units are zero)
+//   dgates: gate-major rows of 4 slots [4][Hp] (see StepLayout)
 #pragma once
 
 #include <cstdint>
 
-#include "fastlstm/lstm.h"
+#include "fastlstm/rnn.h"
 
 namespace fastlstm {
 namespace detail {
 
 // One unit block of one forward step, rows [0,n): gates = gx + h W_hh^T,
-// activations, cell update, all while the tile is in registers.
+// activations, state update, all while the tile is in registers.
 template <class T>
 struct FwdBlockArgs {
   int64_t n = 0;                  // rows
   int64_t K = 0;                  // Ho, the recurrent inner dimension
   const T* h = nullptr;           // [n,ldh] h_{t-1}, first K columns read
   int64_t ldh = 0;
-  const T* w = nullptr;           // [K,NR] packed W_hh panel of this block
+  const T* hself = nullptr;       // [n,ldh] h_{t-1} of this block's units (GRU)
+  const T* w = nullptr;           // [K,G*W] packed W_hh panel of this block
   const uint16_t* w16 = nullptr;  // [K,NR] the same panel in bfloat16 (bf16 kernels)
   T* gx = nullptr;                // [n,ldgx] x W_ih^T + b, interleaved, this block
                                   // (scratch: may hold running sums on return)
   int64_t ldgx = 0;
-  const T* ph = nullptr;          // [3,W] peepholes i,f,o of this block, or null
-  T* c = nullptr;                 // [n,ldc] c_{t-1} in, c_t out (this block)
+  const T* ph = nullptr;          // the block's constants: LSTM [3,W] peepholes i,f,o
+                                  // or null; GRU [W] b_hn
+  T* c = nullptr;                 // [n,ldc] c_{t-1} in, c_t out (LSTM)
   int64_t ldc = 0;
-  T* out = nullptr;               // [n,ldo] o*tanh(c_t) (h, or r before projection)
+  T* out = nullptr;               // [n,ldo] h_t (LSTM: o*tanh(c_t), before any projection)
   int64_t ldo = 0;
   T* gsave = nullptr;             // [n,ldgs] activated gates, interleaved, or null
   int64_t ldgs = 0;
-  T* csave = nullptr;             // [n,ldcs] c_t, or null
+  T* csave = nullptr;             // [n,ldcs] LSTM c_t / GRU W_hn h + b_hn, or null
   int64_t ldcs = 0;
   bool split_k = true;            // a lone row may split k (see tile)
 };
 
 // Unit blocks [0,nblk) of one backward step (pointwise part), rows [0,n);
-// the pointers are at block 0, and block b is NR further in gates, W further
-// in c, cp, dh, dc and dg (3W in ph).
+// the pointers are at block 0, and block b is G*W further in gates, W
+// further in c, cp, dh, dc and dg (3W in ph).
 template <class T>
 struct BwdBlockArgs {
   int64_t n = 0;
   int64_t nblk = 1;
   const T* gates = nullptr;       // [n,ldg] activated gates, interleaved, from block 0
   int64_t ldg = 0;
-  const T* c = nullptr;           // [n,ldc] c_t
+  const T* c = nullptr;           // [n,ldc] saved state row: LSTM c_t, GRU W_hn h + b_hn
   int64_t ldc = 0;
-  const T* cp = nullptr;          // [n,ldcp] c_{t-1}
+  const T* cp = nullptr;          // [n,ldcp] LSTM c_{t-1}, GRU h_{t-1}
   int64_t ldcp = 0;
-  const T* dh = nullptr;          // [n,lddh] dL/d(o*tanh(c_t))
+  T* dh = nullptr;                // [n,lddh] dL/dh_t (LSTM: of o*tanh(c_t)); GRU: out
+                                  // the direct part of dL/dh_{t-1}
   int64_t lddh = 0;
-  T* dc = nullptr;                // [n,lddc] in dL/dc_t (from t+1), out dL/dc_{t-1}
+  T* dc = nullptr;                // [n,lddc] in dL/dc_t (from t+1), out dL/dc_{t-1} (LSTM)
   int64_t lddc = 0;
-  T* dg = nullptr;                // [n,lddg] dL/dgates, gate q at dg + q*gstride
+  T* dg = nullptr;                // [n,lddg] dL/dgates, slot s at dg + s*gstride
   int64_t lddg = 0, gstride = 0;
   const T* ph = nullptr;          // [3,W] peepholes of this block, or null
 };
@@ -82,10 +86,11 @@ struct GemmKernels {
   void (*widen_bf16)(int64_t rows, const uint16_t* src, T* dst) = nullptr;
 };
 
-// The LSTM's step kernels: the fused forward step (GEMM tile + cell maths of
-// csrc/cells/lstm.h in registers) and the pointwise backward step.
+// One cell's step kernels: the fused forward step (GEMM tile + the cell maths
+// of csrc/cells/ in registers) and the pointwise backward step. [peephole]
+// is 0 for cells without peepholes; the GRU has no bfloat16 kernels.
 template <class T>
-struct LstmStepKernels {
+struct StepKernels {
   void (*fwd_block[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training]
   void (*fwd_block_bf16[2])(const FwdBlockArgs<T>&) = {};  // [peephole], w16 read
   void (*bwd_block[2])(const BwdBlockArgs<T>&) = {};     // [peephole]
@@ -100,8 +105,36 @@ struct ActivationKernels {
 // One ISA's table: the GEMM kernels, then the step kernels of each cell.
 template <class T>
 struct Kernels : GemmKernels<T> {
-  LstmStepKernels<T> lstm;
+  StepKernels<T> lstm, gru;
   ActivationKernels<T> act;
+};
+
+// How a cell's step kernels lay out what the drivers move (one struct per
+// cell with kernels; the drivers are templated on it). dgates rows have four
+// slots of Hp: the recurrent product reads slots [0,G) (slot s is W_hh's
+// gate h_gate[s]), the input side reads slots [x_slot, x_slot+G) in gate order.
+struct LstmStep {
+  static constexpr Cell cell = Cell::lstm;
+  static constexpr int G = 4;
+  static constexpr bool has_c = true;       // a second state, c
+  static constexpr int h_gate[4] = {0, 1, 2, 3};
+  static constexpr int x_slot = 0;
+  static constexpr bool dh_direct = false;  // the backward step leaves a part of dh_{t-1}
+  template <class T>
+  static const StepKernels<T>& of(const Kernels<T>& k) { return k.lstm; }
+};
+
+// GRU dgates slots: [dL/d(W_hn h + b_hn), r, z, n]; r and z are shared by
+// both sides, n differs (the x side's is before the reset gate's product).
+struct GruStep {
+  static constexpr Cell cell = Cell::gru;
+  static constexpr int G = 3;
+  static constexpr bool has_c = false;
+  static constexpr int h_gate[3] = {2, 0, 1};
+  static constexpr int x_slot = 1;
+  static constexpr bool dh_direct = true;   // z * dh_t
+  template <class T>
+  static const StepKernels<T>& of(const Kernels<T>& k) { return k.gru; }
 };
 
 // The table for an ISA; throws std::invalid_argument if not built or not

@@ -1,7 +1,9 @@
-// BPTT of one layer. The loop back through time does only the sequential part:
-// per step the pointwise gate backward (each thread on its unit blocks) and
-// dh_{t-1} = dgates_t W_hh. The weight, bias, peephole and input gradients
-// are then a few large products over all N rows, reduced in a fixed order.
+// BPTT of one layer, templated on the cell's step layout (kernels.h). The loop
+// back through time does only the sequential part: per step the pointwise
+// gate backward (each thread on its unit blocks) and dh_{t-1} = dgates_t W_hh
+// (plus the GRU's direct z*dh_t). The weight, bias, peephole and input
+// gradients are then a few large products over all N rows, reduced in a
+// fixed order.
 #include <omp.h>
 
 #include <cstring>
@@ -21,25 +23,29 @@ namespace detail {
 
 namespace {
 
-// grad [4H,ncols] += dG^T B for all four gates in one product (dG [N,G4] is
-// gate-major padded; with padding the product goes through a [G4,ncols] temp).
+// grad [GH,ncols] += dG_s^T B, with dG_s the G slots [s0, s0+G) of dG [N,GD]
+// (gate-major padded; slot s0+s holds gate gate[s]) in one product. Padding
+// or a slot order other than the gates' goes through a [G*Hp,ncols] temp.
 template <class T>
 void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_t N,
-                      const T* dG, const avec<T>& bpk, int64_t ncols, T* grad, int nt) {
-  const bool direct = g.Hp == H;
-  avec<T> tmp(direct ? 0 : static_cast<size_t>(g.G4 * ncols));
+                      const T* dG, int64_t s0, const int* gate, const avec<T>& bpk,
+                      int64_t ncols, T* grad, int nt) {
+  bool direct = g.Hp == H;
+  for (int64_t s = 0; s < g.G; ++s) direct = direct && gate[s] == s;
+  avec<T> tmp(direct ? 0 : static_cast<size_t>(g.GX * ncols));
   Gemm<T> gm;
-  gm.M = g.G4; gm.N = ncols; gm.K = N;
-  gm.a = dG; gm.rsa = 1; gm.csa = g.G4;
+  gm.M = g.GX; gm.N = ncols; gm.K = N;
+  gm.a = dG + s0 * g.Hp; gm.rsa = 1; gm.csa = g.GD;
   gm.bp = bpk.data();
   gm.c = direct ? grad : tmp.data(); gm.ldc = ncols;
   gm.accumulate = direct;
   gemm(kr, gm, nt);
   if (direct) return;
-#pragma omp parallel for num_threads(threads_for(2.0 * g.G4 * ncols, nt)) schedule(static)
-  for (int64_t r = 0; r < 4 * H; ++r) {
-    const T* src = tmp.data() + ((r / H) * g.Hp + r % H) * ncols;
-    T* dst = grad + r * ncols;
+#pragma omp parallel for num_threads(threads_for(2.0 * g.GX * ncols, nt)) schedule(static)
+  for (int64_t r = 0; r < g.GX; ++r) {
+    if (r % g.Hp >= H) continue;
+    const T* src = tmp.data() + r * ncols;
+    T* dst = grad + (gate[r / g.Hp] * H + r % g.Hp) * ncols;
     for (int64_t j = 0; j < ncols; ++j) dst[j] += src[j];
   }
 }
@@ -54,8 +60,8 @@ struct BwdDir {
   const T* dcn = nullptr;  // [B,H]
   T* dh0 = nullptr;        // [B,Ho]
   T* dc0 = nullptr;        // [B,H]
-  avec<T> dh, dc, c0p;     // [B,ldh], [B,Hp], [B,Hp] slot order, padded
-  avec<T> dG;              // [N,G4] dgates, gate-major
+  avec<T> dh, dc, c0p;     // [B,ldh], [B,Hp], [B,Hp] slot order, padded (dc, c0p: LSTM)
+  avec<T> dG;              // [N,GD] dgates, gate-major slots
   avec<T> dr;              // [B,Hp] dL/dr (projection)
   avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
   std::unique_ptr<SpinBarrier> bar;
@@ -72,18 +78,21 @@ struct BwdLayer {
   bool rows_mode;  // threads split the rows (see rows_mode_for)
 };
 
-template <class T>
+template <class C, class T>
 void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
   const int64_t B = L.d.B, H = L.d.H, Ho = L.g.Ho, Hp = L.g.Hp, ldh = L.g.ldh;
   st.dh.assign(static_cast<size_t>(B * ldh), T(0));
-  st.dc.assign(static_cast<size_t>(B * Hp), T(0));
-  st.c0p.assign(static_cast<size_t>(B * Hp), T(0));
+  if (C::has_c) {
+    st.dc.assign(static_cast<size_t>(B * Hp), T(0));
+    st.c0p.assign(static_cast<size_t>(B * Hp), T(0));
+  }
   for (int64_t j = 0; j < B; ++j) {
     std::memcpy(&st.dh[j * ldh], st.dhn + L.sc.perm[j] * Ho, sizeof(T) * Ho);
+    if (!C::has_c) continue;
     std::memcpy(&st.dc[j * Hp], st.dcn + L.sc.perm[j] * H, sizeof(T) * H);
     std::memcpy(&st.c0p[j * Hp], c0 + L.sc.perm[j] * H, sizeof(T) * H);
   }
-  st.dG.resize(static_cast<size_t>(L.sc.N * L.g.G4));
+  st.dG.resize(static_cast<size_t>(L.sc.N * L.g.GD));
   if (L.d.P > 0) {
     st.dr.assign(static_cast<size_t>(B * Hp), T(0));
     st.dH.assign(static_cast<size_t>(L.sc.N * ldh), T(0));
@@ -91,7 +100,7 @@ void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
 }
 
 // One thread's part of the loop back through time: thread gtid of gn.
-template <class T>
+template <class C, class T>
 void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const LayerDims& d = L.d;
   const Geometry& g = L.g;
@@ -100,12 +109,13 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const PackedDir<T>& pw = L.pw.dir[st.dir];
   const bool rev = st.dir == 1, peep = d.peephole;
   const int64_t B = d.B, H = d.H, P = d.P, Ho = g.Ho, N = sc.N;
-  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
-  const T* gs = st.ws;                 // [N,G4] activated gates, interleaved
-  const T* cs = st.ws + N * G4;        // [N,Hp] c_t
+  const int64_t W = g.W, Hp = g.Hp, GX = g.GX, GD = g.GD, ldh = g.ldh, S = sc.S;
+  const T* gs = st.ws;                 // [N,GX] activated gates, interleaved
+  const T* cs = st.ws + N * GX;        // [N,Hp] LSTM c_t, GRU h W_hn^T + b_hn
+  const T* hs = cs + N * Hp;           // [N,ldh] h_{t-1}
   const int64_t ldy = d.D * Ho;
   const T* const dyd = L.dy + st.dir * Ho;
-  const auto block_kernel = kr.lstm.bwd_block[peep];
+  const auto block_kernel = C::of(kr).bwd_block[peep];
   // as the forward: all rows and a slice of the units, or a slice of the rows
   const bool rows = L.rows_mode;
   const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
@@ -137,23 +147,28 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       BwdBlockArgs<T> a;
       a.n = n;
       a.nblk = b1 - b0;
-      a.gates = gs + off * G4 + blk * NR; a.ldg = G4;
+      a.gates = gs + off * GX + blk * C::G * W; a.ldg = GX;
       a.c = cs + off * Hp + blk * W; a.ldc = Hp;
-      a.cp = (s > 0 ? cs + (sc.off[s - 1] + j0) * Hp : st.c0p.data() + j0 * Hp) + blk * W;
-      a.ldcp = Hp;
+      if (C::has_c) {
+        a.cp = (s > 0 ? cs + (sc.off[s - 1] + j0) * Hp : st.c0p.data() + j0 * Hp) + blk * W;
+        a.ldcp = Hp;
+        a.dc = st.dc.data() + j0 * Hp + blk * W; a.lddc = Hp;
+      } else {
+        a.cp = hs + off * ldh + blk * W; a.ldcp = ldh;
+      }
       a.dh = (P > 0 ? st.dr.data() + j0 * Hp : dh) + blk * W;
       a.lddh = P > 0 ? Hp : ldh;
-      a.dc = st.dc.data() + j0 * Hp + blk * W; a.lddc = Hp;
-      a.dg = st.dG.data() + off * G4 + blk * W; a.lddg = G4; a.gstride = Hp;
+      a.dg = st.dG.data() + off * GD + blk * W; a.lddg = GD; a.gstride = Hp;
       a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
       block_kernel(a);
     }
     st.bar->wait(sense);
-    Gemm<T> gm;  // dh_{t-1} = dgates_t W_hh
-    gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = G4;
-    gm.a = st.dG.data() + off * G4; gm.rsa = G4; gm.csa = 1;
+    Gemm<T> gm;  // dh_{t-1} (+)= dgates_t W_hh
+    gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = GX;
+    gm.a = st.dG.data() + off * GD; gm.rsa = GD; gm.csa = 1;
     gm.bp = pw.whh_t.data();
     gm.c = dh; gm.ldc = ldh;
+    gm.accumulate = C::dh_direct;
     step_gemm(kr, gm, sh, gtid, gn, abuf.data());
     st.bar->wait(sense);
   }
@@ -161,7 +176,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
 
 // After the loop: dh0, dc0, and the input, weight, bias and peephole
 // gradients of one direction, each a large product or a fixed-order sum.
-template <class T>
+template <class C, class T>
 void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
                T* dx /*[T,B,I] +=*/, const DirGrads<T>& gr, int nt) {
   const LayerDims& d = L.d;
@@ -171,35 +186,38 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   const PackedDir<T>& pw = L.pw.dir[st.dir];
   const bool rev = st.dir == 1, peep = d.peephole;
   const int64_t B = d.B, I = d.I, H = d.H, P = d.P, Ho = g.Ho, N = sc.N;
-  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
+  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, GX = g.GX, GD = g.GD, ldh = g.ldh, S = sc.S;
   const T* gs = st.ws;
-  const T* cs = st.ws + N * G4;
+  const T* cs = st.ws + N * GX;
   const T* hs = cs + N * Hp;
   for (int64_t j = 0; j < B; ++j) {
     std::memcpy(st.dh0 + sc.perm[j] * Ho, &st.dh[j * ldh], sizeof(T) * Ho);
-    std::memcpy(st.dc0 + sc.perm[j] * H, &st.dc[j * Hp], sizeof(T) * H);
+    if (C::has_c) std::memcpy(st.dc0 + sc.perm[j] * H, &st.dc[j * Hp], sizeof(T) * H);
   }
   const T* dG = st.dG.data();
-  // dx += dG W_ih
+  static constexpr int x_gate[4] = {0, 1, 2, 3};
+  // dx += dG_x W_ih
   {
     const bool direct = sc.identity && !rev;
     avec<T> tmp(direct ? 0 : static_cast<size_t>(N * I));
     Gemm<T> gm;
-    gm.M = N; gm.N = I; gm.K = G4;
-    gm.a = dG; gm.rsa = G4; gm.csa = 1;
+    gm.M = N; gm.N = I; gm.K = GX;
+    gm.a = dG + C::x_slot * Hp; gm.rsa = GD; gm.csa = 1;
     gm.bp = pw.wih_t.data();
     gm.c = direct ? dx : tmp.data(); gm.ldc = I;
     gm.accumulate = direct;
     gemm(kr, gm, nt);
     if (!direct) scatter_add_rows(sc, rev, tmp.data(), B, I, dx, nt);
   }
-  // dW_ih += dG^T x, dW_hh += dG^T h_{t-1}
+  // dW_ih += dG_x^T x, dW_hh += dG_h^T h_{t-1}
   {
     std::vector<T> xbuf;
     const T* xp = packed_rows(sc, rev, x, B, I, xbuf, nt);
-    gate_weight_grad(kr, g, H, N, dG, pack_plain(N, I, xp, I, 1, NR, nt), I, gr.w_ih, nt);
+    gate_weight_grad(kr, g, H, N, dG, C::x_slot, x_gate, pack_plain(N, I, xp, I, 1, NR, nt), I,
+                     gr.w_ih, nt);
   }
-  gate_weight_grad(kr, g, H, N, dG, pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho, gr.w_hh, nt);
+  gate_weight_grad(kr, g, H, N, dG, 0, C::h_gate, pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho,
+                   gr.w_hh, nt);
   // Bias and peephole gradients: per-unit sums over rows, in row order for
   // every unit; rows are walked in memory order, each thread on its units.
   const int ntr_rows = threads_for(16.0 * N * H, nt);
@@ -210,11 +228,12 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
       int64_t u0, u1;
       split(H, omp_get_thread_num(), omp_get_num_threads(), u0, u1);
       const int64_t nu = u1 - u0;
+      // db[s] sums dgates slot s; b_ih's gate q is slot x_slot+q, b_hh's is its h slot
       std::vector<T> db(static_cast<size_t>(4 * nu), T(0)), dp(static_cast<size_t>(3 * nu), T(0));
       for (int64_t s = 0; s < S; ++s)
         for (int64_t j = 0; j < sc.n_at[s]; ++j) {
           const int64_t rw = sc.off[s] + j;
-          const T* dgr = dG + rw * G4 + u0;
+          const T* dgr = dG + rw * GD + u0;
           for (int64_t q = 0; q < 4; ++q)
             for (int64_t u = 0; u < nu; ++u) db[q * nu + u] += dgr[q * Hp + u];
           if (peep) {
@@ -227,10 +246,10 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
             }
           }
         }
-      for (int64_t q = 0; q < 4; ++q)
+      for (int64_t s = 0; s < C::G; ++s)
         for (int64_t u = 0; u < nu; ++u) {
-          if (gr.b_ih) gr.b_ih[q * H + u0 + u] += db[q * nu + u];
-          if (gr.b_hh) gr.b_hh[q * H + u0 + u] += db[q * nu + u];
+          if (gr.b_ih) gr.b_ih[s * H + u0 + u] += db[(C::x_slot + s) * nu + u];
+          if (gr.b_hh) gr.b_hh[C::h_gate[s] * H + u0 + u] += db[s * nu + u];
         }
       if (peep)
         for (int64_t q = 0; q < 3; ++q)
@@ -245,7 +264,7 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
     for (int64_t rw = 0; rw < N; ++rw) {
       T* o = rp + rw * H;
       kr.act.tanh(H, cs + rw * Hp, o);
-      for (int64_t u = 0; u < H; ++u) o[u] *= gs[rw * G4 + (u / W) * NR + 3 * W + u % W];
+      for (int64_t u = 0; u < H; ++u) o[u] *= gs[rw * GX + (u / W) * NR + 3 * W + u % W];
     }
     Gemm<T> gm;
     gm.M = P; gm.N = H; gm.K = N;
@@ -255,6 +274,40 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
     gm.c = gr.w_hr; gm.ldc = H;
     gm.accumulate = true;
     gemm(kr, gm, nt);
+  }
+}
+
+template <class C, class T>
+void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
+                   const int64_t* lengths, const T* c0, const T* ws, const T* dy, const T* dhn,
+                   const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
+                   const ExecConfig& cfg) {
+  const Kernels<T>& kr = kernels_for<T>(cfg.isa);
+  const int nt = checked_threads(cfg.num_threads);
+  const Geometry geo(d, kr.W);
+  const Schedule sc(d.T, d.B, lengths);
+  std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
+  const BwdLayer<T> L{d, geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T), int64_t(4) << 20)};
+  std::vector<BwdDir<T>> st(static_cast<size_t>(d.D));
+  for (int dir = 0; dir < d.D; ++dir) {
+    BwdDir<T>& s = st[dir];
+    s.dir = dir;
+    s.ws = ws + dir * sc.N * geo.saved_per_row();
+    s.dhn = dhn + dir * d.B * geo.Ho;
+    s.dh0 = dh0 + dir * d.B * geo.Ho;
+    if (C::has_c) {
+      s.dcn = dcn + dir * d.B * d.H;
+      s.dc0 = dc0 + dir * d.B * d.H;
+    }
+    init_state<C>(L, C::has_c ? c0 + dir * d.B * d.H : nullptr, s);
+  }
+#pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode))
+  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
+    recurrence<C>(L, st[dir], gtid, gn);
+  });
+  for (int dir = 0; dir < d.D; ++dir) {
+    gradients<C>(L, st[dir], x, dx, g[dir], nt);
+    st[dir].dG = avec<T>();
   }
 }
 
@@ -268,31 +321,10 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
   check_layer(d, lengths);
   check_backend(cfg);
   pw.check(d, cfg.isa, true);
-  const Kernels<T>& kr = kernels_for<T>(cfg.isa);
-  const int nt = checked_threads(cfg.num_threads);
-  const Geometry geo(d, kr.W);
-  const Schedule sc(d.T, d.B, lengths);
-  std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
-  const BwdLayer<T> L{d, geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T), int64_t(4) << 20)};
-  std::vector<BwdDir<T>> st(static_cast<size_t>(d.D));
-  for (int dir = 0; dir < d.D; ++dir) {
-    BwdDir<T>& s = st[dir];
-    s.dir = dir;
-    s.ws = ws + dir * sc.N * geo.saved_per_row();
-    s.dhn = dhn + dir * d.B * geo.Ho;
-    s.dcn = dcn + dir * d.B * d.H;
-    s.dh0 = dh0 + dir * d.B * geo.Ho;
-    s.dc0 = dc0 + dir * d.B * d.H;
-    init_state(L, c0 + dir * d.B * d.H, s);
-  }
-#pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode))
-  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
-    recurrence(L, st[dir], gtid, gn);
-  });
-  for (int dir = 0; dir < d.D; ++dir) {
-    gradients(L, st[dir], x, dx, g[dir], nt);
-    st[dir].dG = avec<T>();
-  }
+  if (d.cell == Cell::gru)
+    backward_cell<GruStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg);
+  else
+    backward_cell<LstmStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg);
 }
 
 }  // namespace detail

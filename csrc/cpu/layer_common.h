@@ -17,7 +17,7 @@
 #include "core/schedule.h"
 #include "cpu/gemm.h"
 #include "cpu/geometry.h"
-#include "fastlstm/lstm.h"
+#include "fastlstm/rnn.h"
 
 namespace fastlstm {
 namespace detail {
@@ -28,9 +28,9 @@ inline int checked_threads(int nt) {
 }
 
 // Threads for the per-step recurrence (forward and backward alike): a step is
-// 2*B*4H*(Ho + P) flops, split only where that pays for the barriers.
+// 2*B*GH*(Ho + P) flops, split only where that pays for the barriers.
 inline int recurrent_threads(const LayerDims& d, int nt) {
-  return threads_for(8.0 * d.B * d.H * (d.hout() + d.P), nt);
+  return threads_for(2.0 * cell_spec(d.cell).gates * d.B * d.H * (d.hout() + d.P), nt);
 }
 
 // Whether threads split a layer's rows rather than its hidden units: with a
@@ -42,7 +42,7 @@ inline int recurrent_threads(const LayerDims& d, int nt) {
 // they are grouped).
 inline bool rows_mode_for(const LayerDims& d, const Geometry& g, std::size_t elem,
                           int64_t most) {
-  return d.B >= 16 && g.G4 * g.Ho * static_cast<int64_t>(elem) <= most;
+  return d.B >= 16 && g.GX * g.Ho * static_cast<int64_t>(elem) <= most;
 }
 
 // Slots [j0,j1) of thread gtid of gn when rows are split: contiguous ranges
@@ -64,7 +64,8 @@ inline void row_range(const Schedule& sc, int gtid, int gn, int64_t& j0, int64_t
 
 // What one thread of a direction's group owns: rows [j0,j1) and unit blocks
 // [b0,b1), whose columns of h are [u0,u1). Units split: all rows and a slice
-// of the blocks (of h's P columns with a projection). Rows split: a slice of
+// of the blocks, in whole multiples of g.block_grain() (of h's P columns with
+// a projection). Rows split: a slice of
 // the rows and every block and column.
 struct ThreadShare {
   bool rows = false;
@@ -85,7 +86,10 @@ inline ThreadShare thread_share(const Schedule& sc, const Geometry& g, int64_t P
   if (rows) {
     row_range(sc, gtid, gn, t.j0, t.j1);
   } else {
-    split(g.nblk, gtid, gn, t.b0, t.b1);
+    const int64_t gr = g.block_grain();
+    split((g.nblk + gr - 1) / gr, gtid, gn, t.b0, t.b1);
+    t.b0 = std::min(t.b0 * gr, g.nblk);
+    t.b1 = std::min(t.b1 * gr, g.nblk);
     if (P > 0) {
       split(g.Ho, gtid, gn, t.u0, t.u1);
     } else {
@@ -171,26 +175,30 @@ void scatter_add_rows(const Schedule& sc, bool rev, const T* src, int64_t B, int
     }
 }
 
-// b_ih + b_hh [4H] in the interleaved layout [nblk][4][W] (zeros without bias).
+// The input side's bias [GX] in the interleaved layout [nblk][G][W]: b_ih
+// plus, for the gates whose recurrent bias is added before the activation
+// (all of the LSTM's; the GRU's r and z), b_hh (zeros without bias).
 template <class T>
-avec<T> interleaved_bias(const DirWeights<T>& w, int64_t H, int64_t Hp, int64_t W) {
-  avec<T> out(static_cast<size_t>(4 * Hp), T(0));
-  for (int64_t q = 0; q < 4; ++q)
+avec<T> interleaved_bias(const DirWeights<T>& w, int64_t G, int64_t folded, int64_t H,
+                         int64_t Hp, int64_t W) {
+  avec<T> out(static_cast<size_t>(G * Hp), T(0));
+  for (int64_t q = 0; q < G; ++q)
     for (int64_t u = 0; u < H; ++u) {
       T v = T(0);
       if (w.b_ih) v += w.b_ih[q * H + u];
-      if (w.b_hh) v += w.b_hh[q * H + u];
-      out[(u / W) * 4 * W + q * W + u % W] = v;
+      if (w.b_hh && q < folded) v += w.b_hh[q * H + u];
+      out[(u / W) * G * W + q * W + u % W] = v;
     }
   return out;
 }
 
-// Peepholes [3,H] as [nblk][3][W], zero padded.
+// Rows src [n,H] as [nblk][n][W], zero padded (zeros for a null src): the per-block constants of a step (peepholes, b_hn).
 template <class T>
-avec<T> interleaved_peephole(const T* w_ph, int64_t H, int64_t Hp, int64_t W) {
-  avec<T> out(static_cast<size_t>(3 * Hp), T(0));
-  for (int64_t q = 0; q < 3; ++q)
-    for (int64_t u = 0; u < H; ++u) out[(u / W) * 3 * W + q * W + u % W] = w_ph[q * H + u];
+avec<T> interleaved_rows(const T* src, int64_t n, int64_t H, int64_t Hp, int64_t W) {
+  avec<T> out(static_cast<size_t>(n * Hp), T(0));
+  if (src)
+    for (int64_t q = 0; q < n; ++q)
+      for (int64_t u = 0; u < H; ++u) out[(u / W) * n * W + q * W + u % W] = src[q * H + u];
   return out;
 }
 

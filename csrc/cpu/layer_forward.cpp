@@ -1,11 +1,13 @@
 // Forward of one layer, all steps in one persistent parallel region.
 //  - Directions: a bidirectional layer splits the team into two groups that
 //    run their directions at the same time; with one thread they run in turn.
-//  - Within a group each thread owns a slice of unit blocks (all four gates of
+//  - Within a group each thread owns a slice of unit blocks (all the gates of
 //    its hidden units). It computes the input projection of its own gate
 //    columns for a chunk of steps (so inference memory does not grow with T,
 //    and no barrier is needed), then runs the fused gate kernel per step.
 //    One group barrier per step (three with a projection).
+//  - The drivers are templated on the cell's step layout (kernels.h: LstmStep,
+//    GruStep); its maths is in its step kernels.
 //  - Rows mode (see rows_mode_for): each thread owns a slice of the rows and
 //    all units instead, and no barrier is needed at all.
 #include <omp.h>
@@ -54,35 +56,35 @@ struct FwdDir {
   T* cn = nullptr;        // [B,H]
   T* ws = nullptr;        // [N*saved_per_row] or null
   avec<T> hbuf;           // [2][B,ldh] h double-buffered, slot order
-  avec<T> c;              // [B,Hp]
+  avec<T> c;              // [B,Hp] (cells with c)
   avec<T> r;              // [B,Hp] o*tanh(c) before the projection
-  avec<T> gx;             // [chunk_rows,G4] projection of a chunk (inference)
+  avec<T> gx;             // [chunk_rows,GX] projection of a chunk (inference)
   std::unique_ptr<SpinBarrier> bar;
 };
 
-template <class T>
+template <class C, class T>
 void init_state(const FwdLayer<T>& L, FwdDir<T>& s) {
   const int64_t B = L.d.B, Ho = L.g.Ho, ldh = L.g.ldh, Hp = L.g.Hp;
   s.hbuf.assign(static_cast<size_t>(2 * B * ldh), T(0));
-  s.c.assign(static_cast<size_t>(B * Hp), T(0));
+  if (C::has_c) s.c.assign(static_cast<size_t>(B * Hp), T(0));
   if (L.d.P > 0) s.r.assign(static_cast<size_t>(B * Hp), T(0));
-  if (!L.train && !L.rows_mode) s.gx.resize(static_cast<size_t>(L.chunk_rows * L.g.G4));
+  if (!L.train && !L.rows_mode) s.gx.resize(static_cast<size_t>(L.chunk_rows * L.g.GX));
   for (int64_t j = 0; j < B; ++j) {
     std::memcpy(&s.hbuf[j * ldh], s.h0 + L.sc.perm[j] * Ho, sizeof(T) * Ho);
-    std::memcpy(&s.c[j * Hp], s.c0 + L.sc.perm[j] * L.d.H, sizeof(T) * L.d.H);
+    if (C::has_c) std::memcpy(&s.c[j * Hp], s.c0 + L.sc.perm[j] * L.d.H, sizeof(T) * L.d.H);
   }
   if (L.train)  // saved h_{t-1} of step 0 is h0 (n_at[0] = B)
-    std::memcpy(s.ws + L.sc.N * (L.g.G4 + Hp), s.hbuf.data(), sizeof(T) * B * ldh);
+    std::memcpy(s.ws + L.sc.N * (L.g.GX + Hp), s.hbuf.data(), sizeof(T) * B * ldh);
 }
 
 // One thread's part of one direction: thread gtid of a group of gn. It owns
 // rows [j0,j1) and unit blocks [b0,b1): all rows and a slice of the units
 // (one barrier per step), or, with L.rows_mode, a slice of the rows and all
 // units (no barrier at all: rows are independent).
-template <class T>
+template <class C, class T>
 void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
                    T* xa /*[chunk_rows,I] this thread's*/,
-                   T* gxl /*[chunk_rows,G4] this thread's, rows mode*/) {
+                   T* gxl /*[chunk_rows,GX] this thread's, rows mode*/) {
   const LayerDims& d = L.d;
   const Geometry& g = L.g;
   const Schedule& sc = L.sc;
@@ -90,9 +92,10 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const PackedDir<T>& pw = L.pw.dir[st.dir];
   const bool rev = st.dir == 1, train = L.train, peep = d.peephole, rows = L.rows_mode;
   const int64_t B = d.B, I = d.I, P = d.P, Ho = g.Ho, N = sc.N;
-  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, G4 = g.G4, ldh = g.ldh, S = sc.S;
-  T* gs = st.ws;                                  // [N,G4] activated gates
-  T* cs = train ? st.ws + N * G4 : nullptr;       // [N,Hp] c_t
+  const int64_t W = g.W, NR = g.NR, Hp = g.Hp, GX = g.GX, ldh = g.ldh, S = sc.S;
+  const int64_t GW = C::G * W, nph = C::has_c ? 3 : 1;  // step tile width, constants a block
+  T* gs = st.ws;                                  // [N,GX] activated gates
+  T* cs = train ? st.ws + N * GX : nullptr;       // [N,Hp] LSTM c_t, GRU h W_hn^T + b_hn
   T* hs = train ? cs + N * Hp : nullptr;          // [N,ldh] h_{t-1}
   const int64_t ldy = d.D * Ho;
   T* const yd = L.y + st.dir * Ho;
@@ -103,14 +106,15 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const bool direct_gx = !rows && train;  // projection straight into the saved gates
   avec<T> abuf = gemm_abuf(kr);
   bool sense = false;
-  const auto block_kernel = L.pw.bf16 ? kr.lstm.fwd_block_bf16[peep] : kr.lstm.fwd_block[peep][train];
+  const StepKernels<T>& sk = C::of(kr);
+  const auto block_kernel = L.pw.bf16 ? sk.fwd_block_bf16[peep] : sk.fwd_block[peep][train];
 
   for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
     const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];
     // this thread's rows of the chunk, step by step: row lo(s) of gxc is slot j0 at step s
     int64_t m = 0;
     for (int64_t s = s0; s < s1; ++s) m += sh.rows_at(sc, s);
-    T* gxc = direct_gx ? gs + sc.off[s0] * G4 : (rows ? gxl : st.gx.data());  // [m,G4]
+    T* gxc = direct_gx ? gs + sc.off[s0] * GX : (rows ? gxl : st.gx.data());  // [m,GX]
     if (b0 < b1 && m > 0) {  // gx = x W_ih^T + b for this thread's rows and gate columns
       const T* a = L.x + sc.off[s0] * I;
       if (!direct_x) {
@@ -121,14 +125,15 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         a = xa;
       }
       Gemm<T> gm;
-      gm.M = m; gm.N = G4; gm.K = I;
+      gm.M = m; gm.N = GX; gm.K = I;
       gm.a = a; gm.rsa = I; gm.csa = 1;
       gm.bp = pw.wih.data();
       gm.bp16 = L.pw.bf16 ? pw.wih16.data() : nullptr;
-      gm.c = gxc; gm.ldc = G4;
+      gm.c = gxc; gm.ldc = GX;
       gm.bias = pw.bias.data();
       gm.split_k = !rows;
-      gemm_panels(kr, gm, b0, b1, abuf.data());
+      // blocks [b0,b1) are GEMM panels [b0*G/4, ceil(b1*G/4)) (see block_grain)
+      gemm_panels(kr, gm, b0 * C::G / 4, (b1 * C::G + 3) / 4, abuf.data());
     }
     for (int64_t s = s0, lo = 0; s < s1; lo += sh.rows_at(sc, s), ++s) {
       const int64_t n = sh.rows_at(sc, s), off = sc.off[s] + j0;  // packed row of slot j0
@@ -139,17 +144,21 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         a.n = n;
         a.K = Ho;
         a.h = hprev; a.ldh = ldh;
+        a.hself = hprev + blk * W;
         if (L.pw.bf16)
           a.w16 = pw.whh16.data() + blk * Ho * NR;
         else
-          a.w = pw.whh.data() + blk * Ho * NR;
-        a.gx = gxc + lo * G4 + blk * NR; a.ldgx = G4;
-        a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
-        a.c = st.c.data() + j0 * Hp + blk * W; a.ldc = Hp;
+          a.w = pw.whh.data() + blk * Ho * GW;
+        a.gx = gxc + lo * GX + blk * GW; a.ldgx = GX;
+        a.ph = pw.ph.empty() ? nullptr : pw.ph.data() + blk * nph * W;
+        if (C::has_c) {
+          a.c = st.c.data() + j0 * Hp + blk * W;
+          a.ldc = Hp;
+        }
         a.out = (P > 0 ? st.r.data() + j0 * Hp : hnext) + blk * W;
         a.ldo = P > 0 ? Hp : ldh;
         if (train) {
-          a.gsave = gs + off * G4 + blk * NR; a.ldgs = G4;
+          a.gsave = gs + off * GX + blk * GW; a.ldgs = GX;
           a.csave = cs + off * Hp + blk * W; a.ldcs = Hp;
         }
         a.split_k = !rows;
@@ -195,6 +204,53 @@ std::vector<int64_t> chunk_steps(const Schedule& sc, int64_t target, int64_t& mo
   return cut;
 }
 
+template <class C, class T>
+void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
+                  const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws,
+                  const ExecConfig& cfg) {
+  const Kernels<T>& kr = kernels_for<T>(cfg.isa);
+  const int nt = checked_threads(cfg.num_threads);
+  const Geometry g(d, kr.W);
+  const Schedule sc(d.T, d.B, lengths);
+  if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
+  if (ws != nullptr && (g.Hp != d.H || g.ldh != g.Ho))  // padding lanes: defined, not stale
+    std::memset(ws, 0, sizeof(T) * sc.N * g.saved_per_row() * d.D);
+  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T), int64_t(2) << 20), {}, 0};
+  // ~2 MB of projection per chunk (at least one step); training writes the
+  // projection straight into the saved gates, so chunks only order the work.
+  const int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / (g.GX * int64_t(sizeof(T))));
+  L.chunk = chunk_steps(sc, target, L.chunk_rows);
+  std::vector<FwdDir<T>> st(static_cast<size_t>(d.D));
+  for (int dir = 0; dir < d.D; ++dir) {
+    FwdDir<T>& s = st[dir];
+    s.dir = dir;
+    s.h0 = h0 + dir * d.B * g.Ho;
+    if (C::has_c) {
+      s.c0 = c0 + dir * d.B * d.H;
+      s.cn = cn + dir * d.B * d.H;
+    }
+    s.hn = hn + dir * d.B * g.Ho;
+    s.ws = ws ? ws + dir * sc.N * g.saved_per_row() : nullptr;
+    init_state<C>(L, s);
+  }
+  const int team = layer_team(d, nt, L.rows_mode);
+  const bool gather = !sc.identity || d.D == 2 || L.rows_mode;
+  std::vector<avec<T>> xa(static_cast<size_t>(team)), gxl(static_cast<size_t>(team));
+  for (int t = 0; t < team; ++t) {
+    if (gather) xa[t].resize(static_cast<size_t>(L.chunk_rows * d.I));
+    if (L.rows_mode) gxl[t].resize(static_cast<size_t>(L.chunk_rows * g.GX));
+  }
+#pragma omp parallel num_threads(team)
+  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
+    const int tid = omp_get_thread_num();
+    run_direction<C>(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
+  });
+  if (C::has_c)
+    for (const FwdDir<T>& s : st)
+      for (int64_t j = 0; j < d.B; ++j)
+        std::memcpy(s.cn + sc.perm[j] * d.H, &s.c[j * g.Hp], sizeof(T) * d.H);
+}
+
 }  // namespace
 
 template <class T>
@@ -206,44 +262,10 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
   pw.check(d, cfg.isa, false);  // a training forward needs no backward panels
   if (ws != nullptr && pw.bf16)
     throw std::invalid_argument("packed weights: bfloat16 weights are for inference only");
-  const Kernels<T>& kr = kernels_for<T>(cfg.isa);
-  const int nt = checked_threads(cfg.num_threads);
-  const Geometry g(d, kr.W);
-  const Schedule sc(d.T, d.B, lengths);
-  if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
-  if (ws != nullptr && (g.Hp != d.H || g.ldh != g.Ho))  // padding lanes: defined, not stale
-    std::memset(ws, 0, sizeof(T) * sc.N * g.saved_per_row() * d.D);
-  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T), int64_t(2) << 20), {}, 0};
-  // ~2 MB of projection per chunk (at least one step); training writes the
-  // projection straight into the saved gates, so chunks only order the work.
-  const int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / (g.G4 * int64_t(sizeof(T))));
-  L.chunk = chunk_steps(sc, target, L.chunk_rows);
-  std::vector<FwdDir<T>> st(static_cast<size_t>(d.D));
-  for (int dir = 0; dir < d.D; ++dir) {
-    FwdDir<T>& s = st[dir];
-    s.dir = dir;
-    s.h0 = h0 + dir * d.B * g.Ho;
-    s.c0 = c0 + dir * d.B * d.H;
-    s.hn = hn + dir * d.B * g.Ho;
-    s.cn = cn + dir * d.B * d.H;
-    s.ws = ws ? ws + dir * sc.N * g.saved_per_row() : nullptr;
-    init_state(L, s);
-  }
-  const int team = layer_team(d, nt, L.rows_mode);
-  const bool gather = !sc.identity || d.D == 2 || L.rows_mode;
-  std::vector<avec<T>> xa(static_cast<size_t>(team)), gxl(static_cast<size_t>(team));
-  for (int t = 0; t < team; ++t) {
-    if (gather) xa[t].resize(static_cast<size_t>(L.chunk_rows * d.I));
-    if (L.rows_mode) gxl[t].resize(static_cast<size_t>(L.chunk_rows * g.G4));
-  }
-#pragma omp parallel num_threads(team)
-  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
-    const int tid = omp_get_thread_num();
-    run_direction(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
-  });
-  for (const FwdDir<T>& s : st)
-    for (int64_t j = 0; j < d.B; ++j)
-      std::memcpy(s.cn + sc.perm[j] * d.H, &s.c[j * g.Hp], sizeof(T) * d.H);
+  if (d.cell == Cell::gru)
+    forward_cell<GruStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg);
+  else
+    forward_cell<LstmStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg);
 }
 
 template void layer_forward_packed<float>(const LayerDims&, const PackedImpl<float>&,

@@ -14,6 +14,10 @@ namespace detail {
 
 template <class T>
 void PackedImpl<T>::check(const LayerDims& d, Isa call_isa, bool need_backward) const {
+  if (d.cell != cell)
+    throw std::invalid_argument(std::string("packed weights: packed for the ") +
+                                cell_spec(cell).name + " cell, called with " +
+                                cell_spec(d.cell).name);
   if (d.I != I || d.H != H || d.P != P || d.D != D || d.peephole != peephole)
     throw std::invalid_argument(
         "packed weights: packed for I=" + std::to_string(I) + " H=" + std::to_string(H) +
@@ -33,12 +37,12 @@ void PackedImpl<T>::check(const LayerDims& d, Isa call_isa, bool need_backward) 
 
 namespace {
 
-template <class T>
+template <class C, class T>
 void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& w, Isa isa,
                     bool with_backward, bool bf16, int nt, PackedDir<T>& out) {
-  const int64_t I = d.I, H = d.H, P = d.P, Ho = g.Ho, W = g.W, NR = g.NR, Hp = g.Hp;
-  out.wih = pack_gate_cols(I, H, w.w_ih, W, nt);
-  out.whh = pack_gate_cols(Ho, H, w.w_hh, W, nt);
+  const int64_t I = d.I, H = d.H, P = d.P, Ho = g.Ho, W = g.W, NR = g.NR, Hp = g.Hp, G = C::G;
+  out.wih = pack_gate_cols(I, H, G, w.w_ih, W, NR, nt);
+  out.whh = pack_gate_cols(Ho, H, G, w.w_hh, W, G * W, nt);
   if (bf16) {
     const auto order = kernels_for<T>(isa).bf16_order;
     out.wih16 = to_bf16(out.wih, W, order, nt);
@@ -46,12 +50,15 @@ void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& 
     out.wih = avec<T>();
     out.whh = avec<T>();
   }
-  out.bias = interleaved_bias(w, H, Hp, W);
-  if (d.peephole) out.ph = interleaved_peephole(w.w_ph, H, Hp, W);
+  // the GRU's b_hn stays apart: r multiplies it with h W_hn^T
+  out.bias = interleaved_bias(w, G, C::has_c ? G : 2, H, Hp, W);
+  if (!C::has_c) out.ph = interleaved_rows(w.b_hh ? w.b_hh + 2 * H : nullptr, 1, H, Hp, W);
+  if (d.peephole) out.ph = interleaved_rows(w.w_ph, 3, H, Hp, W);
   if (P > 0) out.whr = pack_plain(H, P, w.w_hr, 1, H, NR, nt);
   if (with_backward) {
-    out.whh_t = pack_gate_rows(H, Hp, Ho, w.w_hh, NR, nt);
-    out.wih_t = pack_gate_rows(H, Hp, I, w.w_ih, NR, nt);
+    static constexpr int x_gate[4] = {0, 1, 2, 3};
+    out.whh_t = pack_gate_rows(H, Hp, Ho, G, C::h_gate, w.w_hh, NR, nt);
+    out.wih_t = pack_gate_rows(H, Hp, I, G, x_gate, w.w_ih, NR, nt);
     if (P > 0) out.whr_t = pack_plain(P, H, w.w_hr, H, 1, NR, nt);
   }
 }
@@ -70,6 +77,9 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
     throw std::invalid_argument("weights_dtype: bfloat16 weights need a float32 layer");
   if (bf16 && with_backward)
     throw std::invalid_argument("weights_dtype: bfloat16 weights are for inference only");
+  if (bf16 && d.cell != Cell::lstm)
+    throw std::invalid_argument(std::string("weights_dtype: bfloat16 weights have LSTM kernels "
+                                            "only, not ") + cell_spec(d.cell).name + " ones");
   LayerDims shape = d;
   shape.T = shape.B = 1;
   check_layer(shape, nullptr);
@@ -77,6 +87,7 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
   const int nt = detail::checked_threads(num_threads);
   const detail::Geometry g(shape, kr.W);
   p_->I = d.I; p_->H = d.H; p_->P = d.P; p_->D = d.D;
+  p_->cell = d.cell;
   p_->peephole = d.peephole;
   p_->with_backward = with_backward;
   p_->isa = isa;
@@ -84,7 +95,12 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
   for (int64_t k = 0; k < d.D; ++k) {
     if (!w[k].w_ih || !w[k].w_hh || (d.peephole && !w[k].w_ph) || (d.P > 0 && !w[k].w_hr))
       throw std::invalid_argument("weights: a required weight pointer is null");
-    detail::pack_direction(shape, g, w[k], isa, with_backward, bf16, nt, p_->dir[k]);
+    if (d.cell == Cell::gru)
+      detail::pack_direction<detail::GruStep>(shape, g, w[k], isa, with_backward, bf16, nt,
+                                              p_->dir[k]);
+    else
+      detail::pack_direction<detail::LstmStep>(shape, g, w[k], isa, with_backward, bf16, nt,
+                                               p_->dir[k]);
   }
 }
 

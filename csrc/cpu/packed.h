@@ -1,33 +1,36 @@
 // What a PackedLayer holds: per direction, every weight in the layout its
-// kernel reads (see gemm.h for the panel layouts; W, NR, Hp as in kernels.h).
+// kernel reads (see gemm.h for the panel layouts; W, NR, Hp, G, GX as in
+// kernels.h and geometry.h; slot s of dgates as in kernels.h's LstmStep/GruStep).
 #pragma once
 
 #include <cstdint>
 
 #include "core/aligned.h"
-#include "fastlstm/lstm.h"
+#include "fastlstm/rnn.h"
 
 namespace fastlstm {
 namespace detail {
 
 template <class T>
 struct PackedDir {
-  avec<T> wih;    // [nblk][I][NR] W_ih, gate-interleaved columns (input projection)
-  avec<T> whh;    // [nblk][Ho][NR] W_hh, gate-interleaved columns (recurrence)
-  avec<T> bias;   // [nblk][4][W] b_ih + b_hh (zeros without bias)
-  avec<T> ph;     // [nblk][3][W] peepholes i,f,o, or empty
+  avec<T> wih;    // [ceil(GX/NR)][I][NR] W_ih, gate-interleaved columns (input projection)
+  avec<T> whh;    // [nblk][Ho][G*W] W_hh, gate-interleaved columns (recurrence)
+  avec<T> bias;   // [nblk][G][W] the input side's bias (interleaved_bias)
+  avec<T> ph;     // the step's block constants: LSTM [nblk][3][W] peepholes i,f,o, or
+                  // empty; GRU [nblk][1][W] b_hn (zeros without bias)
   avec<T> whr;    // [ceil(P/NR)][H][NR] B(u,p) = W_hr[p,u], or empty
   // bfloat16 weights: wih and whh rounded, and those two left empty
   avec<uint16_t> wih16, whh16;
   // with_backward only
-  avec<T> whh_t;  // [ceil(Ho/NR)][4Hp][NR] B(q*Hp+u, n) = W_hh[q*H+u, n]
-  avec<T> wih_t;  // [ceil(I/NR)][4Hp][NR] B(q*Hp+u, n) = W_ih[q*H+u, n]
+  avec<T> whh_t;  // [ceil(Ho/NR)][GX][NR] B(s*Hp+u, n) = W_hh[h_gate[s]*H+u, n]
+  avec<T> wih_t;  // [ceil(I/NR)][GX][NR] B(q*Hp+u, n) = W_ih[q*H+u, n]
   avec<T> whr_t;  // [ceil(H/NR)][P][NR] B(p,u) = W_hr[p,u], or empty
 };
 
 template <class T>
 struct PackedImpl {
   int64_t I = 0, H = 0, P = 0, D = 1;
+  Cell cell = Cell::lstm;
   bool peephole = false, with_backward = false;
   bool bf16 = false;  // W_ih and W_hh held as bfloat16 (inference only)
   Isa isa = Isa::scalar;

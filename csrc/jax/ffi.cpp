@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "core/lstm_params.h"
-#include "fastlstm/lstm.h"
+#include "core/dir_params.h"
+#include "fastlstm/rnn.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -62,27 +62,27 @@ Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int
   return c;
 }
 
-// The LSTM spec's parameters one direction has (their indices j), in argument order.
+// The spec parameters of the layer's cell one direction has (their indices j), in argument order.
 std::vector<int> present_params(const Config& c) {
   std::vector<int> js;
-  for (int j = 0; j < detail::kLstmParams; ++j)
-    if (detail::lstm_param_present(j, c.d, c.bias)) js.push_back(j);
+  for (int j = 0; j < cell_spec(c.d.cell).n_params; ++j)
+    if (detail::dir_param_present(j, c.d, c.bias)) js.push_back(j);
   return js;
 }
 
 // The expected element counts of one direction's weights, in argument order.
 std::vector<int64_t> weight_counts(const Config& c) {
   std::vector<int64_t> n;
-  for (int j : present_params(c)) n.push_back(detail::lstm_param_size(j, c.d));
+  for (int j : present_params(c)) n.push_back(detail::dir_param_size(j, c.d));
   return n;
 }
 
 // One direction's DirWeights or DirGrads from its pointers in argument order.
 template <class Dir, class Ptr>
 void fill_direction(const Config& c, const std::vector<Ptr>& p, Dir& out) {
-  const auto fields = detail::lstm_fields<Dir>();
   size_t i = 0;
-  for (int j : present_params(c)) out.*fields[j] = p[i++];
+  for (int j : present_params(c))
+    out.*detail::param_field<Dir>(cell_spec(c.d.cell).params[j]) = p[i++];
 }
 
 template <class T>

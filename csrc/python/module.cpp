@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "core/checked.h"
-#include "core/lstm_params.h"
+#include "core/dir_params.h"
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
 #include "fastlstm/cell_spec.h"
-#include "fastlstm/lstm.h"
+#include "fastlstm/rnn.h"
 #if defined(FASTLSTM_HAVE_XLA_FFI)
 #include "jax/ffi.h"
 #endif
@@ -33,6 +33,12 @@ Isa parse_isa(const std::string& s) {
   if (s == "avx2") return Isa::avx2;
   if (s == "avx512") return Isa::avx512;
   throw py::value_error("isa: expected 'scalar', 'avx2' or 'avx512', got '" + s + "'");
+}
+
+Cell parse_cell(const std::string& s) {
+  for (const CellSpec& c : kCellSpecs)
+    if (s == c.name) return c.cell;
+  throw py::value_error("cell: expected 'lstm', 'gru' or 'lnlstm', got '" + s + "'");
 }
 
 // A C-contiguous array of T with exactly `size` elements (writable if asked).
@@ -58,6 +64,16 @@ T* optional_buffer(const py::object& o, const char* name, int64_t size, bool wri
   return o.is_none() ? nullptr : buffer<T>(o, name, size, writable);
 }
 
+// The c state's buffers: required for cells with c, None for the others.
+template <class T>
+T* c_buffer(const py::object& o, const char* name, const LayerDims& d, bool writable) {
+  if (cell_spec(d.cell).states == 2) return buffer<T>(o, name, d.D * d.B * d.H, writable);
+  if (!o.is_none())
+    throw py::value_error(std::string(name) + ": the " + cell_spec(d.cell).name +
+                          " cell has no c state, expected None");
+  return nullptr;
+}
+
 struct Args {
   LayerDims d;
   ExecConfig cfg;
@@ -75,30 +91,31 @@ Args unpack(const LayerDims& dims, const py::object& lengths, int num_threads,
   return a;
 }
 
-// Weights of each direction: one entry per parameter of the LSTM's cell spec,
-// in its order; None where the layer has no such parameter.
+// Weights of each direction: one entry per parameter of the layer's cell
+// spec, in its order; None where the layer has no such parameter.
 template <class T, class Ptrs>
 std::vector<Ptrs> params(const py::sequence& seq, const LayerDims& d, bool writable,
                          const char* what) {
   using namespace detail;
-  const CellSpec& spec = cell_spec(Cell::lstm);
+  const CellSpec& spec = cell_spec(d.cell);
   if (static_cast<int64_t>(seq.size()) != d.D)
     throw py::value_error(std::string(what) + ": expected one entry per direction");
   std::vector<Ptrs> out(d.D);
   for (int64_t k = 0; k < d.D; ++k) {
     py::tuple t = seq[k].cast<py::tuple>();
-    if (static_cast<int>(t.size()) != kLstmParams)
-      throw py::value_error(std::string(what) + ": expected " + std::to_string(kLstmParams) +
+    if (static_cast<int>(t.size()) != spec.n_params)
+      throw py::value_error(std::string(what) + ": expected " + std::to_string(spec.n_params) +
                             " entries per direction");
-    const auto fields = lstm_fields<Ptrs>();
-    for (int j = 0; j < kLstmParams; ++j) {
+    for (int j = 0; j < spec.n_params; ++j) {
       const char* name = spec.params[j].name;
-      const int64_t n = lstm_param_size(j, d);
+      const int64_t n = dir_param_size(j, d);
+      const auto field = param_field<Ptrs>(spec.params[j]);
+      if (field == nullptr) throw py::value_error(std::string(what) + ": no kernel for " + name);
       // biases are optional (bias=False passes None); the others exist exactly when present
-      out[k].*fields[j] = spec.params[j].when == When::bias
-                              ? optional_buffer<T>(t[j], name, n, writable)
-                          : lstm_param_present(j, d, true) ? buffer<T>(t[j], name, n, writable)
-                                                           : nullptr;
+      out[k].*field = spec.params[j].when == When::bias
+                          ? optional_buffer<T>(t[j], name, n, writable)
+                      : dir_param_present(j, d, true) ? buffer<T>(t[j], name, n, writable)
+                                                      : nullptr;
     }
   }
   return out;
@@ -164,10 +181,10 @@ void forward(const LayerDims& dims, const PackedLayer<T>& w, py::object x, py::o
   const int64_t Ho = d.hout();
   const T* px = buffer<T>(x, "x", d.T * d.B * d.I, false);
   const T* ph0 = buffer<T>(h0, "h0", d.D * d.B * Ho, false);
-  const T* pc0 = buffer<T>(c0, "c0", d.D * d.B * d.H, false);
+  const T* pc0 = c_buffer<T>(c0, "c0", d, false);
   T* py_ = buffer<T>(y, "y", d.T * d.B * d.D * Ho, true);
   T* phn = buffer<T>(hn, "h_n", d.D * d.B * Ho, true);
-  T* pcn = buffer<T>(cn, "c_n", d.D * d.B * d.H, true);
+  T* pcn = c_buffer<T>(cn, "c_n", d, true);
   T* pws = optional_buffer<T>(
       ws, "workspace", layer_workspace_size(d, a.lengths, a.cfg.isa, sizeof(T)), true);
   py::gil_scoped_release nogil;
@@ -184,23 +201,23 @@ void backward(const LayerDims& dims, const PackedLayer<T>& w, py::sequence grads
   const int64_t Ho = d.hout();
   const auto g = params<T, DirGrads<T>>(grads, d, true, "grads");
   const T* px = buffer<T>(x, "x", d.T * d.B * d.I, false);
-  const T* pc0 = buffer<T>(c0, "c0", d.D * d.B * d.H, false);
+  const T* pc0 = c_buffer<T>(c0, "c0", d, false);
   const T* pws =
       buffer<T>(ws, "workspace", layer_workspace_size(d, a.lengths, a.cfg.isa, sizeof(T)), false);
   const T* pdy = buffer<T>(dy, "dy", d.T * d.B * d.D * Ho, false);
   const T* pdhn = buffer<T>(dhn, "dh_n", d.D * d.B * Ho, false);
-  const T* pdcn = buffer<T>(dcn, "dc_n", d.D * d.B * d.H, false);
+  const T* pdcn = c_buffer<T>(dcn, "dc_n", d, false);
   T* pdx = buffer<T>(dx, "dx", d.T * d.B * d.I, true);
   T* pdh0 = buffer<T>(dh0, "dh0", d.D * d.B * Ho, true);
-  T* pdc0 = buffer<T>(dc0, "dc0", d.D * d.B * d.H, true);
+  T* pdc0 = c_buffer<T>(dc0, "dc0", d, true);
   py::gil_scoped_release nogil;
   layer_backward<T>(d, w, px, a.lengths, pc0, pws, pdy, pdhn, pdcn, pdx, pdh0, pdc0, g.data(),
                     a.cfg);
 }
 
-// One inference step of an LSTMCell (one layer, one direction, no
-// projection): x [B,I], h, c [B,H] -> h1, c1 [B,H]. The lean entry for
-// streaming: B follows from x's size.
+// One inference step of a cell (one layer, one direction, no projection):
+// x [B,I], h [B,H] (and the LSTM's c [B,H]; None for the GRU) -> h1 (, c1)
+// [B,H]. The lean entry for streaming: B follows from x's size.
 template <class T>
 void cell_forward(const PackedLayer<T>& w, py::object x, py::object h, py::object c,
                   py::object h1, py::object c1, int num_threads, const std::string& isa) {
@@ -215,14 +232,15 @@ void cell_forward(const PackedLayer<T>& w, py::object x, py::object h, py::objec
   d.I = p.I;
   d.H = p.H;
   d.peephole = p.peephole;
+  d.cell = p.cell;
   ExecConfig cfg;
   cfg.num_threads = num_threads;
   cfg.isa = parse_isa(isa);
   const T* px = buffer<T>(x, "x", d.B * d.I, false);
   const T* ph = buffer<T>(h, "h", d.B * d.H, false);
-  const T* pc = buffer<T>(c, "c", d.B * d.H, false);
+  const T* pc = c_buffer<T>(c, "c", d, false);
   T* ph1 = buffer<T>(h1, "h_out", d.B * d.H, true);
-  T* pc1 = buffer<T>(c1, "c_out", d.B * d.H, true);
+  T* pc1 = c_buffer<T>(c1, "c_out", d, true);
   py::gil_scoped_release nogil;
   layer_forward<T>(d, w, px, nullptr, ph, pc, ph1, ph1, pc1, nullptr, cfg);
 }
@@ -537,17 +555,19 @@ py::dict cpu_features() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm C++ core (internal; use the fastlstm package)";
-  // One layer's configuration as the core takes it (fastlstm/lstm.h), one object
+  // One layer's configuration as the core takes it (fastlstm/rnn.h), one object
   // across the binding rather than a positional tuple.
   py::class_<LayerDims>(m, "LayerDims")
       .def(py::init([](int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int64_t D,
-                       bool peephole) {
+                       bool peephole, const std::string& cell) {
              LayerDims d;
              d.T = T; d.B = B; d.I = I; d.H = H; d.P = P; d.D = D; d.peephole = peephole;
+             d.cell = parse_cell(cell);
              return d;
            }),
            py::kw_only(), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
-           py::arg("P") = 0, py::arg("D") = 1, py::arg("peephole") = false)
+           py::arg("P") = 0, py::arg("D") = 1, py::arg("peephole") = false,
+           py::arg("cell") = "lstm")
       .def_readonly("T", &LayerDims::T)
       .def_readonly("B", &LayerDims::B)
       .def_readonly("I", &LayerDims::I)
@@ -555,11 +575,13 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("P", &LayerDims::P)
       .def_readonly("D", &LayerDims::D)
       .def_readonly("peephole", &LayerDims::peephole)
+      .def_property_readonly("cell", [](const LayerDims& d) { return cell_spec(d.cell).name; })
       .def("__repr__", [](const LayerDims& d) {
         return "LayerDims(T=" + std::to_string(d.T) + ", B=" + std::to_string(d.B) +
                ", I=" + std::to_string(d.I) + ", H=" + std::to_string(d.H) +
                ", P=" + std::to_string(d.P) + ", D=" + std::to_string(d.D) +
-               ", peephole=" + (d.peephole ? "True" : "False") + ")";
+               ", peephole=" + (d.peephole ? "True" : "False") + ", cell='" +
+               cell_spec(d.cell).name + "')";
       });
   bind_packed<float>(m, "PackedLayerF32");
   bind_packed<double>(m, "PackedLayerF64");

@@ -1,9 +1,10 @@
-"""Stateless LSTM forward and backward on explicit weights.
+"""Stateless LSTM and GRU forward and backward on explicit weights.
 
-`params` is a dict with torch.nn.LSTM's state_dict keys (``weight_ih_l0``,
-``weight_hh_l0_reverse``, ...), plus ``weight_ph_l{k}`` [3,H] (rows i, f, o)
-for peepholes. Arrays are time-major: x [T,B,I], h0 [D*L,B,Ho], c0 [D*L,B,H].
-The layer classes in `fastlstm.layers` are thin wrappers over these two calls.
+`params` is a dict with torch.nn.LSTM's / torch.nn.GRU's state_dict keys
+(``weight_ih_l0``, ``weight_hh_l0_reverse``, ...), plus, for the LSTM,
+``weight_ph_l{k}`` [3,H] (rows i, f, o) for peepholes. Arrays are
+time-major: x [T,B,I], h0 [D*L,B,Ho], c0 [D*L,B,H] (LSTM). The layer classes
+in `fastlstm.layers` are thin wrappers over these calls.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from . import _checks, _core, _spec
 from ._runtime import get_num_threads, resolve_isa
 
 __all__ = ["param_shapes", "init_params", "pack", "Packed", "lstm_forward", "lstm_backward",
-           "Context"]
+           "gru_forward", "gru_backward", "Context"]
 
 
 def layer_weight_names(k: int, bidirectional: bool, bias: bool, proj: bool,
@@ -27,10 +28,19 @@ def layer_weight_names(k: int, bidirectional: bool, bias: bool, proj: bool,
 
 
 def param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
-                 proj_size=0, peephole=False) -> dict:
-    """Parameter names and shapes, in torch.nn.LSTM's order (peepholes last)."""
-    return _spec.param_shapes("lstm", input_size, hidden_size, num_layers, bias, bidirectional,
-                              proj_size, peephole)
+                 proj_size=0, peephole=False, cell="lstm") -> dict:
+    """Parameter names and shapes, in torch.nn.LSTM's / GRU's order (peepholes last)."""
+    return _spec.param_shapes(_cell_name(cell), input_size, hidden_size, num_layers, bias,
+                              bidirectional, proj_size, peephole)
+
+
+_CELLS = ("lstm", "gru")  # the cells with CPU kernels
+
+
+def _cell_name(cell) -> str:
+    if cell not in _CELLS:
+        raise ValueError(f"cell: expected one of {_CELLS}, got {cell!r}")
+    return cell
 
 
 def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator) -> dict:
@@ -47,10 +57,10 @@ class Packed:
     change). It holds copies: later edits of the source arrays are not seen.
     """
     __slots__ = ("layers", "names", "shapes", "isa", "dtype", "with_backward", "config",
-                 "weights_dtype")
+                 "weights_dtype", "cell")
 
     def __init__(self, layers, names, shapes, isa, dtype, with_backward, config,
-                 weights_dtype):
+                 weights_dtype, cell="lstm"):
         self.layers = layers              # per layer: a _core.PackedLayerF32/F64
         self.names = names                # per layer, per direction: the spec's names or None
         self.shapes = shapes              # name -> shape
@@ -58,18 +68,20 @@ class Packed:
         self.with_backward = with_backward
         self.config = config              # (input_size, H, L, P, bidirectional, bias, peephole)
         self.weights_dtype = weights_dtype  # dtype of W_ih, W_hh in the kernels
+        self.cell = cell                  # "lstm" or "gru"
 
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self.layers)
 
     def __repr__(self):
-        return (f"Packed({len(self.layers)} layers, isa={self.isa!r}, dtype={self.dtype}, "
+        return (f"Packed({self.cell}, {len(self.layers)} layers, isa={self.isa!r}, "
+                f"dtype={self.dtype}, "
                 f"weights_dtype={self.weights_dtype!r}, with_backward={self.with_backward}, "
                 f"nbytes={self.nbytes})")
 
 
-def weights_dtype_of(weights_dtype, dtype) -> str:
+def weights_dtype_of(weights_dtype, dtype, cell="lstm") -> str:
     """'bfloat16', or the layer's own dtype name for None / that dtype."""
     if weights_dtype is None or (weights_dtype != "bfloat16"
                                  and _is_dtype(weights_dtype, dtype)):
@@ -77,6 +89,9 @@ def weights_dtype_of(weights_dtype, dtype) -> str:
     if weights_dtype != "bfloat16":
         raise ValueError(f"weights_dtype: expected None, {dtype.name!r} or 'bfloat16', got "
                          f"{weights_dtype!r}")
+    if cell != "lstm":
+        raise ValueError(f"weights_dtype: 'bfloat16' weights have LSTM kernels only, not "
+                         f"{cell} ones; use None")
     if dtype != np.float32:
         raise ValueError(f"weights_dtype: 'bfloat16' needs dtype float32, got {dtype}")
     return "bfloat16"
@@ -89,7 +104,8 @@ def _is_dtype(value, dtype) -> bool:
         return False
 
 
-def _pack_checked(params, config, dtype, isa, with_backward, nt, bf16=False) -> Packed:
+def _pack_checked(params, config, dtype, isa, with_backward, nt, bf16=False,
+                  cell="lstm") -> Packed:
     """`pack` on arguments already checked: params hold every key, right shape and dtype.
     bf16: W_ih and W_hh as bfloat16 (float32, inference only)."""
     I, H, L, P, bidirectional, bias, peephole = config
@@ -97,36 +113,49 @@ def _pack_checked(params, config, dtype, isa, with_backward, nt, bf16=False) -> 
     cls = _core.PackedLayerF32 if dtype == np.float32 else _core.PackedLayerF64
     layers, names = [], []
     for k in range(L):
-        per_dir = [_direction_weights(params, k, sfx, bias, peephole, P)
+        per_dir = [_direction_weights(params, k, sfx, bias, peephole, P, cell)
                    for sfx in _spec.suffixes(bidirectional)]
         shape = _core.LayerDims(T=1, B=1, I=I if k == 0 else D * Ho, H=H, P=P, D=D,
-                                peephole=bool(peephole))
+                                peephole=bool(peephole), cell=cell)
         layers.append(cls(shape, [w for _, w in per_dir], isa, with_backward, nt, bf16))
         names.append([n for n, _ in per_dir])
     shapes = {k: tuple(v.shape) for k, v in params.items()}
     return Packed(layers, names, shapes, isa, dtype, with_backward, config,
-                  "bfloat16" if bf16 else dtype.name)
+                  "bfloat16" if bf16 else dtype.name, cell)
 
 
 def pack(params, *, input_size, hidden_size, num_layers=1, proj_size=0, bidirectional=False,
-         bias=True, peephole=False, training=False, isa=None, weights_dtype=None) -> Packed:
-    """Pack `params` for `lstm_forward(..., packed=)`; training=True also packs
-    what `lstm_backward` needs. The result holds copies of the weights.
-    weights_dtype='bfloat16' (float32 params, inference only) rounds W_ih and
-    W_hh to bfloat16 for the kernels; products, biases and state stay float32."""
+         bias=True, peephole=False, training=False, isa=None, weights_dtype=None,
+         cell="lstm") -> Packed:
+    """Pack `params` for `lstm_forward` / `gru_forward` (``packed=``);
+    training=True also packs what the backward needs. The result holds copies
+    of the weights. weights_dtype='bfloat16' (float32 LSTM params, inference
+    only) rounds W_ih and W_hh to bfloat16 for the kernels; products, biases
+    and state stay float32."""
+    cell = _cell_name(cell)
     I, H, L, _, P = _checks.layer_config(input_size, hidden_size, num_layers, 0.0, proj_size)
-    params, dtype = _checked_params(params, I, H, L, bias, bidirectional, P, peephole)
+    _check_options(cell, P, peephole)
+    params, dtype = _checked_params(params, I, H, L, bias, bidirectional, P, peephole,
+                                    cell=cell)
     config = (I, H, L, P, bool(bidirectional), bool(bias), bool(peephole))
-    wdt = weights_dtype_of(weights_dtype, dtype)
+    wdt = weights_dtype_of(weights_dtype, dtype, cell)
     if wdt == "bfloat16" and training:
         raise ValueError("weights_dtype: 'bfloat16' weights are for inference only "
                          "(training=False)")
     return _pack_checked(params, config, dtype, resolve_isa(isa), bool(training),
-                         get_num_threads(), wdt == "bfloat16")
+                         get_num_threads(), wdt == "bfloat16", cell)
 
 
-def _checked_params(params, I, H, L, bias, bidirectional, P, peephole, dtype=None):
-    shapes = param_shapes(I, H, L, bias, bidirectional, P, peephole)
+def _check_options(cell, P, peephole) -> None:
+    if cell != "lstm" and P:
+        raise ValueError(f"proj_size: the {cell} cell has no projection, got {P}")
+    if cell != "lstm" and peephole:
+        raise ValueError(f"peephole: the {cell} cell has no peepholes")
+
+
+def _checked_params(params, I, H, L, bias, bidirectional, P, peephole, dtype=None,
+                    cell="lstm"):
+    shapes = param_shapes(I, H, L, bias, bidirectional, P, peephole, cell)
     if not isinstance(params, dict) or set(params) != set(shapes):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"params: expected a dict with the keys {sorted(shapes)}, got {got}")
@@ -145,13 +174,13 @@ class _Layer:
     packed: object       # the layer's _core.PackedLayer (with backward panels)
     names: list          # per direction, the parameter names in the cell spec's order
     x: np.ndarray        # [T,B,I] the layer's input (after dropout)
-    c0: np.ndarray       # [D,B,H]
+    c0: np.ndarray       # [D,B,H] (LSTM), None (GRU)
     ws: np.ndarray       # saved by the training forward
 
 
 @dataclass
 class Context:
-    """What a training-mode forward saves for `lstm_backward`."""
+    """What a training-mode forward saves for `lstm_backward` / `gru_backward`."""
     layers: list
     lengths: np.ndarray | None
     shapes: dict = field(default_factory=dict)          # parameter name -> shape
@@ -159,12 +188,13 @@ class Context:
     isa: str = "scalar"
     dtype: np.dtype = np.dtype(np.float32)
     consumed: bool = False
+    cell: str = "lstm"
 
 
-def _direction_weights(params, k, sfx, bias, peephole, proj):
-    """(names, arrays) of one direction in the kernels' order: the LSTM cell
+def _direction_weights(params, k, sfx, bias, peephole, proj, cell="lstm"):
+    """(names, arrays) of one direction in the kernels' order: the cell
     spec's, None where absent."""
-    names = _spec.direction_slots("lstm", k, sfx, bias, bool(proj), peephole)
+    names = _spec.direction_slots(cell, k, sfx, bias, bool(proj), peephole)
     return names, tuple(None if n is None else params[n] for n in names)
 
 
@@ -184,6 +214,28 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
     the same configuration) skips packing the weights: then params may be None
     and the packed weights are used.
     """
+    return _checked_forward("lstm", x, params, num_layers, hidden_size, proj_size,
+                            bidirectional, bias, peephole, h0, c0, lengths, dropout, training,
+                            rng, isa, packed)
+
+
+def gru_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias=True,
+                h0=None, lengths=None, dropout=0.0, training=False, rng=None, isa=None,
+                packed=None):
+    """Multi-layer GRU forward (torch.nn.GRU's maths, gates r, z, n).
+
+    x [T,B,I]; h0 [D*L,B,H] or None (zeros); lengths int [B] or None. Returns
+    y [T,B,D*H], h_n and a Context (None unless training). params as
+    `param_shapes(..., cell="gru")`; `packed` from `pack(..., cell="gru")`.
+    """
+    y, hn, _, ctx = _checked_forward("gru", x, params, num_layers, hidden_size, 0,
+                                     bidirectional, bias, False, h0, None, lengths, dropout,
+                                     training, rng, isa, packed)
+    return y, hn, ctx
+
+
+def _checked_forward(cell, x, params, num_layers, hidden_size, proj_size, bidirectional, bias,
+                     peephole, h0, c0, lengths, dropout, training, rng, isa, packed):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x: expected a numpy.ndarray, got {type(x).__name__}")
     dtype = _checks.dtype_of(x.dtype)
@@ -201,16 +253,17 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
     nt = get_num_threads()
     if packed is None:
         params, _ = _checked_params(params, I, H, num_layers, bias, bidirectional, P, peephole,
-                                    dtype)
-        packed = _pack_checked(params, config, dtype, isa, bool(training), nt)
+                                    dtype, cell)
+        packed = _pack_checked(params, config, dtype, isa, bool(training), nt, cell=cell)
     elif not isinstance(packed, Packed):
         raise TypeError(f"packed: expected a fastlstm.functional.Packed, got "
                         f"{type(packed).__name__}")
-    elif (packed.config != config or packed.dtype != dtype or packed.isa != isa
-          or (training and not packed.with_backward)):
-        raise ValueError(f"packed: built for {packed.config}, {packed.dtype}, isa "
-                         f"{packed.isa!r}, with_backward={packed.with_backward}; this call "
-                         f"needs {config}, {dtype}, isa {isa!r}, training={bool(training)}")
+    elif (packed.cell != cell or packed.config != config or packed.dtype != dtype
+          or packed.isa != isa or (training and not packed.with_backward)):
+        raise ValueError(f"packed: built for the {packed.cell} cell, {packed.config}, "
+                         f"{packed.dtype}, isa {packed.isa!r}, with_backward="
+                         f"{packed.with_backward}; this call needs the {cell} cell, {config}, "
+                         f"{dtype}, isa {isa!r}, training={bool(training)}")
     if h0 is not None:
         h0 = _checks.shaped(h0, "h0", dtype, (D * num_layers, B, Ho))
     if c0 is not None:
@@ -223,29 +276,32 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
 
 
 def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt):
-    """lstm_forward on checked arguments: x [T,B,I] C-contiguous of packed.dtype."""
-    dtype, isa = packed.dtype, packed.isa
+    """The forward on checked arguments: x [T,B,I] C-contiguous of packed.dtype.
+    Returns y, h_n, c_n (None for the GRU), ctx."""
+    dtype, isa, cell = packed.dtype, packed.isa, packed.cell
     _, H, num_layers, P, bidirectional, _, peephole = packed.config
     Ho, D = (P or H), (2 if bidirectional else 1)
+    has_c = cell == "lstm"
     T, B, _ = x.shape
     fwd = _kernel("forward", dtype)
     if h0 is None:
         h0 = np.zeros((D * num_layers, B, Ho), dtype)
-    if c0 is None:
+    if c0 is None and has_c:
         c0 = np.zeros((D * num_layers, B, H), dtype)
-    ctx = Context([], lengths, packed.shapes, [], isa, dtype) if training else None
+    ctx = Context([], lengths, packed.shapes, [], isa, dtype, cell=cell) if training else None
     inp = x
     hn = np.empty((D * num_layers, B, Ho), dtype)
-    cn = np.empty((D * num_layers, B, H), dtype)
+    cn = np.empty((D * num_layers, B, H), dtype) if has_c else None
     for k in range(num_layers):
-        dims = _core.LayerDims(T=T, B=B, I=inp.shape[2], H=H, P=P, D=D, peephole=bool(peephole))
-        h0k, c0k = h0[k * D:(k + 1) * D], c0[k * D:(k + 1) * D]
+        sl = slice(k * D, (k + 1) * D)
+        dims = _core.LayerDims(T=T, B=B, I=inp.shape[2], H=H, P=P, D=D, peephole=bool(peephole),
+                               cell=cell)
+        c0k, cnk = (c0[sl], cn[sl]) if has_c else (None, None)
         y = np.empty((T, B, D * Ho), dtype)
         ws = None
         if training:
             ws = np.empty(_core.workspace_size(dims, lengths, isa, dtype.itemsize), dtype)
-        fwd(dims, packed.layers[k], inp, lengths, h0k, c0k, y, hn[k * D:(k + 1) * D],
-            cn[k * D:(k + 1) * D], ws, nt, isa)
+        fwd(dims, packed.layers[k], inp, lengths, h0[sl], c0k, y, hn[sl], cnk, ws, nt, isa)
         if training:
             ctx.layers.append(_Layer(dims, packed.layers[k], packed.names[k], inp, c0k, ws))
         if k < num_layers - 1 and training and dropout > 0.0:
@@ -259,17 +315,34 @@ def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt):
 
 
 def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
-    """BPTT through a training-mode forward. Consumes ctx.
+    """BPTT through a training-mode `lstm_forward`. Consumes ctx.
 
     dy [T,B,D*Ho]; dh_n, dc_n like h_n, c_n or None (zeros). Parameter
     gradients are accumulated into `grads` (a dict of arrays keyed like params;
     missing entries are created as zeros). It differentiates the weights the
     forward used. Returns dx, dh0, dc0, grads.
     """
+    return _backward(ctx, "lstm", dy, dh_n, dc_n, grads)
+
+
+def gru_backward(ctx: Context, dy, dh_n=None, grads=None):
+    """BPTT through a training-mode `gru_forward`. Consumes ctx.
+
+    dy [T,B,D*H]; dh_n like h_n or None (zeros). Parameter gradients are
+    accumulated into `grads` as in `lstm_backward`. Returns dx, dh0, grads.
+    """
+    dx, dh0, _, grads = _backward(ctx, "gru", dy, dh_n, None, grads)
+    return dx, dh0, grads
+
+
+def _backward(ctx: Context, cell, dy, dh_n, dc_n, grads):
     if ctx is None or ctx.consumed:
         raise RuntimeError("backward: no saved training-mode forward to differentiate "
                            "(each forward in train() mode can be back-propagated once)")
+    if ctx.cell != cell:
+        raise ValueError(f"ctx: saved by a {ctx.cell} forward, not a {cell} one")
     dtype, isa, nt = ctx.dtype, ctx.isa, get_num_threads()
+    has_c = cell == "lstm"
     bwd = _kernel("backward", dtype)
     grads = {} if grads is None else grads
     d = ctx.layers[0].dims
@@ -278,11 +351,12 @@ def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
     dy = _checks.shaped(dy, "dy", dtype, (T, B, D * Ho))
     dh_n = np.zeros((D * L, B, Ho), dtype) if dh_n is None else \
         _checks.shaped(dh_n, "dh_n", dtype, (D * L, B, Ho))
-    dc_n = np.zeros((D * L, B, H), dtype) if dc_n is None else \
-        _checks.shaped(dc_n, "dc_n", dtype, (D * L, B, H))
+    if has_c:
+        dc_n = np.zeros((D * L, B, H), dtype) if dc_n is None else \
+            _checks.shaped(dc_n, "dc_n", dtype, (D * L, B, H))
     ctx.consumed = True
     dh0 = np.empty((D * L, B, Ho), dtype)
-    dc0 = np.empty((D * L, B, H), dtype)
+    dc0 = np.empty((D * L, B, H), dtype) if has_c else None
     for k in reversed(range(L)):
         lay = ctx.layers[k]
         g = [tuple(None if n is None else _grad_buffer(grads, n, ctx.shapes[n], dtype)
@@ -291,7 +365,8 @@ def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
         dx = np.empty_like(lay.x)
         sl = slice(k * D, (k + 1) * D)
         bwd(lay.dims, lay.packed, g, lay.x, ctx.lengths, lay.c0, lay.ws, dy,
-            dh_n[sl], dc_n[sl], dx, dh0[sl], dc0[sl], nt, isa)
+            dh_n[sl], dc_n[sl] if has_c else None, dx, dh0[sl], dc0[sl] if has_c else None,
+            nt, isa)
         lay.ws = None
         dy = dx * ctx.dropout_masks[k - 1] if (k > 0 and ctx.dropout_masks) else dx
     return dy, dh0, dc0, grads

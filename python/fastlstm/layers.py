@@ -1,17 +1,17 @@
-"""`LSTM` and `LSTMCell`: torch.nn.LSTM / LSTMCell on NumPy arrays."""
+"""`LSTM`, `GRU`, `LSTMCell` and `GRUCell`: torch.nn's layers on NumPy arrays."""
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
 
-from . import _checks, _core
+from . import _checks, _core, _spec
 from ._param import Parameter, VersionCell
 from ._runtime import get_num_threads, resolve_isa
-from .functional import (_forward, _pack_checked, init_params, lstm_backward, param_shapes,
+from .functional import (_backward, _forward, _pack_checked, init_params, param_shapes,
                          weights_dtype_of)
 
-__all__ = ["LSTM", "LSTMCell"]
+__all__ = ["LSTM", "GRU", "LSTMCell", "GRUCell"]
 
 
 class _Module:
@@ -22,6 +22,8 @@ class _Module:
     in-place changes through NumPy are seen, as are assignment and
     ``load_state_dict``; writes that bypass NumPy need ``params_changed()``.
     """
+
+    _CELL = "lstm"  # the cell spec's name
 
     def _setup_params(self, shapes: dict, hidden_size: int, dtype, seed) -> None:
         object.__setattr__(self, "_shapes", dict(shapes))
@@ -98,8 +100,8 @@ class _Module:
                 and (cached[1].with_backward or not training)):
             return cached[1]
         version = self._cell.value
-        packed = _pack_checked(self._lstm_params(), self._config(), self.dtype, isa, training,
-                               get_num_threads(), wdt == "bfloat16")
+        packed = _pack_checked(self._layer_params(), self._config(), self.dtype, isa, training,
+                               get_num_threads(), wdt == "bfloat16", self._CELL)
         self._packed = (version, packed)
         return packed
 
@@ -150,32 +152,28 @@ def _to_numpy(v):
     return np.asarray(v)
 
 
-class LSTM(_Module):
-    """Multi-layer LSTM with torch.nn.LSTM's arguments, shapes and parameter names.
+class _Recurrent(_Module):
+    """A multi-layer recurrent layer of one cell (torch.nn.LSTM / GRU's API).
+    Subclasses state the cell and how hx and the states look."""
 
-    Extra: ``peephole`` (weights ``weight_ph_l{k}`` [3,H], rows i, f, o),
-    ``dtype`` (float32 or float64) and ``seed``. ``lstm(x, hx, lengths)`` takes
-    variable lengths without packing. ``backward(dy, dh_n, dc_n)`` back-propagates
-    the last training-mode forward and accumulates into ``grads``.
-    """
-
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, peephole=False,
-                 dtype=np.float32, seed=None, weights_dtype=None):
+    def _init_layer(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional, proj_size, peephole, dtype, seed, weights_dtype):
         (self.input_size, self.hidden_size, self.num_layers, self.dropout,
          self.proj_size) = _checks.layer_config(input_size, hidden_size, num_layers, dropout,
                                                 proj_size)
         self.dtype = _checks.dtype_of(dtype)
-        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype)
+        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype, self._CELL)
         self.bias, self.batch_first = bool(bias), bool(batch_first)
         self.bidirectional, self.peephole = bool(bidirectional), bool(peephole)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn("dropout > 0 has no effect with num_layers=1: dropout applies "
-                          "between layers only", UserWarning, stacklevel=2)
+                          "between layers only", UserWarning, stacklevel=3)
         D, Ho = self._D, self._Ho
-        _checks.check_sizes("hidden_size", 4 * self.hidden_size, max(self.input_size, D * Ho))
+        gates = _spec.SPECS[self._CELL]["gates"]
+        _checks.check_sizes("hidden_size", gates * self.hidden_size,
+                            max(self.input_size, D * Ho))
         shapes = param_shapes(self.input_size, self.hidden_size, self.num_layers, self.bias,
-                              self.bidirectional, self.proj_size, self.peephole)
+                              self.bidirectional, self.proj_size, self.peephole, self._CELL)
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
         self._ctx = None
         self.dropout_masks = []
@@ -184,7 +182,7 @@ class LSTM(_Module):
         return (self.input_size, self.hidden_size, self.num_layers, self.proj_size,
                 self.bidirectional, self.bias, self.peephole)
 
-    def _lstm_params(self):
+    def _layer_params(self):
         return self._params
 
     @property
@@ -199,13 +197,22 @@ class LSTM(_Module):
         extra = "".join(f", {k}={getattr(self, k)}" for k in
                         ("num_layers", "batch_first", "dropout", "bidirectional", "proj_size",
                          "peephole") if getattr(self, k))
-        return f"LSTM({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype})"
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
+                f"dtype={self.dtype})")
 
     def __call__(self, x, hx=None, lengths=None):
         return self.forward(x, hx, lengths)
 
-    def forward(self, x, hx=None, lengths=None):
-        """y, (h_n, c_n) = lstm(x, hx=None, lengths=None), shapes as torch.nn.LSTM."""
+    def _state_shapes(self, B, batched):
+        """The shape of each state: h, then the LSTM's c."""
+        lead = (self._D * self.num_layers, B) if batched else (self._D * self.num_layers,)
+        shapes = [lead + (self._Ho,)]
+        if self._CELL == "lstm":
+            shapes.append(lead + (self.hidden_size,))
+        return shapes
+
+    def _run(self, x, states, lengths):
+        """y and the final states; states: per state (array or None, its name in errors)."""
         x = _checks.array(x, "x", self.dtype)
         if x.ndim not in (2, 3):
             raise ValueError(f"x: expected a 3-D [T,B,I] ({'[B,T,I] ' if self.batch_first else ''}"
@@ -228,7 +235,11 @@ class LSTM(_Module):
             if not batched:
                 raise ValueError("lengths: not accepted with unbatched (2-D) input")
             lengths = _checks.lengths_array(lengths, B, T)
-        h0, c0 = self._initial_state(hx, B, batched)
+        s0 = [None if v is None else np.ascontiguousarray(
+                  _checks.shaped(v, name, self.dtype, shape).reshape(shape[:1] + (B,)
+                                                                     + shape[-1:]))
+              for (v, name), shape in zip(states, self._state_shapes(B, batched))]
+        h0, c0 = (s0 + [None])[:2]
         y, hn, cn, ctx = _forward(x, self._packed_for(self.training), h0, c0, lengths,
                                   self.dropout, self.training, self._rng, get_num_threads())
         if self.training:
@@ -236,29 +247,65 @@ class LSTM(_Module):
             self.dropout_masks = ctx.dropout_masks
         else:
             self._ctx = None
-        return self._out(y, batched), (self._out_state(hn, batched), self._out_state(cn, batched))
-
-    def _initial_state(self, hx, B, batched):
-        if hx is None:
-            return None, None
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("hx: expected a tuple (h0, c0) of two arrays")
-        L = self._D * self.num_layers
-        lead = (L, B) if batched else (L,)
-        h0 = _checks.shaped(hx[0], "hx[0] (h0)", self.dtype, lead + (self._Ho,))
-        c0 = _checks.shaped(hx[1], "hx[1] (c0)", self.dtype, lead + (self.hidden_size,))
-        if not batched:
-            h0, c0 = h0[:, None, :], c0[:, None, :]
-        return np.ascontiguousarray(h0), np.ascontiguousarray(c0)
+        finals = [hn] if cn is None else [hn, cn]
+        return self._out(y, batched), [s if batched else s[:, 0, :] for s in finals]
 
     def _out(self, y, batched):
         if not batched:
             return y[:, 0, :]
         return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
 
-    @staticmethod
-    def _out_state(s, batched):
-        return s if batched else s[:, 0, :]
+    def _run_backward(self, dy, d_states):
+        """dx and the gradients of the initial states, from dy and those of the final ones."""
+        if self._ctx is None:
+            raise RuntimeError("backward: no saved training-mode forward to differentiate "
+                               "(call the layer in train() mode first; each forward can be "
+                               "back-propagated once)")
+        ctx, T, B, batched = self._ctx
+        D, Ho = self._D, self._Ho
+        if batched:
+            ys = (B, T, D * Ho) if self.batch_first else (T, B, D * Ho)
+        else:
+            ys = (T, D * Ho)
+        dy = _checks.shaped(dy, "dy", self.dtype, ys)
+        ds = [None if v is None else _checks.shaped(v, name, self.dtype, shape)
+              for v, name, shape in zip(d_states, ("dh_n", "dc_n"),
+                                        self._state_shapes(B, batched))]
+        if not batched:
+            dy = dy[:, None, :]
+            ds = [None if v is None else v[:, None, :] for v in ds]
+        elif self.batch_first:
+            dy = dy.transpose(1, 0, 2)
+        self._ctx = None
+        dh_n, dc_n = (ds + [None])[:2]
+        dx, dh0, dc0, _ = _backward(ctx, self._CELL, np.ascontiguousarray(dy), dh_n, dc_n,
+                                    self.grads)
+        d0 = [dh0] if dc0 is None else [dh0, dc0]
+        return self._out(dx, batched), [s if batched else s[:, 0, :] for s in d0]
+
+
+class LSTM(_Recurrent):
+    """Multi-layer LSTM with torch.nn.LSTM's arguments, shapes and parameter names.
+
+    Extra: ``peephole`` (weights ``weight_ph_l{k}`` [3,H], rows i, f, o),
+    ``dtype`` (float32 or float64) and ``seed``. ``lstm(x, hx, lengths)`` takes
+    variable lengths without packing. ``backward(dy, dh_n, dc_n)`` back-propagates
+    the last training-mode forward and accumulates into ``grads``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, peephole=False,
+                 dtype=np.float32, seed=None, weights_dtype=None):
+        self._init_layer(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, peephole, dtype, seed, weights_dtype)
+
+    def forward(self, x, hx=None, lengths=None):
+        """y, (h_n, c_n) = lstm(x, hx=None, lengths=None), shapes as torch.nn.LSTM."""
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError("hx: expected a tuple (h0, c0) of two arrays")
+        h0, c0 = (None, None) if hx is None else hx
+        y, (hn, cn) = self._run(x, [(h0, "hx[0] (h0)"), (c0, "hx[1] (c0)")], lengths)
+        return y, (hn, cn)
 
     def backward(self, dy, dh_n=None, dc_n=None):
         """dx, (dh0, dc0) = lstm.backward(dy, dh_n=None, dc_n=None).
@@ -267,52 +314,57 @@ class LSTM(_Module):
         accumulated into ``self.grads``. Needs the last forward in train() mode
         and consumes it.
         """
-        if self._ctx is None:
-            raise RuntimeError("backward: no saved training-mode forward to differentiate "
-                               "(call the layer in train() mode first; each forward can be "
-                               "back-propagated once)")
-        ctx, T, B, batched = self._ctx
-        L, D, Ho, H = self.num_layers, self._D, self._Ho, self.hidden_size
-        if batched:
-            ys = (B, T, D * Ho) if self.batch_first else (T, B, D * Ho)
-            hs, cs = (D * L, B, Ho), (D * L, B, H)
-        else:
-            ys, hs, cs = (T, D * Ho), (D * L, Ho), (D * L, H)
-        dy = _checks.shaped(dy, "dy", self.dtype, ys)
-        dh_n = None if dh_n is None else _checks.shaped(dh_n, "dh_n", self.dtype, hs)
-        dc_n = None if dc_n is None else _checks.shaped(dc_n, "dc_n", self.dtype, cs)
-        if not batched:
-            dy = dy[:, None, :]
-            dh_n = None if dh_n is None else dh_n[:, None, :]
-            dc_n = None if dc_n is None else dc_n[:, None, :]
-        elif self.batch_first:
-            dy = dy.transpose(1, 0, 2)
-        self._ctx = None
-        dx, dh0, dc0, _ = lstm_backward(ctx, np.ascontiguousarray(dy), dh_n, dc_n, self.grads)
-        return self._out(dx, batched), (self._out_state(dh0, batched),
-                                        self._out_state(dc0, batched))
+        dx, (dh0, dc0) = self._run_backward(dy, [dh_n, dc_n])
+        return dx, (dh0, dc0)
 
 
-class LSTMCell(_Module):
-    """One LSTM step with torch.nn.LSTMCell's arguments and parameter names.
+class GRU(_Recurrent):
+    """Multi-layer GRU with torch.nn.GRU's arguments, shapes, parameter names
+    (gates r, z, n) and maths.
 
-    In train() mode every call saves its step on a stack; ``backward`` consumes
-    the most recent one, so BPTT over many steps is a series of backward calls
-    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    Extra: ``dtype`` (float32 or float64) and ``seed``. ``gru(x, hx, lengths)``
+    takes variable lengths without packing. ``backward(dy, dh_n)``
+    back-propagates the last training-mode forward and accumulates into ``grads``.
     """
+    _CELL = "gru"
 
-    def __init__(self, input_size, hidden_size, bias=True, peephole=False, dtype=np.float32,
-                 seed=None, weights_dtype=None):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 weights_dtype=None):
+        self._init_layer(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, False, dtype, seed, weights_dtype)
+
+    def forward(self, x, hx=None, lengths=None):
+        """y, h_n = gru(x, hx=None, lengths=None), shapes as torch.nn.GRU."""
+        y, (hn,) = self._run(x, [(hx, "hx (h0)")], lengths)
+        return y, hn
+
+    def backward(self, dy, dh_n=None):
+        """dx, dh0 = gru.backward(dy, dh_n=None): dy, dh_n have the shapes of
+        y, h_n. Parameter gradients are accumulated into ``self.grads``. Needs
+        the last forward in train() mode and consumes it."""
+        dx, (dh0,) = self._run_backward(dy, [dh_n])
+        return dx, dh0
+
+
+class _StepCell(_Module):
+    """One step of a cell (torch.nn.LSTMCell / GRUCell's API). In train() mode
+    every call saves its step on a stack; ``backward`` consumes the most recent
+    one, so BPTT over many steps is a series of backward calls in reverse
+    order. ``clear_saved()`` drops unconsumed steps."""
+
+    def _init_cell(self, input_size, hidden_size, bias, peephole, dtype, seed, weights_dtype):
         self.input_size, self.hidden_size, _, _, _ = _checks.layer_config(
             input_size, hidden_size, 1, 0.0, 0)
         self.dtype = _checks.dtype_of(dtype)
-        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype)
+        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype, self._CELL)
         self.bias, self.peephole = bool(bias), bool(peephole)
-        _checks.check_sizes("hidden_size", 4 * self.hidden_size,
+        gates = _spec.SPECS[self._CELL]["gates"]
+        _checks.check_sizes("hidden_size", gates * self.hidden_size,
                             max(self.input_size, self.hidden_size))
-        lstm_shapes = param_shapes(self.input_size, self.hidden_size, 1, self.bias, False, 0,
-                                   self.peephole)
-        shapes = {k[:-3]: v for k, v in lstm_shapes.items()}  # drop "_l0"
+        layer_shapes = param_shapes(self.input_size, self.hidden_size, 1, self.bias, False, 0,
+                                    self.peephole, self._CELL)
+        shapes = {k[:-3]: v for k, v in layer_shapes.items()}  # drop "_l0"
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
         self._saved = []
         self._init_transient()
@@ -321,44 +373,37 @@ class LSTMCell(_Module):
         self._cell_kernel = _core.cell_forward_f32 if self.dtype == np.float32 else \
             _core.cell_forward_f64
 
-    def __repr__(self):
-        return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
-                f"peephole={self.peephole}, dtype={self.dtype})")
+    @property
+    def _has_c(self):
+        return self._CELL == "lstm"
 
-    def _lstm_params(self):
+    def _layer_params(self):
         return {f"{k}_l0": v for k, v in self._params.items()}
 
     def _config(self):
         return (self.input_size, self.hidden_size, 1, 0, False, self.bias, self.peephole)
 
     def _infer_step(self, x, h0, c0):
-        """One inference step on checked, C-contiguous arrays: x [B,I]; h0, c0 hold B*H
-        values of the layer's dtype. Returns h, c [B,H]."""
+        """One inference step on checked, C-contiguous arrays: x [B,I]; h0 (and the
+        LSTM's c0) hold B*H values of the layer's dtype. Returns [h] or [h, c], [B,H]."""
         packed = self._packed_for(False)
         shape = (x.shape[0], self.hidden_size)
-        h, c = np.empty(shape, self.dtype), np.empty(shape, self.dtype)
+        h = np.empty(shape, self.dtype)
+        c = np.empty(shape, self.dtype) if self._has_c else None
         self._cell_kernel(packed.layers[0], x, h0, c0, h, c, get_num_threads(), packed.isa)
-        return h, c
+        return [h] if c is None else [h, c]
 
-    def clear_saved(self) -> None:
-        self._saved.clear()
+    def _fast(self, x, states):
+        """Whether this inference call can go straight to the kernel: C-contiguous
+        [B,I] and [B,H] arrays of the layer's dtype (the kernel checks them again)."""
+        shape = (x.shape[0], self.hidden_size) if x.ndim == 2 else None
+        return (not self.training and x.ndim == 2 and x.dtype == self.dtype
+                and x.shape[1] == self.input_size and shape[0] > 0 and x.flags.c_contiguous
+                and all(type(v) is np.ndarray and v.dtype == self.dtype and v.shape == shape
+                        and v.flags.c_contiguous for v in states))
 
-    def __call__(self, x, hx=None):
-        return self.forward(x, hx)
-
-    def forward(self, x, hx=None):
-        """h, c = cell(x, hx=None); x [B,I] or [I], hx = (h [B,H], c [B,H]) or None."""
-        if not self.training and type(hx) is tuple and type(x) is np.ndarray and x.ndim == 2:
-            # the streaming step: C-contiguous [B,I] and [B,H] arrays of the layer's dtype
-            # go straight to the kernel (which checks dtypes, layout and sizes again)
-            h0, c0 = hx if len(hx) == 2 else (None, None)
-            shape = (x.shape[0], self.hidden_size)
-            if (type(h0) is np.ndarray and type(c0) is np.ndarray and x.dtype == self.dtype
-                    and h0.dtype == self.dtype and c0.dtype == self.dtype
-                    and x.shape[1] == self.input_size and h0.shape == shape
-                    and c0.shape == shape and shape[0] > 0 and x.flags.c_contiguous
-                    and h0.flags.c_contiguous and c0.flags.c_contiguous):
-                return self._infer_step(x, h0, c0)
+    def _step(self, x, states):
+        """The new states; states: per state (array or None, its name in errors)."""
         x = _checks.array(x, "x", self.dtype)
         if x.ndim not in (1, 2):
             raise ValueError(f"x: expected a 2-D [B,I] or 1-D [I] array, got {x.ndim}-D")
@@ -370,38 +415,106 @@ class LSTMCell(_Module):
         B, H = xb.shape[0], self.hidden_size
         if B < 1:
             raise ValueError("x: the batch size must be >= 1, got 0")
-        h0 = c0 = None
-        if hx is not None:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("hx: expected a tuple (h, c) of two arrays")
-            shape = (B, H) if batched else (H,)
-            h0 = _checks.shaped(hx[0], "hx[0] (h)", self.dtype, shape).reshape(1, B, H)
-            c0 = _checks.shaped(hx[1], "hx[1] (c)", self.dtype, shape).reshape(1, B, H)
+        shape = (B, H) if batched else (H,)
+        s0 = [None if v is None else _checks.shaped(v, name, self.dtype, shape).reshape(1, B, H)
+              for v, name in states]
         if not self.training:  # inference: one core call, no context
-            if hx is None:
-                h0 = c0 = np.zeros((B, H), self.dtype)
-            h, c = self._infer_step(xb, h0, c0)
-            return (h, c) if batched else (h[0], c[0])
-        _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), self._packed_for(True), h0,
-                                  c0, None, 0.0, True, None, get_num_threads())
-        self._saved.append((ctx, B, batched))
-        h, c = hn[0], cn[0]
-        return (h, c) if batched else (h[0], c[0])
+            s0 = [np.zeros((B, H), self.dtype) if v is None else v for v in s0]
+            out = self._infer_step(np.ascontiguousarray(xb), *(s0 + [None])[:2])
+        else:
+            h0, c0 = (s0 + [None])[:2]
+            _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), self._packed_for(True),
+                                      h0, c0, None, 0.0, True, None, get_num_threads())
+            self._saved.append((ctx, B, batched))
+            out = [hn[0]] if cn is None else [hn[0], cn[0]]
+        return out if batched else [v[0] for v in out]
 
-    def backward(self, dh, dc=None):
-        """dx, (dh0, dc0) = cell.backward(dh, dc=None) for the most recent saved step."""
+    def _step_backward(self, d_states):
+        """dx and the gradients of the step's initial states, from those of its outputs."""
         if not self._saved:
             raise RuntimeError("backward: no saved training-mode step to differentiate "
                                "(call the cell in train() mode first; each step can be "
                                "back-propagated once)")
         ctx, B, batched = self._saved[-1]
         shape = (B, self.hidden_size) if batched else (self.hidden_size,)
-        dh = _checks.shaped(dh, "dh", self.dtype, shape).reshape(1, B, -1)
-        dc = None if dc is None else _checks.shaped(dc, "dc", self.dtype, shape).reshape(1, B, -1)
+        dh, dc = [None if v is None else
+                  _checks.shaped(v, name, self.dtype, shape).reshape(1, B, -1)
+                  for v, name in d_states] + [None] * (2 - len(d_states))
         self._saved.pop()
         grads = {f"{k}_l0": v for k, v in self.grads.items()}
-        dx, dh0, dc0, grads = lstm_backward(ctx, np.zeros((1, B, self.hidden_size), self.dtype),
-                                            dh, dc, grads)
+        dx, dh0, dc0, grads = _backward(ctx, self._CELL,
+                                        np.zeros((1, B, self.hidden_size), self.dtype), dh, dc,
+                                        grads)
         self.grads = {k[:-3]: v for k, v in grads.items()}
-        dx, dh0, dc0 = dx[0], dh0[0], dc0[0]
-        return (dx, (dh0, dc0)) if batched else (dx[0], (dh0[0], dc0[0]))
+        out = [dx[0], dh0[0]] + ([] if dc0 is None else [dc0[0]])
+        return out if batched else [v[0] for v in out]
+
+    def clear_saved(self) -> None:
+        self._saved.clear()
+
+
+class LSTMCell(_StepCell):
+    """One LSTM step with torch.nn.LSTMCell's arguments and parameter names.
+
+    In train() mode every call saves its step on a stack; ``backward`` consumes
+    the most recent one, so BPTT over many steps is a series of backward calls
+    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, peephole=False, dtype=np.float32,
+                 seed=None, weights_dtype=None):
+        self._init_cell(input_size, hidden_size, bias, peephole, dtype, seed, weights_dtype)
+
+    def __repr__(self):
+        return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"peephole={self.peephole}, dtype={self.dtype})")
+
+    def __call__(self, x, hx=None):
+        return self.forward(x, hx)
+
+    def forward(self, x, hx=None):
+        """h, c = cell(x, hx=None); x [B,I] or [I], hx = (h [B,H], c [B,H]) or None."""
+        if type(hx) is tuple and len(hx) == 2 and type(x) is np.ndarray and self._fast(x, hx):
+            h, c = self._infer_step(x, *hx)  # the streaming step
+            return h, c
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError("hx: expected a tuple (h, c) of two arrays")
+        h0, c0 = (None, None) if hx is None else hx
+        h, c = self._step(x, [(h0, "hx[0] (h)"), (c0, "hx[1] (c)")])
+        return h, c
+
+    def backward(self, dh, dc=None):
+        """dx, (dh0, dc0) = cell.backward(dh, dc=None) for the most recent saved step."""
+        dx, dh0, dc0 = self._step_backward([(dh, "dh"), (dc, "dc")])
+        return dx, (dh0, dc0)
+
+
+class GRUCell(_StepCell):
+    """One GRU step with torch.nn.GRUCell's arguments, parameter names and maths.
+
+    In train() mode every call saves its step on a stack; ``backward`` consumes
+    the most recent one, so BPTT over many steps is a series of backward calls
+    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    """
+    _CELL = "gru"
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        self._init_cell(input_size, hidden_size, bias, False, dtype, seed, None)
+
+    def __repr__(self):
+        return (f"GRUCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"dtype={self.dtype})")
+
+    def __call__(self, x, hx=None):
+        return self.forward(x, hx)
+
+    def forward(self, x, hx=None):
+        """h = cell(x, hx=None); x [B,I] or [I], hx [B,H] / [H] or None."""
+        if type(x) is np.ndarray and type(hx) is np.ndarray and self._fast(x, (hx,)):
+            return self._infer_step(x, hx, None)[0]  # the streaming step
+        return self._step(x, [(hx, "hx")])[0]
+
+    def backward(self, dh):
+        """dx, dh0 = cell.backward(dh) for the most recent saved step."""
+        dx, dh0 = self._step_backward([(dh, "dh")])
+        return dx, dh0

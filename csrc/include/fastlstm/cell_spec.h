@@ -4,7 +4,7 @@
 // (fastlstm/_spec.py); the converters, adapters and references never restate
 // them.
 //
-// Sizes, as in lstm.h: I input features (of this layer), H hidden units,
+// Sizes, as in rnn.h: I input features (of this layer), H hidden units,
 // P projection size (0 = none), Ho = P ? P : H.
 #pragma once
 

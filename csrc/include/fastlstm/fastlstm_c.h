@@ -1,6 +1,6 @@
-/* fastlstm C API: the C++ kernels (fastlstm/lstm.h) behind a small C ABI.
+/* fastlstm C API: the C++ kernels (fastlstm/rnn.h) behind a small C ABI.
  *
- * The tensor contract is the C++ one (see lstm.h): row-major arrays, T steps,
+ * The tensor contract is the C++ one (see rnn.h): row-major arrays, T steps,
  * B rows, I inputs, H units, P projection (0 = none), Ho = P ? P : H, D = 1 or 2
  * directions, gate order i, f, g, o, peepholes [3,H] with rows i, f, o;
  * lengths is int64 [B] (each in [1,T]) or NULL.
