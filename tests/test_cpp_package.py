@@ -73,7 +73,8 @@ def test_c_abi_reports_errors_without_crashing(prefix):
     i64, p = ctypes.c_int64, ctypes.c_void_p
 
     class Dims(ctypes.Structure):
-        _fields_ = [(n, i64) for n in "T B I H P D".split()] + [("peephole", ctypes.c_int)]
+        _fields_ = [(n, i64) for n in "T B I H P D".split()] + [("peephole", ctypes.c_int),
+                                                                 ("cell", ctypes.c_int)]
 
     class Weights(ctypes.Structure):
         _fields_ = [(n, p) for n in ("w_ih", "w_hh", "b_ih", "b_hh", "w_ph", "w_hr")]
@@ -138,3 +139,31 @@ def test_c_abi_reports_errors_without_crashing(prefix):
     np.testing.assert_allclose(y, want, rtol=0, atol=1e-5)
     lib.fastlstm_packed_free(out)
     lib.fastlstm_packed_free(None)  # a no-op, as free(NULL)
+
+    # the GRU through the same entry points: no c state (NULL), 3H gate rows
+    from fastlstm import reference_gru
+    rng = np.random.default_rng(0)
+    g_ih = rng.uniform(-.5, .5, (3 * H, I)).astype(np.float32)
+    g_hh = rng.uniform(-.5, .5, (3 * H, H)).astype(np.float32)
+    g_b = rng.uniform(-.5, .5, (2, 3 * H)).astype(np.float32)
+    gw = Weights(g_ih.ctypes.data, g_hh.ctypes.data, g_b[0].ctypes.data, g_b[1].ctypes.data,
+                 None, None)
+    gru = Dims(T, B, I, H, 0, 1, 0, 1)
+    s, m = status(lib.fastlstm_pack_f32, ref(Dims(T, B, I, H, 2, 1, 0, 1)), ref(gw), -1, 0, 1,
+                  ref(out))
+    assert s == 1 and "no projection" in m, m
+    s, m = status(lib.fastlstm_pack_f32, ref(Dims(T, B, I, H, 0, 1, 0, 5)), ref(gw), -1, 0, 1,
+                  ref(out))
+    assert s == 1 and "dims.cell" in m, m
+    assert lib.fastlstm_pack_f32(ref(gru), ref(gw), -1, 0, 1, ref(out)) == 0
+    h = rng.standard_normal((1, B, H)).astype(np.float32)
+    y, hn = np.zeros((T, B, H), np.float32), np.zeros((1, B, H), np.float32)
+    assert status(lib.fastlstm_forward_f32, ref(gru), out, x.ctypes.data, None, h.ctypes.data,
+                  None, y.ctypes.data, hn.ctypes.data, None, None, 1) == (0, "")
+    lib.fastlstm_packed_free(out)
+    params = {"weight_ih_l0": g_ih, "weight_hh_l0": g_hh, "bias_ih_l0": g_b[0],
+              "bias_hh_l0": g_b[1]}
+    want, want_h, _ = reference_gru.gru_forward(x.astype(np.float64), params, num_layers=1,
+                                                hidden_size=H, h0=h.astype(np.float64))
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(hn, want_h, rtol=0, atol=1e-5)

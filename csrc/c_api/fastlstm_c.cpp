@@ -53,9 +53,12 @@ void require(bool ok, const char* what) {
 LayerDims to_dims(const fastlstm_dims* d) {
   require(d != nullptr, "dims: must not be NULL");
   require(d->peephole == 0 || d->peephole == 1, "dims.peephole: expected 0 or 1");
+  require(d->cell == FASTLSTM_CELL_LSTM || d->cell == FASTLSTM_CELL_GRU,
+          "dims.cell: expected FASTLSTM_CELL_LSTM or FASTLSTM_CELL_GRU");
   LayerDims out;
   out.T = d->T; out.B = d->B; out.I = d->I; out.H = d->H;
   out.P = d->P; out.D = d->D; out.peephole = d->peephole != 0;
+  out.cell = d->cell == FASTLSTM_CELL_GRU ? Cell::gru : Cell::lstm;
   return out;
 }
 
@@ -127,7 +130,9 @@ fastlstm_status forward(const fastlstm_dims* dims, const fastlstm_packed* p, con
     const LayerDims d = to_dims(dims);
     require(p != nullptr, "packed: must not be NULL");
     const PackedLayer<T>& w = p->get<T>();
-    require(x && h0 && c0 && y && hn && cn, "x, h0, c0, y, hn, cn: must not be NULL");
+    const bool has_c = cell_spec(d.cell).states == 2;
+    require(x && h0 && y && hn, "x, h0, y, hn: must not be NULL");
+    require(!has_c || (c0 && cn), "c0, cn: must not be NULL for the LSTM");
     layer_forward<T>(d, w, x, lengths, h0, c0, y, hn, cn, ws, config(w.isa(), num_threads));
   });
 }
@@ -141,8 +146,10 @@ fastlstm_status backward(const fastlstm_dims* dims, const fastlstm_packed* p, co
     const LayerDims d = to_dims(dims);
     require(p != nullptr, "packed: must not be NULL");
     const PackedLayer<T>& w = p->get<T>();
-    require(x && c0 && ws && dy && dhn && dcn && dx && dh0 && dc0 && g,
-            "x, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g: must not be NULL");
+    const bool has_c = cell_spec(d.cell).states == 2;
+    require(x && ws && dy && dhn && dx && dh0 && g,
+            "x, ws, dy, dhn, dx, dh0, g: must not be NULL");
+    require(!has_c || (c0 && dcn && dc0), "c0, dcn, dc0: must not be NULL for the LSTM");
     require(d.D == 1 || d.D == 2, "dims.D: expected 1 or 2");
     std::vector<DirGrads<T>> dg(static_cast<size_t>(d.D));
     for (int64_t k = 0; k < d.D; ++k) {

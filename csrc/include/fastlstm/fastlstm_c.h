@@ -2,8 +2,9 @@
  *
  * The tensor contract is the C++ one (see rnn.h): row-major arrays, T steps,
  * B rows, I inputs, H units, P projection (0 = none), Ho = P ? P : H, D = 1 or 2
- * directions, gate order i, f, g, o, peepholes [3,H] with rows i, f, o;
- * lengths is int64 [B] (each in [1,T]) or NULL.
+ * directions; G gates (LSTM 4: i, f, g, o; GRU 3: r, z, n, as torch), GH = G*H;
+ * peepholes [3,H] with rows i, f, o; lengths is int64 [B] (each in [1,T]) or
+ * NULL. The GRU has no c state: its c0, cn, dcn, dc0 may be NULL.
  *
  * Every function returns a fastlstm_status. Nothing throws across this
  * boundary: on an error, fastlstm_last_error() gives a message naming the
@@ -34,6 +35,9 @@ typedef enum fastlstm_status {
   FASTLSTM_INTERNAL = 4
 } fastlstm_status;
 
+/* Cells (dims.cell); projection and peepholes are LSTM options. */
+enum { FASTLSTM_CELL_LSTM = 0, FASTLSTM_CELL_GRU = 1 };
+
 /* Kernel paths; FASTLSTM_ISA_BEST picks the best this CPU supports. */
 enum { FASTLSTM_ISA_BEST = -1, FASTLSTM_ISA_SCALAR = 0, FASTLSTM_ISA_AVX2 = 1,
        FASTLSTM_ISA_AVX512 = 2 };
@@ -43,14 +47,15 @@ typedef struct fastlstm_dims {
   int64_t P;    /* projection size, 0 = none */
   int64_t D;    /* 1, or 2 = bidirectional */
   int peephole; /* 0 or 1 */
+  int cell;     /* FASTLSTM_CELL_LSTM (the default of a zeroed field) or _GRU */
 } fastlstm_dims;
 
 /* One direction's weights; b_ih/b_hh may be NULL (no bias). */
 typedef struct fastlstm_weights_f32 {
-  const float* w_ih; /* [4H,I] */
-  const float* w_hh; /* [4H,Ho] */
-  const float* b_ih; /* [4H] or NULL */
-  const float* b_hh; /* [4H] or NULL */
+  const float* w_ih; /* [GH,I] */
+  const float* w_hh; /* [GH,Ho] */
+  const float* b_ih; /* [GH] or NULL */
+  const float* b_hh; /* [GH] or NULL */
   const float* w_ph; /* [3,H] when peephole */
   const float* w_hr; /* [P,H] when P > 0 */
 } fastlstm_weights_f32;
@@ -83,7 +88,7 @@ FASTLSTM_C_API fastlstm_status fastlstm_workspace_size(const fastlstm_dims* dims
                                                        int element_bytes, int64_t* out);
 
 /* Packs w [D] (copies it). with_backward = 1 also packs what backward needs.
- * Only dims->I, H, P, D and peephole are read. Free with fastlstm_packed_free. */
+ * Only dims->I, H, P, D, peephole and cell are read. Free with fastlstm_packed_free. */
 FASTLSTM_C_API fastlstm_status fastlstm_pack_f32(const fastlstm_dims* dims,
                                                  const fastlstm_weights_f32* w, int isa,
                                                  int with_backward, int num_threads,
