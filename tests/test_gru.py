@@ -27,6 +27,7 @@ CASES = [  # T, B, I, H, layers, bidirectional, bias, lengths
     (5, 20, 6, 33, 1, False, False, True),   # rows split between threads (B >= 16)
     (4, 3, 70, 40, 3, True, False, False),
     (9, 2, 300, 260, 1, False, True, True),  # many unit blocks, long k
+    (3, 12, 8, 400, 1, True, True, True),    # k in slices (rows > MR, K > 2 slices)
 ]
 
 

@@ -30,6 +30,7 @@ struct FwdBlockArgs {
   T* gx = nullptr;                // [n,ldgx] x W_ih^T + b, interleaved, this block
                                   // (scratch: may hold running sums on return)
   int64_t ldgx = 0;
+  T* msum = nullptr;              // [n,W] scratch for the GRU's running h W_hn^T sums
   const T* ph = nullptr;          // the block's constants: LSTM [3,W] peepholes i,f,o
                                   // or null; GRU [W] b_hn
   T* c = nullptr;                 // [n,ldc] c_{t-1} in, c_t out (LSTM)

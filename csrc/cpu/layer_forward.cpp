@@ -105,6 +105,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const bool direct_x = !rows && sc.identity && !rev;  // chunk rows are contiguous in x
   const bool direct_gx = !rows && train;  // projection straight into the saved gates
   avec<T> abuf = gemm_abuf(kr);
+  avec<T> msum(C::has_c ? 0 : static_cast<size_t>(B * W));  // GruRows' k-slice sums
   bool sense = false;
   const StepKernels<T>& sk = C::of(kr);
   const auto block_kernel = L.pw.bf16 ? sk.fwd_block_bf16[peep] : sk.fwd_block[peep][train];
@@ -145,6 +146,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         a.K = Ho;
         a.h = hprev; a.ldh = ldh;
         a.hself = hprev + blk * W;
+        a.msum = msum.data();
         if (L.pw.bf16)
           a.w16 = pw.whh16.data() + blk * Ho * NR;
         else
