@@ -173,3 +173,70 @@ def test_bad_input():
 def test_import_fastlstm_does_not_import_jax():
     code = "import sys, fastlstm; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------- GRU
+
+def gru_setup(dtype, lengths, **cfg):
+    m = fastlstm.GRU(4, 5, dtype=dtype, seed=5, **cfg)
+    params = {k: jnp.asarray(v) for k, v in m.state_dict().items()}
+    D = 2 if cfg.get("bidirectional") else 1
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((6, 3, 4)).astype(dtype)
+    h0 = rng.standard_normal((D * cfg.get("num_layers", 1), 3, 5)).astype(dtype)
+    lens = np.array([6, 2, 4]) if lengths else None
+    return m, params, x, h0, lens
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("cfg", [{}, dict(num_layers=2, bidirectional=True, bias=False)],
+                         ids=["uni", "bidir2_nobias"])
+def test_gru_matches_the_reference(cfg, lengths):
+    from fastlstm import reference_gru
+    m, params, x, h0, lens = gru_setup(np.float64, lengths, **cfg)
+    kw = dict(num_layers=m.num_layers, hidden_size=5, bidirectional=m.bidirectional,
+              bias=m.bias)
+    yr, hr, cache = reference_gru.gru_forward(x, m.state_dict(), h0=h0, lengths=lens, **kw)
+    y, hn = jax.jit(lambda p, x, h0: flj.gru(p, x, h0, lens))(params, x, h0)
+    np.testing.assert_allclose(y, yr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(hn, hr, rtol=0, atol=1e-12)
+    w = np.cos(np.arange(y.size)).reshape(y.shape)
+
+    def loss(p, x, h0):
+        y, hn = flj.gru(p, x, h0, lens)
+        return (y * w).sum() + (hn ** 2).sum()
+
+    g = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, x, h0)
+    dxr, dh0r, gr = reference_gru.gru_backward(cache, w, 2 * hr)
+    np.testing.assert_allclose(g[1], dxr, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(g[2], dh0r, rtol=0, atol=1e-11)
+    for k in gr:
+        np.testing.assert_allclose(g[0][k], gr[k], rtol=0, atol=1e-11, err_msg=k)
+
+
+def test_gru_check_grads_batch_first_vmap_and_same_bits():
+    from jax.test_util import check_grads
+    m, params, x, h0, lens = gru_setup(np.float64, True, num_layers=2, bidirectional=True)
+    check_grads(lambda p, x, h0: flj.gru(p, x, h0, lens), (params, x, h0), order=1,
+                modes=["rev"], eps=1e-6)
+    y, _ = flj.gru(params, x)
+    yb, _ = flj.gru(params, np.swapaxes(x, 0, 1), batch_first=True)
+    np.testing.assert_array_equal(jnp.swapaxes(yb, 0, 1), y)
+    ys = jax.vmap(lambda x: flj.gru(params, x)[0])(jnp.stack([x, 2 * x]))
+    np.testing.assert_array_equal(ys[1], flj.gru(params, 2 * x)[0])
+    m.eval()
+    ym, hm = m(x, h0, lengths=lens)
+    yj, hj = flj.gru(params, x, h0, lens)
+    np.testing.assert_array_equal(np.asarray(yj), ym)
+    np.testing.assert_array_equal(np.asarray(hj), hm)
+
+
+def test_gru_bad_input():
+    _, params, x, h0, _ = gru_setup(np.float64, False)
+    lstm_params = {k: jnp.asarray(v) for k, v in fastlstm.LSTM(4, 5).state_dict().items()}
+    with pytest.raises(ValueError, match="weight_hh_l0"):
+        flj.gru(lstm_params, x)
+    with pytest.raises(ValueError, match="h0: expected shape"):
+        flj.gru(params, x, h0[:, :2])
+    with pytest.raises(TypeError, match="expected float32 like x"):
+        flj.gru(params, x.astype(np.float32))

@@ -1,10 +1,12 @@
-// XLA FFI handlers (jax.ffi) for one LSTM layer: forward and BPTT on the CPU,
+// XLA FFI handlers (jax.ffi) for one recurrent layer of any cell with CPU
+// kernels (attribute `cell`: 0 LSTM, 1 GRU): forward and BPTT on the CPU,
 // over the public C++ API. Built into the Python module when the XLA FFI
 // headers are found (see CMakeLists.txt); fastlstm/jax.py registers them.
 //
-// Weights (remaining arguments) per direction: the LSTM cell spec's
-// parameters that the layer has, in the spec's order (cell_spec.h; w_ih,
-// w_hh, b_ih, b_hh, w_hr, w_ph). lengths is int32 [B], or [0] for none.
+// Weights (remaining arguments) per direction: the cell spec's parameters
+// that the layer has, in the spec's order (cell_spec.h; LSTM w_ih, w_hh,
+// b_ih, b_hh, w_hr, w_ph). lengths is int32 [B], or [0] for none. The c
+// state's buffers (c0, c_n, dc_n, dc0) are empty for cells without c.
 #include "jax/ffi.h"
 
 #include <cstring>
@@ -38,12 +40,15 @@ int64_t count(const ffi::AnyBuffer& b) { return static_cast<int64_t>(b.element_c
 
 // The checked configuration of a call; lengths is int32 [B] (jax's default
 // integer) or [0] for none.
-Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int64_t H,
-              int64_t P, int64_t bidirectional, int64_t bias, int64_t peephole, int64_t isa,
-              int64_t num_threads) {
+Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int64_t cell,
+              int64_t H, int64_t P, int64_t bidirectional, int64_t bias, int64_t peephole,
+              int64_t isa, int64_t num_threads) {
   const auto dims = x.dimensions();
   require(dims.size() == 3, "x: expected a 3-D [T,B,I] array");
+  require(cell == static_cast<int64_t>(Cell::lstm) || cell == static_cast<int64_t>(Cell::gru),
+          "cell: expected 0 (lstm) or 1 (gru)");
   Config c;
+  c.d.cell = static_cast<Cell>(cell);
   c.d.T = dims[0]; c.d.B = dims[1]; c.d.I = dims[2];
   c.d.H = H; c.d.P = P; c.d.D = bidirectional ? 2 : 1; c.d.peephole = peephole != 0;
   c.bias = bias != 0;
@@ -114,6 +119,14 @@ void check(const ffi::AnyBuffer& b, ffi::DataType dtype, int64_t n, const char* 
   require(count(b) == n, std::string(name) + ": expected " + std::to_string(n) + " elements");
 }
 
+// A c-state buffer: [D,B,H] for cells with c (its data), empty otherwise (null).
+template <class T>
+T* c_state(const Config& c, ffi::AnyBuffer b, ffi::DataType dtype, const char* name) {
+  const bool has_c = cell_spec(c.d.cell).states == 2;
+  check(b, dtype, has_c ? c.d.D * c.d.B * c.d.H : 0, name);
+  return has_c ? static_cast<T*>(b.untyped_data()) : nullptr;
+}
+
 // Elements of the workspace the kernels use; ws must hold at least that many.
 template <class T>
 int64_t workspace_used(const Config& c, const ffi::AnyBuffer& ws, ffi::DataType dtype) {
@@ -130,10 +143,10 @@ void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffe
   const ffi::DataType dt = x.element_type();
   const int64_t Ho = d.hout();
   check(h0, dt, d.D * d.B * Ho, "h0");
-  check(c0, dt, d.D * d.B * d.H, "c0");
+  const T* pc0 = c_state<T>(c, c0, dt, "c0");
   check(y, dt, d.T * d.B * d.D * Ho, "y");
   check(hn, dt, d.D * d.B * Ho, "h_n");
-  check(cn, dt, d.D * d.B * d.H, "c_n");
+  T* pcn = c_state<T>(c, cn, dt, "c_n");
   const auto w = weights<T>(c, wargs, dt);
   T* pws = nullptr;
   if (training) {
@@ -143,10 +156,9 @@ void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffe
   }
   const PackedLayer<T> packed(d, w.data(), c.cfg.isa, false, c.cfg.num_threads);
   layer_forward<T>(d, packed, static_cast<const T*>(x.untyped_data()), c.lens(),
-                   static_cast<const T*>(h0.untyped_data()),
-                   static_cast<const T*>(c0.untyped_data()), static_cast<T*>(y.untyped_data()),
-                   static_cast<T*>(hn.untyped_data()), static_cast<T*>(cn.untyped_data()), pws,
-                   c.cfg);
+                   static_cast<const T*>(h0.untyped_data()), pc0,
+                   static_cast<T*>(y.untyped_data()), static_cast<T*>(hn.untyped_data()), pcn,
+                   pws, c.cfg);
 }
 
 template <class T>
@@ -156,13 +168,13 @@ void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::AnyBuff
   const LayerDims& d = c.d;
   const ffi::DataType dt = x.element_type();
   const int64_t Ho = d.hout();
-  check(c0, dt, d.D * d.B * d.H, "c0");
+  const T* pc0 = c_state<T>(c, c0, dt, "c0");
   check(dy, dt, d.T * d.B * d.D * Ho, "dy");
   check(dhn, dt, d.D * d.B * Ho, "dh_n");
-  check(dcn, dt, d.D * d.B * d.H, "dc_n");
+  const T* pdcn = c_state<T>(c, dcn, dt, "dc_n");
   check(dx, dt, d.T * d.B * d.I, "dx");
   check(dh0, dt, d.D * d.B * Ho, "dh0");
-  check(dc0, dt, d.D * d.B * d.H, "dc0");
+  T* pdc0 = c_state<T>(c, dc0, dt, "dc0");
   workspace_used<T>(c, ws, dt);
   const auto w = weights<T>(c, wargs, dt);
   const std::vector<int64_t> want = weight_counts(c);
@@ -181,13 +193,11 @@ void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::AnyBuff
     fill_direction(c, p, g[k]);
   }
   const PackedLayer<T> packed(d, w.data(), c.cfg.isa, true, c.cfg.num_threads);
-  layer_backward<T>(d, packed, static_cast<const T*>(x.untyped_data()), c.lens(),
-                    static_cast<const T*>(c0.untyped_data()),
+  layer_backward<T>(d, packed, static_cast<const T*>(x.untyped_data()), c.lens(), pc0,
                     static_cast<const T*>(ws.untyped_data()),
                     static_cast<const T*>(dy.untyped_data()),
-                    static_cast<const T*>(dhn.untyped_data()),
-                    static_cast<const T*>(dcn.untyped_data()), static_cast<T*>(dx.untyped_data()),
-                    static_cast<T*>(dh0.untyped_data()), static_cast<T*>(dc0.untyped_data()),
+                    static_cast<const T*>(dhn.untyped_data()), pdcn,
+                    static_cast<T*>(dx.untyped_data()), static_cast<T*>(dh0.untyped_data()), pdc0,
                     g.data(), c.cfg);
 }
 
@@ -218,11 +228,12 @@ ffi::Error layer_fwd(ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
                      ffi::Buffer<ffi::S32> lengths, ffi::RemainingArgs w,
                      ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> hn,
                      ffi::Result<ffi::AnyBuffer> cn, ffi::Result<ffi::AnyBuffer> ws,
-                     int64_t hidden_size, int64_t proj_size, int64_t bidirectional, int64_t bias,
-                     int64_t peephole, int64_t training, int64_t isa, int64_t num_threads) {
+                     int64_t cell, int64_t hidden_size, int64_t proj_size, int64_t bidirectional,
+                     int64_t bias, int64_t peephole, int64_t training, int64_t isa,
+                     int64_t num_threads) {
   return guarded([&] {
-    const Config c = config(x, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
-                            isa, num_threads);
+    const Config c = config(x, lengths, cell, hidden_size, proj_size, bidirectional, bias,
+                            peephole, isa, num_threads);
     by_dtype(x, [&](auto t) {
       forward<decltype(t)>(c, x, h0, c0, w, *y, *hn, *cn, *ws, training != 0);
     });
@@ -233,12 +244,12 @@ ffi::Error layer_bwd(ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::Buffer<ffi::S32> 
                      ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
                      ffi::RemainingArgs w, ffi::Result<ffi::AnyBuffer> dx,
                      ffi::Result<ffi::AnyBuffer> dh0, ffi::Result<ffi::AnyBuffer> dc0,
-                     ffi::RemainingRets grads, int64_t hidden_size, int64_t proj_size,
-                     int64_t bidirectional, int64_t bias, int64_t peephole, int64_t isa,
-                     int64_t num_threads) {
+                     ffi::RemainingRets grads, int64_t cell, int64_t hidden_size,
+                     int64_t proj_size, int64_t bidirectional, int64_t bias, int64_t peephole,
+                     int64_t isa, int64_t num_threads) {
   return guarded([&] {
-    const Config c = config(x, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
-                            isa, num_threads);
+    const Config c = config(x, lengths, cell, hidden_size, proj_size, bidirectional, bias,
+                            peephole, isa, num_threads);
     by_dtype(x, [&](auto t) {
       backward<decltype(t)>(c, x, c0, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
     });
@@ -249,17 +260,18 @@ ffi::Error layer_bwd(ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::Buffer<ffi::S32> 
 }  // namespace jax_ffi
 }  // namespace fastlstm
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmLstmLayerFwd, fastlstm::jax_ffi::layer_fwd,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmRnnLayerFwd, fastlstm::jax_ffi::layer_fwd,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()          // x [T,B,I]
                                   .Arg<ffi::AnyBuffer>()          // h0 [D,B,Ho]
-                                  .Arg<ffi::AnyBuffer>()          // c0 [D,B,H]
+                                  .Arg<ffi::AnyBuffer>()          // c0 [D,B,H] or [0]
                                   .Arg<ffi::Buffer<ffi::S32>>()   // lengths [B] or [0]
                                   .RemainingArgs()                // weights
                                   .Ret<ffi::AnyBuffer>()          // y [T,B,D*Ho]
                                   .Ret<ffi::AnyBuffer>()          // h_n [D,B,Ho]
-                                  .Ret<ffi::AnyBuffer>()          // c_n [D,B,H]
+                                  .Ret<ffi::AnyBuffer>()          // c_n [D,B,H] or [0]
                                   .Ret<ffi::AnyBuffer>()          // workspace
+                                  .Attr<int64_t>("cell")
                                   .Attr<int64_t>("hidden_size")
                                   .Attr<int64_t>("proj_size")
                                   .Attr<int64_t>("bidirectional")
@@ -269,20 +281,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmLstmLayerFwd, fastlstm::jax_ffi::layer_fwd
                                   .Attr<int64_t>("isa")
                                   .Attr<int64_t>("num_threads"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmLstmLayerBwd, fastlstm::jax_ffi::layer_bwd,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmRnnLayerBwd, fastlstm::jax_ffi::layer_bwd,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()          // x [T,B,I]
-                                  .Arg<ffi::AnyBuffer>()          // c0 [D,B,H]
+                                  .Arg<ffi::AnyBuffer>()          // c0 [D,B,H] or [0]
                                   .Arg<ffi::Buffer<ffi::S32>>()   // lengths [B] or [0]
                                   .Arg<ffi::AnyBuffer>()          // workspace
                                   .Arg<ffi::AnyBuffer>()          // dy [T,B,D*Ho]
                                   .Arg<ffi::AnyBuffer>()          // dh_n [D,B,Ho]
-                                  .Arg<ffi::AnyBuffer>()          // dc_n [D,B,H]
+                                  .Arg<ffi::AnyBuffer>()          // dc_n [D,B,H] or [0]
                                   .RemainingArgs()                // weights
                                   .Ret<ffi::AnyBuffer>()          // dx [T,B,I]
                                   .Ret<ffi::AnyBuffer>()          // dh0 [D,B,Ho]
-                                  .Ret<ffi::AnyBuffer>()          // dc0 [D,B,H]
+                                  .Ret<ffi::AnyBuffer>()          // dc0 [D,B,H] or [0]
                                   .RemainingRets()                // weight gradients
+                                  .Attr<int64_t>("cell")
                                   .Attr<int64_t>("hidden_size")
                                   .Attr<int64_t>("proj_size")
                                   .Attr<int64_t>("bidirectional")

@@ -5,6 +5,6 @@
 extern "C" {
 struct XLA_FFI_Error;
 struct XLA_FFI_CallFrame;
-XLA_FFI_Error* FastlstmLstmLayerFwd(XLA_FFI_CallFrame* call_frame);
-XLA_FFI_Error* FastlstmLstmLayerBwd(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* FastlstmRnnLayerFwd(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* FastlstmRnnLayerBwd(XLA_FFI_CallFrame* call_frame);
 }

@@ -597,8 +597,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("jax_ffi_targets", [] {
     py::dict out;
 #if defined(FASTLSTM_HAVE_XLA_FFI)
-    out["fastlstm_lstm_layer_fwd"] = py::capsule(reinterpret_cast<void*>(&FastlstmLstmLayerFwd));
-    out["fastlstm_lstm_layer_bwd"] = py::capsule(reinterpret_cast<void*>(&FastlstmLstmLayerBwd));
+    out["fastlstm_rnn_layer_fwd"] = py::capsule(reinterpret_cast<void*>(&FastlstmRnnLayerFwd));
+    out["fastlstm_rnn_layer_bwd"] = py::capsule(reinterpret_cast<void*>(&FastlstmRnnLayerBwd));
 #endif
     return out;
   });

@@ -1,7 +1,8 @@
-"""fastlstm in JAX: `lstm(params, x, ...)`, differentiable and jit-able.
+"""fastlstm in JAX: `lstm(params, x, ...)` and `gru(params, x, ...)`,
+differentiable and jit-able.
 
 Each layer is two XLA FFI custom calls into fastlstm's C++ kernels on the CPU
-(``fastlstm_lstm_layer_fwd`` and ``fastlstm_lstm_layer_bwd``, compiled into
+(``fastlstm_rnn_layer_fwd`` and ``fastlstm_rnn_layer_bwd``, compiled into
 the extension and registered with `jax.ffi` on import), joined by
 `jax.custom_vjp`: `jax.grad` runs fastlstm's BPTT. Importing this module
 imports jax; `import fastlstm` does not.
@@ -20,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _core, convert, functional
+from . import _core, _spec, convert
 from ._runtime import get_num_threads, resolve_isa
 
-__all__ = ["lstm"]
+__all__ = ["lstm", "gru"]
 
 _TARGETS = _core.jax_ffi_targets()
 if not _TARGETS:
@@ -34,28 +35,29 @@ for _name, _capsule in _TARGETS.items():
     jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
 
 _ISA_CODE = {"scalar": 0, "avx2": 1, "avx512": 2}
+_CELL_CODE = {"lstm": 0, "gru": 1}  # Cell in cell_spec.h
 
 
 def _attrs(static) -> dict:
-    H, P, bidirectional, bias, peephole, isa, nt = static
-    return dict(hidden_size=np.int64(H), proj_size=np.int64(P),
+    cell, H, P, bidirectional, bias, peephole, isa, nt = static
+    return dict(cell=np.int64(_CELL_CODE[cell]), hidden_size=np.int64(H), proj_size=np.int64(P),
                 bidirectional=np.int64(bidirectional), bias=np.int64(bias),
                 peephole=np.int64(peephole), isa=np.int64(_ISA_CODE[isa]),
                 num_threads=np.int64(nt))
 
 
 def _fwd_call(static, x, h0, c0, lengths, weights, training: bool):
-    H, P, bidirectional, _, peephole, isa, _ = static
+    cell, H, P, bidirectional, _, peephole, isa, _ = static
     T, B, I = x.shape
     D, Ho = (2 if bidirectional else 1), (P or H)
     per_row = _core.workspace_size(_core.LayerDims(T=1, B=1, I=I, H=H, P=P, D=D,
-                                                   peephole=bool(peephole)),
+                                                   peephole=bool(peephole), cell=cell),
                                    None, isa, np.dtype(x.dtype).itemsize)
     out = (jax.ShapeDtypeStruct((T, B, D * Ho), x.dtype),
            jax.ShapeDtypeStruct((D, B, Ho), x.dtype),
-           jax.ShapeDtypeStruct((D, B, H), x.dtype),
+           jax.ShapeDtypeStruct(c0.shape, x.dtype),  # [D,B,H], or [0] without c
            jax.ShapeDtypeStruct((T * B * per_row if training else 0,), x.dtype))
-    call = jax.ffi.ffi_call("fastlstm_lstm_layer_fwd", out, vmap_method="sequential")
+    call = jax.ffi.ffi_call("fastlstm_rnn_layer_fwd", out, vmap_method="sequential")
     return call(x, h0, c0, lengths, *weights, training=np.int64(training), **_attrs(static))
 
 
@@ -76,7 +78,7 @@ def _layer_bwd(static, res, cts):
     out = ([jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(dhn.shape, x.dtype),
             jax.ShapeDtypeStruct(dcn.shape, x.dtype)]
            + [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights])
-    call = jax.ffi.ffi_call("fastlstm_lstm_layer_bwd", out, vmap_method="sequential")
+    call = jax.ffi.ffi_call("fastlstm_rnn_layer_bwd", out, vmap_method="sequential")
     grads = call(x, c0, lengths, ws, dy, dhn, dcn, *weights, **_attrs(static))
     dlengths = np.zeros(lengths.shape, dtype=jax.dtypes.float0)
     return grads[0], grads[1], grads[2], dlengths, tuple(grads[3:])
@@ -86,8 +88,8 @@ _layer.defvjp(_layer_fwd, _layer_bwd)
 
 
 def _layer_weights(params: dict, k: int, cfg: dict) -> tuple:
-    names = functional.layer_weight_names(k, cfg["bidirectional"], cfg["bias"],
-                                          cfg["proj_size"] > 0, cfg["peephole"])
+    names = _spec.layer_weight_names(cfg["cell"], k, cfg["bidirectional"], cfg["bias"],
+                                     cfg["proj_size"] > 0, cfg["peephole"])
     return tuple(params[n] for n in names)
 
 
@@ -103,9 +105,28 @@ def lstm(params: dict, x, h0=None, c0=None, lengths=None, *, batch_first: bool =
     Differentiable in x, h0, c0 and params; works under jax.jit and jax.vmap
     (sequentially).
     """
+    y, hn, cn = _run("lstm", params, x, h0, c0, lengths, batch_first)
+    return y, (hn, cn)
+
+
+def gru(params: dict, x, h0=None, lengths=None, *, batch_first: bool = False):
+    """A multi-layer GRU, as torch.nn.GRU computes it (no dropout).
+
+    params: torch.nn.GRU's state_dict names and shapes as JAX or NumPy arrays
+    of one float dtype; the configuration is read off them. x [T,B,I] ([B,T,I]
+    with batch_first); h0 [D*L,B,H] or None (zeros); lengths int [B] (each in
+    [1,T]) or None. Returns y [T,B,D*H] ([B,T,D*H] with batch_first) and h_n.
+    Differentiable in x, h0 and params; works under jax.jit and jax.vmap
+    (sequentially).
+    """
+    y, hn, _ = _run("gru", params, x, h0, None, lengths, batch_first)
+    return y, hn
+
+
+def _run(cell, params, x, h0, c0, lengths, batch_first):
     if not isinstance(params, dict):
         raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
-    cfg = convert.describe(params)
+    cfg = convert.describe(params, cell=cell)
     x = jnp.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"x: expected a 3-D array, got shape {x.shape}")
@@ -121,9 +142,13 @@ def lstm(params: dict, x, h0=None, c0=None, lengths=None, *, batch_first: bool =
         raise ValueError(f"x: expected input_size {cfg['input_size']}, got shape {x.shape}")
     L, H, P = cfg["num_layers"], cfg["hidden_size"], cfg["proj_size"]
     D, Ho = (2 if cfg["bidirectional"] else 1), (P or H)
+    has_c = cell == "lstm"
     h0 = jnp.zeros((D * L, B, Ho), x.dtype) if h0 is None else jnp.asarray(h0)
-    c0 = jnp.zeros((D * L, B, H), x.dtype) if c0 is None else jnp.asarray(c0)
-    for name, a, shape in (("h0", h0, (D * L, B, Ho)), ("c0", c0, (D * L, B, H))):
+    states = [("h0", h0, (D * L, B, Ho))]
+    if has_c:
+        c0 = jnp.zeros((D * L, B, H), x.dtype) if c0 is None else jnp.asarray(c0)
+        states.append(("c0", c0, (D * L, B, H)))
+    for name, a, shape in states:
         if a.shape != shape or a.dtype != x.dtype:
             raise ValueError(f"{name}: expected shape {shape} of {x.dtype}, got {a.shape} of "
                              f"{a.dtype}")
@@ -139,14 +164,15 @@ def lstm(params: dict, x, h0=None, c0=None, lengths=None, *, batch_first: bool =
             if v.size and (v.min() < 1 or v.max() > T):
                 raise ValueError(f"lengths: every value must be in [1, {T}], got {v.tolist()}")
         lens = lens.astype(jnp.int32)
-    static = (H, P, cfg["bidirectional"], cfg["bias"], cfg["peephole"], resolve_isa(),
+    static = (cell, H, P, cfg["bidirectional"], cfg["bias"], cfg["peephole"], resolve_isa(),
               get_num_threads())
+    no_c = jnp.zeros((0,), x.dtype)
     hns, cns, inp = [], [], x
     for k in range(L):
         sl = slice(k * D, (k + 1) * D)
-        inp, hn, cn = _layer(static, inp, h0[sl], c0[sl], lens,
+        inp, hn, cn = _layer(static, inp, h0[sl], c0[sl] if has_c else no_c, lens,
                              _layer_weights(params, k, cfg))
         hns.append(hn)
         cns.append(cn)
     y = jnp.swapaxes(inp, 0, 1) if batch_first else inp
-    return y, (jnp.concatenate(hns), jnp.concatenate(cns))
+    return y, jnp.concatenate(hns), (jnp.concatenate(cns) if has_c else None)
