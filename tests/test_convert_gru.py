@@ -325,3 +325,36 @@ def test_refusals_of_wrong_shapes():
         convert.to_onnx(sd)
     with pytest.raises(ValueError, match="pass cell="):  # 20 rows: neither 3H nor 4H
         convert.describe({"weight_ih_l0": z(20, I), "weight_hh_l0": z(20, H)}, cell=None)
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(num_layers=2, bidirectional=True),
+                                 dict(bias=False, batch_first=True)],
+                         ids=["plain", "bidir2", "nobias_batch_first"])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_onnx_export_of_a_gru_runs_in_onnxruntime(tmp_path, cfg, with_lengths):
+    """fastlstm.onnx.export writes GRU nodes (linear_before_reset=1) that onnxruntime
+    runs to the compiled fastlstm.GRU's results."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import fastlstm.onnx
+
+    m = fastlstm.GRU(4, 6, seed=6, **cfg)
+    m.eval()
+    L, D, B = cfg.get("num_layers", 1), 2 if cfg.get("bidirectional") else 1, 3
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((B, 7, 4) if cfg.get("batch_first") else (7, B, 4))
+    x = x.astype(np.float32)
+    h0 = rng.standard_normal((D * L, B, 6)).astype(np.float32)
+    lengths = np.array([7, 2, 5]) if with_lengths else None
+    y, hn = m(x, h0, lengths=lengths)
+    path = tmp_path / "gru.onnx"
+    model = fastlstm.onnx.export(m, str(path), lengths=with_lengths, initial_state=True)
+    assert {n.op_type for n in model.graph.node} >= {"GRU"}
+    assert [o.name for o in model.graph.output] == ["Y", "Y_h"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"X": x, "initial_h": h0}
+    if with_lengths:
+        feeds["sequence_lens"] = lengths.astype(np.int32)
+    yo, hno = sess.run(["Y", "Y_h"], feeds)
+    np.testing.assert_allclose(yo, y, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(hno, hn, rtol=0, atol=2e-6)

@@ -1,16 +1,19 @@
-"""Export an LSTM as standard ONNX ``LSTM`` nodes (needs the ``onnx`` package).
+"""Export an LSTM or a GRU as standard ONNX ``LSTM`` / ``GRU`` nodes (needs the
+``onnx`` package).
 
-``export(lstm, path)`` writes a model that any ONNX runtime runs without
-fastlstm: one ``LSTM`` node per layer (``direction="bidirectional"`` for two
-directions, the ``P`` input for peepholes, ``sequence_lens`` for lengths),
-with Transpose/Reshape between layers to torch's [T,B,D*H] layout.
+``export(layer, path)`` writes a model that any ONNX runtime runs without
+fastlstm: one node per layer (``direction="bidirectional"`` for two
+directions, the LSTM's ``P`` input for peepholes, ``sequence_lens`` for
+lengths; the GRU's with ``linear_before_reset=1``, torch's GRU maths), with
+Transpose/Reshape between layers to torch's [T,B,D*H] layout.
 
 Graph inputs: ``X`` [T,B,I] ([B,T,I] with batch_first); with ``lengths=True``
 ``sequence_lens`` int32 [B]; with ``initial_state=True`` ``initial_h``
-[D*L,B,H] and ``initial_c`` [D*L,B,H]. Outputs: ``Y`` (as the layer's ``y``),
-``Y_h`` and ``Y_c`` [D*L,B,H] (as ``h_n``, ``c_n``). T and B are symbolic.
-The model computes inference: dropout is not applied. ONNX's LSTM has no
-projection, so layers with ``proj_size > 0`` are refused.
+[D*L,B,H] (and the LSTM's ``initial_c`` [D*L,B,H]). Outputs: ``Y`` (as the
+layer's ``y``), ``Y_h`` [D*L,B,H] (as ``h_n``) and the LSTM's ``Y_c`` (as
+``c_n``). T and B are symbolic. The model computes inference: dropout is not
+applied. ONNX's LSTM has no projection, so layers with ``proj_size > 0`` are
+refused.
 """
 from __future__ import annotations
 
@@ -33,17 +36,20 @@ def _onnx():
 
 def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
                           lengths: bool = False, initial_state: bool = False,
-                          opset: int = OPSET):
-    """An ``onnx.ModelProto`` of the LSTM whose torch-style parameters are
-    `state_dict` (see `fastlstm.convert.describe`)."""
+                          opset: int = OPSET, cell: str = "lstm"):
+    """An ``onnx.ModelProto`` of the layer (cell 'lstm' or 'gru') whose
+    torch-style parameters are `state_dict` (see `fastlstm.convert.describe`)."""
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    cfg = convert.describe(state_dict)
+    if cell not in ("lstm", "gru"):
+        raise ValueError(f"cell: expected 'lstm' or 'gru' (the ONNX ops), got {cell!r}")
+    cfg = convert.describe(state_dict, cell=cell)
     if cfg["proj_size"]:
         raise ValueError("proj_size: ONNX's LSTM op has no projection; a layer with "
                          "proj_size > 0 cannot be exported")
-    layers = convert.to_onnx(state_dict)
+    layers = convert.to_onnx(state_dict, cell=cell)
+    states = ("h", "c") if cell == "lstm" else ("h",)
     dtype = layers[0]["W"].dtype
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"state_dict: expected float32 or float64 parameters, got {dtype}")
@@ -62,28 +68,28 @@ def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
     if lengths:
         inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, ["B"]))
         seq = "sequence_lens"
-    h0 = c0 = [""] * L
+    s0 = {s: [""] * L for s in states}  # per state, its initial value's name per layer
     if initial_state:
-        for name in ("initial_h", "initial_c"):
-            inputs.append(helper.make_tensor_value_info(name, elem, [D * L, "B", H]))
+        for s in states:
+            inputs.append(helper.make_tensor_value_info(f"initial_{s}", elem, [D * L, "B", H]))
+            s0[s] = [f"initial_{s}"]
         if L > 1:
             inits.append(numpy_helper.from_array(np.array([D] * L, np.int64), "per_layer"))
-            h0 = [f"initial_h_l{k}" for k in range(L)]
-            c0 = [f"initial_c_l{k}" for k in range(L)]
-            nodes.append(helper.make_node("Split", ["initial_h", "per_layer"], h0, axis=0))
-            nodes.append(helper.make_node("Split", ["initial_c", "per_layer"], c0, axis=0))
-        else:
-            h0, c0 = ["initial_h"], ["initial_c"]
+            for s in states:
+                s0[s] = [f"initial_{s}_l{k}" for k in range(L)]
+                nodes.append(helper.make_node("Split", [f"initial_{s}", "per_layer"], s0[s],
+                                              axis=0))
+    op, extra = ("LSTM", {}) if cell == "lstm" else ("GRU", {"linear_before_reset": 1})
     for k, lw in enumerate(layers):
         names = []
         for key in ("W", "R", "B", "P"):
             if key in lw:
                 inits.append(numpy_helper.from_array(np.ascontiguousarray(lw[key]), f"{key}_l{k}"))
                 names.append(f"{key}_l{k}")
-        ins = [x] + names[:3] + [seq, h0[k], c0[k]] + names[3:]
+        ins = [x] + names[:3] + [seq] + [s0[s][k] for s in states] + names[3:]
         nodes.append(helper.make_node(
-            "LSTM", ins, [f"Y_l{k}", f"Y_h_l{k}", f"Y_c_l{k}"], name=f"lstm_l{k}",
-            hidden_size=H, direction="bidirectional" if D == 2 else "forward"))
+            op, ins, [f"Y_l{k}"] + [f"Y_{s}_l{k}" for s in states], name=f"{cell}_l{k}",
+            hidden_size=H, direction="bidirectional" if D == 2 else "forward", **extra))
         # Y [T,D,B,H] -> [T,B,D*H], torch's layout
         nodes.append(helper.make_node("Transpose", [f"Y_l{k}"], [f"Y_l{k}_t"], perm=[0, 2, 1, 3]))
         x = f"Y_l{k}_tbh"
@@ -92,14 +98,13 @@ def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
         nodes.append(helper.make_node("Transpose", [x], ["Y"], perm=[1, 0, 2]))
     else:
         nodes.append(helper.make_node("Identity", [x], ["Y"]))
-    for s in ("h", "c"):
+    for s in states:
         nodes.append(helper.make_node("Concat", [f"Y_{s}_l{k}" for k in range(L)], [f"Y_{s}"],
                                       axis=0))
     y_shape = ["B", "T", D * H] if batch_first else ["T", "B", D * H]
-    outputs = [helper.make_tensor_value_info("Y", elem, y_shape),
-               helper.make_tensor_value_info("Y_h", elem, [D * L, "B", H]),
-               helper.make_tensor_value_info("Y_c", elem, [D * L, "B", H])]
-    graph = helper.make_graph(nodes, "fastlstm_lstm", inputs, outputs, inits)
+    outputs = [helper.make_tensor_value_info("Y", elem, y_shape)] + \
+        [helper.make_tensor_value_info(f"Y_{s}", elem, [D * L, "B", H]) for s in states]
+    graph = helper.make_graph(nodes, f"fastlstm_{cell}", inputs, outputs, inits)
     ops = helper.make_opsetid("", opset)
     model = helper.make_model(graph, opset_imports=[ops], producer_name="fastlstm",
                               ir_version=helper.find_min_ir_version_for([ops]))
@@ -107,16 +112,18 @@ def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
     return model
 
 
-def export(lstm, path, *, lengths: bool = False, initial_state: bool = False,
+def export(layer, path, *, lengths: bool = False, initial_state: bool = False,
            opset: int = OPSET):
-    """Write `lstm` (a `fastlstm.LSTM` or `fastlstm.torch.LSTM`) to `path` as an
-    ONNX model (see the module docstring for its inputs and outputs). Returns
-    the ``onnx.ModelProto``."""
+    """Write `layer` (a `fastlstm.LSTM` / `GRU`, or a `fastlstm.torch` one) to
+    `path` as an ONNX model (see the module docstring for its inputs and
+    outputs). Returns the ``onnx.ModelProto``."""
     for attr in ("state_dict", "batch_first"):
-        if not hasattr(lstm, attr):
-            raise TypeError(f"lstm: expected a fastlstm.LSTM or fastlstm.torch.LSTM, got "
-                            f"{type(lstm).__name__}")
-    model = model_from_state_dict(dict(lstm.state_dict()), batch_first=bool(lstm.batch_first),
-                                  lengths=lengths, initial_state=initial_state, opset=opset)
+        if not hasattr(layer, attr):
+            raise TypeError(f"layer: expected a fastlstm LSTM or GRU layer, got "
+                            f"{type(layer).__name__}")
+    sd = dict(layer.state_dict())
+    cell = convert.describe(sd, cell=None)["cell"]  # read off the keys and shapes
+    model = model_from_state_dict(sd, batch_first=bool(layer.batch_first), lengths=lengths,
+                                  initial_state=initial_state, opset=opset, cell=cell)
     _onnx().save(model, path)
     return model
