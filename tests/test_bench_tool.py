@@ -129,12 +129,13 @@ class FakeLayer:
         self.log.append("params_changed")
 
 
-def test_invalidate_marks_params_changed():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_invalidate_marks_params_changed(cell):
     layer = FakeLayer()
-    impl = bench.FastLSTM(types.SimpleNamespace(model=layer))
+    impl = bench.FastLSTM(types.SimpleNamespace(model=layer, cell=cell))
     impl.invalidate()
     assert layer.log == ["params_changed"]
-    assert impl.invalidation == "lstm.params_changed()"
+    assert impl.invalidation == f"{cell}.params_changed()"
 
 
 TINY = bench.Shape("tiny", 5, 3, 4, 6)
@@ -282,3 +283,183 @@ def test_best_peaks_keeps_the_higher_measurement_per_thread_count():
     best = bench.best_peaks(first, second)
     assert [p.gflops for p in best] == [70.0, 120.0]
     assert [p.threads for p in best] == [1, 2]
+
+
+# --------------------------------------------------------------------------- --cell
+
+
+TINY_VARLEN = bench.Shape("tiny_varlen", 7, 4, 5, 6, varlen=True)
+TINY_BI2 = bench.Shape("tiny_bi2", 5, 3, 4, 6, layers=2, bidirectional=True)
+TINY_PROJ = bench.Shape("tiny_proj", 5, 3, 4, 8, proj=3)
+FAST = dict(min_time=0.0, min_reps=2, warmup_time=0.0, max_warmup=1, cold_min_reps=1,
+            cold_min_time=0.0)
+
+
+def test_gru_flops_are_three_quarters_of_the_lstms():
+    for shape in (TINY, TINY_BI2, bench.SHAPES["deepbench"]):
+        lstm, gru = (bench.forward_flops(shape, cell=c) for c in ("lstm", "gru"))
+        assert gru == pytest.approx(0.75 * lstm)
+    s = bench.SHAPES["mid"]  # 2 * T*B * 3H * (I + H)
+    assert bench.forward_flops(s, cell="gru") == 2 * 100 * 16 * 3 * 512 * (512 + 512)
+    assert bench.mode_flops(s, "train", cell="gru") == 3 * bench.forward_flops(s, cell="gru")
+    assert bench.forward_flops(s) == bench.forward_flops(s, cell="lstm")  # the default
+
+
+def test_shape_supports_cell():
+    assert all(s.supports("lstm") for s in bench.SHAPES.values())
+    assert [n for n, s in bench.SHAPES.items() if not s.supports("gru")] == ["proj"]
+
+
+@pytest.mark.parametrize("shape", [TINY, TINY_VARLEN, TINY_BI2], ids=lambda s: s.name)
+def test_make_case_gru(shape):
+    case = bench.make_case(shape, "gru")
+    assert isinstance(case.model, bench.fastlstm.GRU) and case.cell == "gru"
+    assert case.state["weight_hh_l0"].shape == (3 * shape.H, shape.H)
+    assert case.state["weight_ih_l0"].dtype == np.float32
+    assert case.dy.shape == (shape.T, shape.B, shape.D * shape.H)
+    if shape.varlen:
+        assert case.lengths is not None
+        assert not case.dy[np.arange(shape.T)[:, None] >= case.lengths[None, :]].any()
+
+
+def test_make_case_gru_refuses_projection():
+    with pytest.raises(ValueError, match="no projection"):
+        bench.make_case(TINY_PROJ, "gru")
+    assert isinstance(bench.make_case(TINY_PROJ).model, bench.fastlstm.LSTM)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("shape", [TINY, TINY_VARLEN, TINY_BI2], ids=lambda s: s.name)
+def test_peers_compute_the_same_forward(cell, shape):
+    """Every installed peer loads the case's weights and computes fastlstm's y
+    (the check the bench makes before comparing times, here to float32 accuracy)."""
+    case = bench.make_case(shape, cell)
+    impls = bench.make_impls(case)
+    assert [i.name for i in impls] == list(bench.IMPLS)
+    y0 = impls[0].output()
+    assert y0.shape == case.dy.shape
+    for impl in impls[1:]:
+        if isinstance(impl, bench.Unavailable):
+            assert impl.status == "not installed", impl.status  # an error is a failure
+            continue
+        y = impl.output()
+        assert y.shape == y0.shape, impl.name
+        assert bench.max_abs_diff(y, y0) < 1e-5, impl.name
+
+
+def test_gru_peers_are_the_gru_ops():
+    """torch.nn.GRU, an ONNX GRU node with linear_before_reset=1 and reference_gru."""
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    case = bench.make_case(TINY_VARLEN, "gru")
+    by_name = {i.name: i for i in bench.make_impls(case)}
+    assert isinstance(by_name["torch"].module, torch.nn.GRU)
+    nodes = onnx.load_from_string(by_name["onnxruntime"].model).graph.node
+    grus = [n for n in nodes if n.op_type == "GRU"]
+    assert len(grus) == 1 and not any(n.op_type == "LSTM" for n in nodes)
+    attrs = {a.name: a for a in grus[0].attribute}
+    assert attrs["linear_before_reset"].i == 1
+    assert grus[0].input[4] == "sequence_lens"  # X, W, R, B, sequence_lens
+    assert by_name["numpy-ref"].forward.__module__ == "fastlstm.reference_gru"
+
+
+def test_run_shape_gru_medians_ratios_and_output_check():
+    """A whole GRU shape: every implementation and mode measured, the forward
+    outputs checked against fastlstm's, ratios formed."""
+    pytest.importorskip("torch")
+    progress = bench.Progress(2 * len(bench.IMPLS))
+    rs = bench.run_shape(TINY_VARLEN, [1], list(bench.MODES), bench.Timing(**FAST), progress,
+                         "gru")
+    assert [(r.mode, r.impl) for r in rs] == [(m, i) for m in bench.MODES for i in bench.IMPLS]
+    assert all(r.cell == "gru" for r in rs)
+    by = {(r.mode, r.impl): r for r in rs}
+    flops = bench.mode_flops(TINY_VARLEN, "forward", bench.make_lengths(TINY_VARLEN), cell="gru")
+    assert by["forward", "fastlstm"].flops == flops
+    assert by["train", "fastlstm"].flops == 3 * flops
+    for (mode, impl), r in by.items():
+        if impl == "onnxruntime" and mode == "train":
+            assert r.status == "-"
+        elif r.status != "not installed":
+            assert r.status == "ok" and len(r.samples_ms) >= 2, (mode, impl, r.status)
+            assert r.median_ms > 0
+    assert by["forward", "fastlstm"].cold_samples_ms and by["train", "fastlstm"].cold_samples_ms
+    for impl in bench.PEERS:
+        r = by["forward", impl]
+        if r.samples_ms:
+            assert r.max_abs_diff is not None and r.max_abs_diff < 1e-5, impl
+    s = bench.speedups(rs)
+    assert s["forward"][("tiny_varlen", 1)]["torch"] == pytest.approx(
+        by["forward", "torch"].median_ms / by["forward", "fastlstm"].median_ms)
+    assert s["train"][("tiny_varlen", 1)]["onnxruntime"] is None
+
+
+def _main(monkeypatch, capsys, argv, shapes):
+    monkeypatch.setattr(bench, "gemm_peak", lambda n: bench.Peak(n, gflops=100.0, source="fake"))
+    monkeypatch.setattr(bench, "SHAPES", {s.name: s for s in shapes})
+    code = bench.main(argv + ["--threads", "1", "--min-reps", "1", "--min-time", "0"])
+    return code, capsys.readouterr()
+
+
+def test_main_cell_gru(monkeypatch, capsys, tmp_path):
+    """--cell gru: the default shape list drops the projection (noted), every row is
+    the GRU's, the JSON names the cell and holds medians and ratios."""
+    pytest.importorskip("torch")
+    js = tmp_path / "r.json"
+    code, out = _main(monkeypatch, capsys, ["--cell", "gru", "--json", str(js)],
+                      [TINY, TINY_PROJ])
+    assert code == 0
+    assert "cell gru: fastlstm.GRU" in out.out.splitlines()[0]
+    assert "note: tiny_proj: skipped, the gru has no projection" in out.out
+    assert "tiny_proj" not in out.err.replace("tiny_proj: skipped", "")
+    assert "torch.nn.GRU" in out.out and "gru.params_changed()" in out.out
+    doc = json.loads(js.read_text())
+    assert doc["settings"]["cell"] == "gru"
+    assert {r["shape"] for r in doc["results"]} == {"tiny"}
+    assert all(r["cell"] == "gru" for r in doc["results"])
+    assert doc["results"][0]["flops"] == bench.forward_flops(TINY, cell="gru")
+    fast = {r["mode"]: r for r in doc["results"] if r["impl"] == "fastlstm"}
+    torch_rows = {r["mode"]: r for r in doc["results"] if r["impl"] == "torch"}
+    assert set(fast) == set(torch_rows) == set(bench.MODES)
+    for mode in bench.MODES:
+        assert fast[mode]["median_ms"] > 0 and torch_rows[mode]["median_ms"] > 0
+    assert torch_rows["forward"]["max_abs_diff"] < 1e-5
+    row = next(line for line in out.out.splitlines() if line.startswith("tiny ") and "forward"
+               in line)
+    assert row.split()[9].endswith("x")  # torch: ms, GFLOP/s, ratio
+
+
+def test_main_default_cell_is_lstm(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench, "PEERS_BY_NAME", {
+        name: (cls, ("fastlstm_no_such_module",)) for name, (cls, _) in
+        bench.PEERS_BY_NAME.items()})
+    js = tmp_path / "r.json"
+    code, out = _main(monkeypatch, capsys, ["--json", str(js)], [TINY, TINY_PROJ])
+    assert code == 0
+    assert " | cell " not in out.out and "skipped" not in out.out
+    doc = json.loads(js.read_text())
+    assert doc["settings"]["cell"] == "lstm"
+    assert {r["shape"] for r in doc["results"]} == {"tiny", "tiny_proj"}
+    assert all(r["cell"] == "lstm" for r in doc["results"])
+    assert "lstm.params_changed()" in out.out
+
+
+def test_cell_lnlstm_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--cell", "lnlstm"])
+    assert e.value.code == 2
+    assert "no compiled layer-norm LSTM yet" in capsys.readouterr().err
+
+
+def test_cell_gru_refuses_an_explicit_projection_shape(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--cell", "gru", "--shapes", "mid,proj"])
+    assert e.value.code == 2
+    assert "--cell gru has no projection: drop proj from --shapes" in capsys.readouterr().err
+    args = bench.parse_args(["--cell", "gru"])
+    assert args.shapes == [n for n in bench.SHAPES if n != "proj"]
+    assert args.skipped == ["proj: skipped, the gru has no projection"]
+    args = bench.parse_args([])
+    assert args.cell == "lstm" and args.shapes == list(bench.SHAPES) and args.skipped == []
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--cell", "rnn"])

@@ -5,6 +5,10 @@ weights, inputs, thread count and dtype (float32); peers are timed the way their
 users call them (the module holds its weights, the timed call is the forward, or
 the forward plus backward). Missing peers are reported, never fatal.
 
+``--cell gru`` times fastlstm.GRU the same way against torch.nn.GRU, an ONNX
+Runtime session of standard ``GRU`` nodes (linear_before_reset=1) and
+``fastlstm.reference_gru``; ``--cell lstm`` (the default) the LSTM.
+
 The table also gives the machine's measured fp32 GEMM rate per thread count
 ("peak": the best of torch.mm and numpy matmul on 2048^3), fastlstm's GFLOP/s as a
 share of it (%pk), and fastlstm's "cold" time: a call right after a weight update,
@@ -37,6 +41,30 @@ IMPLS = ("fastlstm", "torch", "onnxruntime", "numpy-ref")
 PEERS = IMPLS[1:]
 SLOW_S = 3.0  # skip the NumPy reference when one call is estimated slower than this
 TRAIN_FLOPS_FACTOR = 3  # a training step counts 3x the forward FLOPs
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A cell the bench times: its fastlstm and torch.nn layer (``layer``, the
+    class name in both), its NumPy reference (module, forward, backward: the
+    forward returns y first and the cache last) and its gate count."""
+
+    name: str
+    layer: str
+    reference: str
+    ref_forward: str
+    ref_backward: str
+    gates: int
+    proj: bool  # the layer takes proj_size
+
+
+CELLS = {c.name: c for c in (
+    Cell("lstm", "LSTM", "fastlstm.reference", "lstm_forward", "lstm_backward", 4, True),
+    Cell("gru", "GRU", "fastlstm.reference_gru", "gru_forward", "gru_backward", 3, False),
+)}
+# cells with a NumPy reference but no compiled kernels: --cell names them, to refuse them
+NOT_COMPILED = {"lnlstm": "no compiled layer-norm LSTM yet (only its NumPy reference, "
+                          "fastlstm.reference_lnlstm): nothing to benchmark"}
 
 
 def optional(module: str):
@@ -79,6 +107,10 @@ class Shape:
         extra += [f"lengths~U[{self.T // 4},{self.T}]"] if self.varlen else []
         return " ".join([f"T={self.T} B={self.B} I={self.I} H={self.H}"] + extra)
 
+    def supports(self, cell: str) -> bool:
+        """Whether the cell has this shape (a projection needs an LSTM)."""
+        return CELLS[cell].proj or not self.proj
+
 
 SHAPES = {
     s.name: s
@@ -103,21 +135,25 @@ def make_lengths(shape: Shape) -> np.ndarray | None:
     return np.random.default_rng(0).integers(shape.T // 4, shape.T + 1, size=shape.B)
 
 
-def forward_flops(shape: Shape, lengths: np.ndarray | None = None, T: int | None = None) -> float:
-    """FLOPs of one forward: 2*steps*4H*(I+H_out) (+2*steps*H*P) per layer and direction."""
+def forward_flops(shape: Shape, lengths: np.ndarray | None = None, T: int | None = None,
+                  cell: str = "lstm") -> float:
+    """FLOPs of one forward: 2*steps*GH*(I+H_out) (+2*steps*H*P) per layer and direction,
+    with G gates (LSTM 4, GRU 3)."""
     T = shape.T if T is None else T
+    G = CELLS[cell].gates
     steps = float(np.sum(lengths)) if lengths is not None else float(T * shape.B)
     total = 0.0
     for k in range(shape.layers):
         in_size = shape.I if k == 0 else shape.D * shape.H_out
-        per_step = 2 * 4 * shape.H * (in_size + shape.H_out) + 2 * shape.H * shape.proj
+        per_step = 2 * G * shape.H * (in_size + shape.H_out) + 2 * shape.H * shape.proj
         total += shape.D * steps * per_step
     return total
 
 
-def mode_flops(shape: Shape, mode: str, lengths: np.ndarray | None = None) -> float:
+def mode_flops(shape: Shape, mode: str, lengths: np.ndarray | None = None,
+               cell: str = "lstm") -> float:
     factor = TRAIN_FLOPS_FACTOR if mode == "train" else 1
-    return factor * forward_flops(shape, lengths)
+    return factor * forward_flops(shape, lengths, cell=cell)
 
 
 # --------------------------------------------------------------------------- the case
@@ -128,17 +164,21 @@ class Case:
     """What every implementation shares for one shape: weights and data."""
 
     shape: Shape
-    model: fastlstm.LSTM
+    model: fastlstm.LSTM | fastlstm.GRU
     state: dict
     x: np.ndarray  # [T,B,I]
     dy: np.ndarray  # [T,B,D*H_out], zero past each row's length
     lengths: np.ndarray | None
+    cell: str = "lstm"
 
 
-def make_case(shape: Shape) -> Case:
-    model = fastlstm.LSTM(
+def make_case(shape: Shape, cell: str = "lstm") -> Case:
+    if not shape.supports(cell):
+        raise ValueError(f"{shape.name}: the {cell} has no projection")
+    proj = {"proj_size": shape.proj} if CELLS[cell].proj else {}
+    model = getattr(fastlstm, CELLS[cell].layer)(
         shape.I, shape.H, num_layers=shape.layers, bidirectional=shape.bidirectional,
-        proj_size=shape.proj, dtype=np.float32, seed=0,
+        dtype=np.float32, seed=0, **proj,
     )
     state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.state_dict().items()}
     rng = np.random.default_rng(1)
@@ -147,7 +187,7 @@ def make_case(shape: Shape) -> Case:
     lengths = make_lengths(shape)
     if lengths is not None:
         dy[np.arange(shape.T)[:, None] >= lengths[None, :]] = 0.0
-    return Case(shape, model, state, x, dy, lengths)
+    return Case(shape, model, state, x, dy, lengths, cell)
 
 
 # --------------------------------------------------------------------------- implementations
@@ -202,7 +242,10 @@ class FastLSTM(Impl):
 
         return step
 
-    invalidation = "lstm.params_changed()"
+    @property
+    def invalidation(self) -> str:
+        """How the weights are marked changed, in the user's words."""
+        return f"{self.case.cell}.params_changed()"
 
     def invalidate(self) -> None:
         """Mark the weights changed, as a weight update does: the next call
@@ -221,8 +264,9 @@ class Torch(Impl):
 
         s = case.shape
         self.torch, self.T = torch, s.T
-        self.module = torch.nn.LSTM(s.I, s.H, num_layers=s.layers,
-                                    bidirectional=s.bidirectional, proj_size=s.proj)
+        proj = {"proj_size": s.proj} if CELLS[case.cell].proj else {}
+        self.module = getattr(torch.nn, CELLS[case.cell].layer)(
+            s.I, s.H, num_layers=s.layers, bidirectional=s.bidirectional, **proj)
         self.module.load_state_dict({k: torch.from_numpy(v) for k, v in case.state.items()})
         self.x, self.dy = torch.from_numpy(case.x), torch.from_numpy(case.dy)
         self.lengths = None if case.lengths is None else torch.from_numpy(case.lengths.astype(np.int64))
@@ -273,8 +317,10 @@ class OnnxRuntime(Impl):
         self.ort, self.sessions = onnxruntime, {}
         from .onnx import model_from_state_dict
 
-        self.model = model_from_state_dict(case.state, lengths=case.lengths is not None
-                                           ).SerializeToString()
+        # standard ONNX LSTM / GRU (linear_before_reset=1) nodes, their W, R, B
+        # from fastlstm.convert.to_onnx
+        self.model = model_from_state_dict(case.state, lengths=case.lengths is not None,
+                                           cell=case.cell).SerializeToString()
         self.feeds = {"X": case.x}
         if case.lengths is not None:
             self.feeds["sequence_lens"] = case.lengths.astype(np.int32)
@@ -299,29 +345,31 @@ class OnnxRuntime(Impl):
 
 
 class Reference(Impl):
-    """fastlstm.reference in float32; skipped where one call is estimated to take > SLOW_S."""
+    """The cell's NumPy reference (fastlstm.reference, reference_gru) in float32;
+    skipped where one call is estimated to take > SLOW_S."""
 
     name = "numpy-ref"
 
     def __init__(self, case: Case):
-        from fastlstm import reference
-
-        s = case.shape
-        self.ref, self.case = reference, case
-        self.kw = dict(num_layers=s.layers, hidden_size=s.H, proj_size=s.proj,
-                       bidirectional=s.bidirectional, dtype=np.float32)
+        s, cell = case.shape, CELLS[case.cell]
+        ref = importlib.import_module(cell.reference)
+        self.forward = getattr(ref, cell.ref_forward)
+        self.backward = getattr(ref, cell.ref_backward)
+        self.case = case
+        self.kw = dict(num_layers=s.layers, hidden_size=s.H, bidirectional=s.bidirectional,
+                       dtype=np.float32, **({"proj_size": s.proj} if cell.proj else {}))
 
     def _call(self, mode: str, T: int) -> Callable:
         """The timed call on the first T steps (T < shape.T only to estimate the cost)."""
-        c, ref, kw = self.case, self.ref, self.kw
+        c, forward, backward, kw = self.case, self.forward, self.backward, self.kw
         x, dy = c.x[:T], c.dy[:T]
         lengths = None if c.lengths is None else np.minimum(c.lengths, T)
         if mode == "forward":
-            return lambda: ref.lstm_forward(x, c.state, lengths=lengths, **kw)
+            return lambda: forward(x, c.state, lengths=lengths, **kw)
 
         def step():
-            *_, cache = ref.lstm_forward(x, c.state, lengths=lengths, **kw)
-            ref.lstm_backward(cache, dy)
+            *_, cache = forward(x, c.state, lengths=lengths, **kw)
+            backward(cache, dy)
 
         return step
 
@@ -333,7 +381,9 @@ class Reference(Impl):
         self._call(mode, T)()
         probe = time.perf_counter() - t0
         short = None if lengths is None else np.minimum(lengths, T)
-        return probe * forward_flops(s, lengths) / forward_flops(s, short, T=T)
+        cell = self.case.cell
+        return probe * forward_flops(s, lengths, cell=cell) / forward_flops(s, short, T=T,
+                                                                            cell=cell)
 
     def prepare(self, mode: str, threads: int) -> Callable | str:
         if self.estimate_s(mode) > SLOW_S:
@@ -390,6 +440,7 @@ class Result:
     cold_samples_ms: list = field(default_factory=list)
     cold_invalidation: str | None = None  # how the weights were marked changed
     peak_gflops: float | None = None  # measured fp32 GEMM peak at this thread count
+    cell: str = "lstm"
 
     @property
     def median_ms(self) -> float | None:
@@ -620,7 +671,8 @@ class Progress:
 
 def run_one(impl, case: Case, mode: str, threads: int, timing: Timing) -> Result:
     """Time one implementation; its warnings are kept for the notes, off the progress line."""
-    r = Result(case.shape.name, threads, mode, impl.name, mode_flops(case.shape, mode, case.lengths))
+    r = Result(case.shape.name, threads, mode, impl.name,
+               mode_flops(case.shape, mode, case.lengths, cell=case.cell), cell=case.cell)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -650,8 +702,9 @@ def check_outputs(impls: list, results: list) -> None:
         print(f"output check failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-def run_shape(shape: Shape, threads: list, modes: list, timing: Timing, progress: Progress) -> list:
-    case = make_case(shape)
+def run_shape(shape: Shape, threads: list, modes: list, timing: Timing, progress: Progress,
+              cell: str = "lstm") -> list:
+    case = make_case(shape, cell)
     impls = make_impls(case)
     results = []
     for n in threads:
@@ -793,9 +846,14 @@ def notes(results: list, others_share: float | None = None, peaks: list | None =
                    f"({' / '.join(how)}) outside the timed region, so the call repacks them; "
                    "in a training loop every step follows a weight update, so in train mode "
                    "the cold column is what each step costs")
-    if "torch" in ran:
+    torch_cells = {r.cell for r in results if r.impl == "torch" and r.samples_ms}
+    if "lstm" in torch_cells:
         out.append("torch: torch.nn.LSTM reorders its weights inside every call, so all its "
                    "timings are already 'cold' (no separate cold column)")
+    if "gru" in torch_cells:
+        out.append("torch: torch.nn.GRU runs ATen's generic loop (aten::gru: one linear per "
+                   "step, no oneDNN) on its parameters as they are, so it has nothing to "
+                   "prepare and no cold column")
     if "onnxruntime" in ran:
         out.append("onnxruntime: the weights are session initializers, prepared once when the "
                    "session is built (untimed); updating them means a new session, so there is "
@@ -849,12 +907,13 @@ def machine() -> dict:
 
 
 def save_json(path: str, results: list, settings: dict, others_share: float | None,
-              peaks: list | None = None) -> None:
+              peaks: list | None = None, skipped: list | None = None) -> None:
     doc = {"machine": {**machine(), "others_cpu_share": others_share}, "versions": versions(),
            "settings": settings, "shapes": {r.shape: asdict(SHAPES[r.shape]) for r in results},
            "peak": {"summary": peak_line(peaks or []),
                     "by_threads": [asdict(p) for p in peaks or []]},
-           "notes": notes(results, others_share, peaks), "results": [r.to_json() for r in results]}
+           "notes": (skipped or []) + notes(results, others_share, peaks),
+           "results": [r.to_json() for r in results]}
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
 
@@ -893,7 +952,9 @@ def plot(path: str, results: list) -> bool:
         labels = [f"{shape}\nt={n}" for shape, n in groups]
         by_peer = {peer: [g[peer] for g in groups.values()] for peer in PEERS}
         by_peer = {p: v for p, v in by_peer.items() if any(x is not None for x in v)}
-        ax.set_title(f"fastlstm {mode}: > 1 means fastlstm is faster")
+        cells = sorted({r.cell for r in results if r.mode == mode})
+        what = " ".join(["fastlstm"] + [CELLS[c].layer for c in cells if c != "lstm"])
+        ax.set_title(f"{what} {mode}: > 1 means fastlstm is faster")
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_xlim(-0.5, len(labels) - 0.5)
         if not by_peer:
@@ -925,7 +986,13 @@ def plot(path: str, results: list) -> bool:
 
 def parse_args(argv: list | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fastlstm bench", description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", help=f"comma-separated subset of {','.join(SHAPES)} (default: all)")
+    p.add_argument("--cell", default="lstm", choices=tuple(CELLS) + tuple(NOT_COMPILED),
+                   help="the recurrent cell to time: lstm (default; fastlstm.LSTM vs "
+                        "torch.nn.LSTM, ONNX LSTM) or gru (fastlstm.GRU vs torch.nn.GRU, ONNX "
+                        "GRU with linear_before_reset=1); lnlstm has no compiled kernels yet "
+                        "and is refused")
+    p.add_argument("--shapes", help=f"comma-separated subset of {','.join(SHAPES)} (default: "
+                                    "all the cell has: the GRU has no projection, so no proj)")
     p.add_argument("--threads", help="comma-separated thread counts (default: 1,2)")
     p.add_argument("--modes", default=",".join(MODES), help="forward,train (default: both)")
     p.add_argument("--quick", action="store_true",
@@ -937,6 +1004,9 @@ def parse_args(argv: list | None) -> argparse.Namespace:
                    help="bar chart of speedups, peer time / fastlstm time (needs matplotlib; "
                         "skipped with a message without it)")
     args = p.parse_args(argv)
+    if args.cell in NOT_COMPILED:
+        p.error(f"--cell {args.cell}: {NOT_COMPILED[args.cell]}")
+    shapes_given = args.shapes is not None
     args.shapes = split(args.shapes or (",".join(QUICK_SHAPES) if args.quick else ",".join(SHAPES)))
     args.modes = split(args.modes)
     try:
@@ -948,6 +1018,11 @@ def parse_args(argv: list | None) -> argparse.Namespace:
             p.error(f"unknown {name} in {given}; choose from {','.join(known)}")
     if any(n < 1 for n in args.threads):
         p.error("--threads must be >= 1")
+    unsupported = [name for name in args.shapes if not SHAPES[name].supports(args.cell)]
+    if unsupported and shapes_given:
+        p.error(f"--cell {args.cell} has no projection: drop {','.join(unsupported)} from --shapes")
+    args.skipped = [f"{name}: skipped, the {args.cell} has no projection" for name in unsupported]
+    args.shapes = [name for name in args.shapes if name not in unsupported]
     return args
 
 
@@ -965,24 +1040,29 @@ def main(argv: list | None = None) -> int:
     progress = Progress(len(shapes) * len(args.threads) * len(args.modes) * len(IMPLS))
     results, watch = [], CpuWatch()
     peaks = measure_peaks(args.threads)  # before and after the shapes: the best of both
+    for line in args.skipped:
+        print(line, file=sys.stderr, flush=True)
     for shape in shapes:
         print(f"{shape.name}: {shape.describe()}", file=sys.stderr, flush=True)
-        results += run_shape(shape, args.threads, args.modes, timing, progress)
+        results += run_shape(shape, args.threads, args.modes, timing, progress, args.cell)
     peaks = best_peaks(peaks, measure_peaks(args.threads))
     attach_peaks(results, peaks)
     others_share = watch.others_share()
     v = versions()
+    cell = "" if args.cell == "lstm" else f" | cell {args.cell}: fastlstm.{CELLS[args.cell].layer}"
     print(f"fastlstm {v['fastlstm']} | numpy {v['numpy']} | torch {v['torch']} | "
-          f"onnxruntime {v['onnxruntime']} | {cpu_model()}, {os.cpu_count()} cpus | float32")
+          f"onnxruntime {v['onnxruntime']} | {cpu_model()}, {os.cpu_count()} cpus | float32"
+          + cell)
     print(peak_line(peaks))
     print(table(results))
-    for line in notes(results, others_share, peaks):
+    for line in args.skipped + notes(results, others_share, peaks):
         print(f"note: {line}")
     if args.json:
-        settings = {"threads": args.threads, "modes": args.modes, "quick": args.quick,
-                    "timing": asdict(timing), "cold_timing": asdict(timing.cold()),
+        settings = {"cell": args.cell, "threads": args.threads, "modes": args.modes,
+                    "quick": args.quick, "timing": asdict(timing),
+                    "cold_timing": asdict(timing.cold()),
                     "peak": {"n": GEMM_N, "budget_s": PEAK_BUDGET_S}}
-        save_json(args.json, results, settings, others_share, peaks)
+        save_json(args.json, results, settings, others_share, peaks, args.skipped)
         print(f"results saved to {args.json}", file=sys.stderr)
     if args.plot:
         plot(args.plot, results)
