@@ -175,3 +175,56 @@ def test_memory_is_halved():
                weights_dtype="bfloat16")
     weights = 2 * 4 * 64 * 64 * 4  # W_ih and W_hh in float32
     assert p32.nbytes - p16.nbytes == weights // 2
+
+
+# ---------------------------------------------------------------------------- GRU
+
+GRU_CASES = [
+    dict(T=9, B=3),
+    dict(T=40, B=20),                                   # rows split, widened projection slices
+    dict(T=7, B=1),                                     # one row: the k-split tile
+    dict(T=9, B=5, bidirectional=True, num_layers=2, lengths=True),
+    dict(T=5, B=12, H=300),                             # k in slices (rows > MR16)
+]
+
+
+@pytest.mark.parametrize("case", GRU_CASES,
+                         ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("nt", [1, 2])
+def test_gru_matches_reference_on_rounded_weights(case, nt, isa, restore_threads):
+    from fastlstm import reference_gru
+    fastlstm.set_num_threads(nt)
+    case = dict(case)
+    T, B, H = case.pop("T"), case.pop("B"), case.pop("H", 37)
+    use_lengths = case.pop("lengths", False)
+    m = fastlstm.GRU(20, H, seed=0, weights_dtype="bfloat16", **case).eval()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, 20)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B) if use_lengths else None
+    y, h = m(x, lengths=lengths)
+    assert m._packed[1].weights_dtype == "bfloat16"
+    sd = {k: v.astype(np.float64) for k, v in rounded_state(m.state_dict()).items()}
+    yr, hr, _ = reference_gru.gru_forward(x.astype(np.float64), sd, num_layers=m.num_layers,
+                                          hidden_size=H, bidirectional=m.bidirectional,
+                                          lengths=lengths)
+    for name, got, want in (("y", y, yr), ("h_n", h, hr)):
+        err = np.abs(got - want).max()
+        assert err <= 1e-5 * max(1.0, np.abs(want).max()), (name, err)
+    m32 = fastlstm.GRU(20, H, seed=0, **case).eval()  # the rounding does change the result
+    assert np.abs(m32(x, lengths=lengths)[0] - y).max() > 1e-6
+
+
+def test_gru_cell_bf16_matches_layer_step_and_halves_memory():
+    cell = fastlstm.GRUCell(12, 24, seed=5, weights_dtype="bfloat16").eval()
+    gru = fastlstm.GRU(12, 24, seed=0, weights_dtype="bfloat16").eval()
+    gru.load_state_dict({f"{k}_l0": v for k, v in cell.state_dict().items()})
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 12)).astype(np.float32)
+    h0 = rng.standard_normal((3, 24)).astype(np.float32)
+    _, hl = gru(x[None], h0[None])
+    np.testing.assert_array_equal(cell(x, h0), hl[0])
+    sd = fastlstm.GRU(64, 64, seed=0).state_dict()
+    p32 = pack(sd, input_size=64, hidden_size=64, cell="gru")
+    p16 = pack(sd, input_size=64, hidden_size=64, cell="gru", weights_dtype="bfloat16")
+    # W_ih halves; W_hh's bfloat16 panels are a block wider (4 slots for 3 gates)
+    assert p32.nbytes - p16.nbytes == 3 * 64 * 64 * 2 + 3 * 64 * 64 * 4 - 4 * 64 * 64 * 2

@@ -14,3 +14,24 @@
 #else
 #define FL_CELL_FN inline
 #endif
+
+namespace fastlstm {
+namespace cells {
+
+// v clipped to [lo, hi]; NaN stays NaN (comparisons with NaN are false).
+template <class V>
+FL_CELL_FN V clip(V v, V lo, V hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+// d where lo < s < hi, else 0 (the gradient through a clip, from the value s
+// the clipped pre-activation activated to, and the activations lo, hi of the
+// clip bounds: where s sits at a bound, the gate saturated at the clip).
+template <class V>
+FL_CELL_FN V unclipped(V d, V s, V lo, V hi) {
+  const V zero = {};
+  return s > lo ? (s < hi ? d : zero) : zero;
+}
+
+}  // namespace cells
+}  // namespace fastlstm

@@ -43,6 +43,12 @@ int64_t check_layer(const LayerDims& d, const int64_t* lengths) {
               std::to_string(d.P));
   require(spec.peephole || !d.peephole,
           std::string("peephole: the ") + spec.name + " cell has no peepholes");
+  require(d.zoneout >= 0.0 && d.zoneout <= 1.0,
+          "zoneout must be in [0, 1], got " + std::to_string(d.zoneout));
+  require(d.cell_clip >= 0.0, "cell_clip must be >= 0 (0 = none), got " +
+                                  std::to_string(d.cell_clip));
+  require(d.cell == Cell::lstm || d.cell_clip == 0.0,
+          std::string("cell_clip: the ") + spec.name + " cell has no cell clip");
   require(d.T >= 1, "x: the sequence length T must be >= 1, got " + std::to_string(d.T));
   require(d.B >= 1, "x: the batch size B must be >= 1, got " + std::to_string(d.B));
   require(d.I >= 1, "input_size must be >= 1, got " + std::to_string(d.I));

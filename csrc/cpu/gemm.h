@@ -124,17 +124,18 @@ avec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn, i
   return pack_panels(strided_rows(K, sk), col, NR, nt);
 }
 
-// Gate-interleaved columns of G gates: B(k, blk*G*W + q*W + l) =
-// src[(q*H + u)*K + k] with u = blk*W + l (0 for u >= H), in panels of NR
-// columns. src: [G*H,K], e.g. W_ih or W_hh.
+// Gate-interleaved columns of G gates in blocks of S >= G slots (zero slots
+// past G): B(k, blk*S*W + q*W + l) = src[(q*H + u)*K + k] with u = blk*W + l
+// (0 for u >= H), in panels of NR columns. src: [G*H,K], e.g. W_ih or W_hh.
 template <class T>
 avec<T> pack_gate_cols(int64_t K, int64_t H, int64_t G, const T* src, int64_t W, int64_t NR,
-                       int nt) {
+                       int nt, int64_t S = 0) {
   const int64_t Hp = (H + W - 1) / W * W;
-  std::vector<const T*> col(static_cast<size_t>(G * Hp));
+  if (S == 0) S = G;
+  std::vector<const T*> col(static_cast<size_t>(S * Hp), nullptr);
   for (int64_t u = 0; u < Hp; ++u)
     for (int64_t q = 0; q < G; ++q)
-      col[(u / W) * G * W + q * W + u % W] = u < H ? src + (q * H + u) * K : nullptr;
+      col[(u / W) * S * W + q * W + u % W] = u < H ? src + (q * H + u) * K : nullptr;
   return pack_panels(strided_rows(K, 1), col, NR, nt);
 }
 

@@ -42,6 +42,7 @@ struct FwdBlockArgs {
   T* csave = nullptr;             // [n,ldcs] LSTM c_t / GRU W_hn h + b_hn, or null
   int64_t ldcs = 0;
   bool split_k = true;            // a lone row may split k (see tile)
+  T clip = T(0);                  // LSTM cell clip, read by [clip] kernels
 };
 
 // Unit blocks [0,nblk) of one backward step (pointwise part), rows [0,n);
@@ -65,6 +66,7 @@ struct BwdBlockArgs {
   T* dg = nullptr;                // [n,lddg] dL/dgates, slot s at dg + s*gstride
   int64_t lddg = 0, gstride = 0;
   const T* ph = nullptr;          // [3,W] peepholes of this block, or null
+  T clip = T(0);                  // LSTM cell clip, read by [clip] kernels
 };
 
 // GEMM: the register-tile micro-kernels every product runs on (gemm.h).
@@ -89,12 +91,13 @@ struct GemmKernels {
 
 // One cell's step kernels: the fused forward step (GEMM tile + the cell maths
 // of csrc/cells/ in registers) and the pointwise backward step. [peephole]
-// is 0 for cells without peepholes; the GRU has no bfloat16 kernels.
+// and [clip] (the cell clip, read from the args) are 0 for cells without
+// them; the GRU has no bfloat16 kernels.
 template <class T>
 struct StepKernels {
-  void (*fwd_block[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training]
-  void (*fwd_block_bf16[2])(const FwdBlockArgs<T>&) = {};  // [peephole], w16 read
-  void (*bwd_block[2])(const BwdBlockArgs<T>&) = {};     // [peephole]
+  void (*fwd_block[2][2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][training][clip]
+  void (*fwd_block_bf16[2][2])(const FwdBlockArgs<T>&) = {};  // [peephole][clip], w16 read
+  void (*bwd_block[2][2])(const BwdBlockArgs<T>&) = {};     // [peephole][clip]
 };
 
 template <class T>

@@ -62,6 +62,7 @@ struct BwdDir {
   T* dc0 = nullptr;        // [B,H]
   avec<T> dh, dc, c0p;     // [B,ldh], [B,Hp], [B,Hp] slot order, padded (dc, c0p: LSTM)
   avec<T> dG;              // [N,GD] dgates, gate-major slots
+  avec<T> kept;            // [B,ldh] zoneout's direct part of dL/dh_{t-1}
   avec<T> dr;              // [B,Hp] dL/dr (projection)
   avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
   std::unique_ptr<SpinBarrier> bar;
@@ -76,6 +77,7 @@ struct BwdLayer {
   const PackedImpl<T>& pw;
   const T* dy;  // [T,B,D*Ho]
   bool rows_mode;  // threads split the rows (see rows_mode_for)
+  const T* zoneout_keep;  // [T,B,D*Ho] or null (see Zoneout)
 };
 
 template <class C, class T>
@@ -93,6 +95,7 @@ void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
     std::memcpy(&st.c0p[j * Hp], c0 + L.sc.perm[j] * H, sizeof(T) * H);
   }
   st.dG.resize(static_cast<size_t>(L.sc.N * L.g.GD));
+  if (L.zoneout_keep || L.d.zoneout > 0.0) st.kept.assign(static_cast<size_t>(B * ldh), T(0));
   if (L.d.P > 0) {
     st.dr.assign(static_cast<size_t>(B * Hp), T(0));
     st.dH.assign(static_cast<size_t>(L.sc.N * ldh), T(0));
@@ -115,11 +118,12 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const T* hs = cs + N * Hp;           // [N,ldh] h_{t-1}
   const int64_t ldy = d.D * Ho;
   const T* const dyd = L.dy + st.dir * Ho;
-  const auto block_kernel = C::of(kr).bwd_block[peep];
+  const auto block_kernel = C::of(kr).bwd_block[peep][d.cell_clip > 0.0];
   // as the forward: all rows and a slice of the units, or a slice of the rows
   const bool rows = L.rows_mode;
   const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
   const int64_t j0 = sh.j0, b0 = sh.b0, b1 = sh.b1, u0 = sh.u0, u1 = sh.u1;
+  const Zoneout<T> zo(d, L.zoneout_keep, st.dir);
   bool sense = false;
   avec<T> abuf = gemm_abuf(kr);
   for (int64_t s = S - 1; s >= 0; --s) {
@@ -127,9 +131,11 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
     const int64_t off = sc.off[s] + j0;  // packed row of slot j0
     T* dh = st.dh.data() + j0 * ldh;
     for (int64_t j = 0; j < n; ++j) {  // dh_t += dy_t on this thread's columns
-      const T* a = dyd + (sc.t_of(s, j0 + j, rev) * B + sc.perm[j0 + j]) * ldy;
+      const int64_t t = sc.t_of(s, j0 + j, rev), b = sc.perm[j0 + j];
+      const T* a = dyd + (t * B + b) * ldy;
       T* o = dh + j * ldh;
       for (int64_t u = u0; u < u1; ++u) o[u] += a[u];
+      if (zo.on) zo.split(t, b, B, o, st.kept.data() + (j0 + j) * ldh, u0, u1);
       if (P > 0) std::memcpy(&st.dH[(off + j) * ldh + u0], o + u0, sizeof(T) * (u1 - u0));
     }
     if (P > 0) {
@@ -160,15 +166,22 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       a.lddh = P > 0 ? Hp : ldh;
       a.dg = st.dG.data() + off * GD + blk * W; a.lddg = GD; a.gstride = Hp;
       a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
+      a.clip = static_cast<T>(d.cell_clip);
       block_kernel(a);
     }
+    if (zo.on)  // zoneout's direct part joins (or, without the cell's, starts) dh_{t-1}
+      for (int64_t j = 0; j < n; ++j) {
+        T* o = dh + j * ldh;
+        const T* k = st.kept.data() + (j0 + j) * ldh;
+        for (int64_t u = u0; u < u1; ++u) o[u] = C::dh_direct ? o[u] + k[u] : k[u];
+      }
     st.bar->wait(sense);
     Gemm<T> gm;  // dh_{t-1} (+)= dgates_t W_hh
     gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = GX;
     gm.a = st.dG.data() + off * GD; gm.rsa = GD; gm.csa = 1;
     gm.bp = pw.whh_t.data();
     gm.c = dh; gm.ldc = ldh;
-    gm.accumulate = C::dh_direct;
+    gm.accumulate = C::dh_direct || zo.on;
     step_gemm(kr, gm, sh, gtid, gn, abuf.data());
     st.bar->wait(sense);
   }
@@ -281,13 +294,14 @@ template <class C, class T>
 void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                    const int64_t* lengths, const T* c0, const T* ws, const T* dy, const T* dhn,
                    const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
-                   const ExecConfig& cfg) {
+                   const ExecConfig& cfg, const T* zoneout_keep) {
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
   const int nt = checked_threads(cfg.num_threads);
   const Geometry geo(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
-  const BwdLayer<T> L{d, geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T), int64_t(4) << 20)};
+  const BwdLayer<T> L{d,  geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T), int64_t(4) << 20),
+                      zoneout_keep};
   std::vector<BwdDir<T>> st(static_cast<size_t>(d.D));
   for (int dir = 0; dir < d.D; ++dir) {
     BwdDir<T>& s = st[dir];
@@ -317,14 +331,16 @@ template <class T>
 void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                            const int64_t* lengths, const T* c0, const T* ws, const T* dy,
                            const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
-                           const DirGrads<T>* g, const ExecConfig& cfg) {
+                           const DirGrads<T>* g, const ExecConfig& cfg, const T* zoneout_keep) {
   check_layer(d, lengths);
   check_backend(cfg);
   pw.check(d, cfg.isa, true);
   if (d.cell == Cell::gru)
-    backward_cell<GruStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg);
+    backward_cell<GruStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg,
+                           zoneout_keep);
   else
-    backward_cell<LstmStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg);
+    backward_cell<LstmStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg,
+                            zoneout_keep);
 }
 
 }  // namespace detail
@@ -334,32 +350,32 @@ template <class T>
 void layer_backward(const LayerDims& d, const PackedLayer<T>& w, const T* x,
                     const int64_t* lengths, const T* c0, const T* ws, const T* dy, const T* dhn,
                     const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
-                    const ExecConfig& cfg) {
+                    const ExecConfig& cfg, const T* zoneout_keep) {
   detail::layer_backward_packed(d, w.impl(), x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
-                                cfg);
+                                cfg, zoneout_keep);
 }
 
 template <class T>
 void layer_backward(const LayerDims& d, const DirWeights<T>* w, const T* x,
                     const int64_t* lengths, const T* /*h0: saved in ws*/, const T* c0,
                     const T* ws, const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
-                    const DirGrads<T>* g, const ExecConfig& cfg) {
+                    const DirGrads<T>* g, const ExecConfig& cfg, const T* zoneout_keep) {
   check_backend(cfg);
   check_layer(d, lengths);
   const PackedLayer<T> pw(d, w, cfg.isa, true, cfg.num_threads);
   detail::layer_backward_packed(d, pw.impl(), x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
-                                cfg);
+                                cfg, zoneout_keep);
 }
 
 #define FASTLSTM_BWD(T)                                                                      \
   template void layer_backward<T>(const LayerDims&, const PackedLayer<T>&, const T*,        \
                                   const int64_t*, const T*, const T*, const T*, const T*,    \
                                   const T*, T*, T*, T*, const DirGrads<T>*,                  \
-                                  const ExecConfig&);                                        \
+                                  const ExecConfig&, const T*);                              \
   template void layer_backward<T>(const LayerDims&, const DirWeights<T>*, const T*,         \
                                   const int64_t*, const T*, const T*, const T*, const T*,    \
                                   const T*, const T*, T*, T*, T*, const DirGrads<T>*,        \
-                                  const ExecConfig&);
+                                  const ExecConfig&, const T*);
 FASTLSTM_BWD(float)
 FASTLSTM_BWD(double)
 #undef FASTLSTM_BWD

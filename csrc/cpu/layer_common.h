@@ -175,6 +175,38 @@ void scatter_add_rows(const Schedule& sc, bool rev, const T* src, int64_t B, int
     }
 }
 
+// Zoneout of one direction (LayerDims::zoneout): the weight k of h_{t-1} in
+// the zoned h_t, per (t, b, unit) from the keep masks, or the constant p.
+template <class T>
+struct Zoneout {
+  bool on = false;
+  const T* keep = nullptr;  // [T,B,D*Ho] at this direction's first column, or null
+  int64_t ld = 0;           // D*Ho
+  T p = T(0);
+  Zoneout(const LayerDims& d, const T* zoneout_keep, int dir)
+      : on(zoneout_keep != nullptr || d.zoneout > 0.0),
+        keep(zoneout_keep ? zoneout_keep + dir * d.hout() : nullptr), ld(d.D * d.hout()),
+        p(static_cast<T>(d.zoneout)) {}
+  // h[u0,u1) = k*hp + (1-k)*h for row b at time t (as the reference)
+  void mix(int64_t t, int64_t b, int64_t B, const T* hp, T* h, int64_t u0, int64_t u1) const {
+    const T* k = keep ? keep + (t * B + b) * ld : nullptr;
+    for (int64_t u = u0; u < u1; ++u) {
+      const T ku = k ? k[u] : p;
+      h[u] = ku * hp[u] + (T(1) - ku) * h[u];
+    }
+  }
+  // Splits dL/dh_t over [u0,u1): kept[u] = k*dh (the direct part of dL/dh_{t-1}),
+  // dh[u] = (1-k)*dh (what reaches the cell's new h).
+  void split(int64_t t, int64_t b, int64_t B, T* dh, T* kept, int64_t u0, int64_t u1) const {
+    const T* k = keep ? keep + (t * B + b) * ld : nullptr;
+    for (int64_t u = u0; u < u1; ++u) {
+      const T ku = k ? k[u] : p;
+      kept[u] = ku * dh[u];
+      dh[u] = (T(1) - ku) * dh[u];
+    }
+  }
+};
+
 // The input side's bias [GX] in the interleaved layout [nblk][G][W]: b_ih
 // plus, for the gates whose recurrent bias is added before the activation
 // (all of the LSTM's; the GRU's r and z), b_hh (zeros without bias).

@@ -42,6 +42,7 @@ struct FwdLayer {
   T* y;                        // [T,B,D*Ho]
   bool train;
   bool rows_mode;              // threads split the rows, not the units (see rows_mode_for)
+  const T* zoneout_keep;       // [T,B,D*Ho] or null (see Zoneout)
   std::vector<int64_t> chunk;  // step boundaries of the projection chunks
   int64_t chunk_rows = 0;      // most rows in one chunk
 };
@@ -101,6 +102,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   T* const yd = L.y + st.dir * Ho;
 
   const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
+  const Zoneout<T> zo(d, L.zoneout_keep, st.dir);
   const int64_t j0 = sh.j0, b0 = sh.b0, b1 = sh.b1, u0 = sh.u0, u1 = sh.u1;
   const bool direct_x = !rows && sc.identity && !rev;  // chunk rows are contiguous in x
   const bool direct_gx = !rows && train;  // projection straight into the saved gates
@@ -108,7 +110,9 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   avec<T> msum(C::has_c ? 0 : static_cast<size_t>(B * W));  // GruRows' k-slice sums
   bool sense = false;
   const StepKernels<T>& sk = C::of(kr);
-  const auto block_kernel = L.pw.bf16 ? sk.fwd_block_bf16[peep] : sk.fwd_block[peep][train];
+  const bool clip = d.cell_clip > 0.0;
+  const auto block_kernel =
+      L.pw.bf16 ? sk.fwd_block_bf16[peep][clip] : sk.fwd_block[peep][train][clip];
 
   for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
     const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];
@@ -164,6 +168,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
           a.csave = cs + off * Hp + blk * W; a.ldcs = Hp;
         }
         a.split_k = !rows;
+        a.clip = static_cast<T>(d.cell_clip);
         block_kernel(a);
       }
       if (P > 0) {
@@ -176,18 +181,20 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         step_gemm(kr, gm, sh, gtid, gn, abuf.data());
         st.bar->wait(sense);
       }
-      // y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
+      // zoneout, y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
       const int64_t nnext = s + 1 < S ? sc.n_at[s + 1] : 0;
       for (int64_t j = j0; j < j0 + n; ++j) {
-        const T* hj = hnext + (j - j0) * ldh;
+        T* hj = hnext + (j - j0) * ldh;
         const int64_t b = sc.perm[j], t = sc.t_of(s, j, rev);
+        if (zo.on) zo.mix(t, b, B, hprev + (j - j0) * ldh, hj, u0, u1);
         std::memcpy(yd + (t * B + b) * ldy + u0, hj + u0, sizeof(T) * (u1 - u0));
         if (j >= nnext)
           std::memcpy(st.hn + b * Ho + u0, hj + u0, sizeof(T) * (u1 - u0));
         else if (train)
           std::memcpy(hs + (sc.off[s + 1] + j) * ldh + u0, hj + u0, sizeof(T) * (u1 - u0));
       }
-      if (P == 0) st.bar->wait(sense);
+      // the next step reads all of h: after the projection, wait for every thread's mix
+      if (P == 0 || zo.on) st.bar->wait(sense);
     }
   }
 }
@@ -209,7 +216,7 @@ std::vector<int64_t> chunk_steps(const Schedule& sc, int64_t target, int64_t& mo
 template <class C, class T>
 void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                   const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws,
-                  const ExecConfig& cfg) {
+                  const ExecConfig& cfg, const T* zoneout_keep) {
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
   const int nt = checked_threads(cfg.num_threads);
   const Geometry g(d, kr.W);
@@ -217,7 +224,8 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
   if (ws != nullptr && (g.Hp != d.H || g.ldh != g.Ho))  // padding lanes: defined, not stale
     std::memset(ws, 0, sizeof(T) * sc.N * g.saved_per_row() * d.D);
-  FwdLayer<T> L{d, g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T), int64_t(2) << 20), {}, 0};
+  FwdLayer<T> L{d,  g, sc, kr, pw, x, y, ws != nullptr, rows_mode_for(d, g, sizeof(T), int64_t(2) << 20),
+                zoneout_keep, {}, 0};
   // ~2 MB of projection per chunk (at least one step); training writes the
   // projection straight into the saved gates, so chunks only order the work.
   const int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / (g.GX * int64_t(sizeof(T))));
@@ -258,26 +266,26 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
 template <class T>
 void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                           const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn,
-                          T* cn, T* ws, const ExecConfig& cfg) {
+                          T* cn, T* ws, const ExecConfig& cfg, const T* zoneout_keep) {
   check_backend(cfg);
   check_layer(d, lengths);
   pw.check(d, cfg.isa, false);  // a training forward needs no backward panels
   if (ws != nullptr && pw.bf16)
     throw std::invalid_argument("packed weights: bfloat16 weights are for inference only");
   if (d.cell == Cell::gru)
-    forward_cell<GruStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg);
+    forward_cell<GruStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg, zoneout_keep);
   else
-    forward_cell<LstmStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg);
+    forward_cell<LstmStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg, zoneout_keep);
 }
 
 template void layer_forward_packed<float>(const LayerDims&, const PackedImpl<float>&,
                                           const float*, const int64_t*, const float*,
                                           const float*, float*, float*, float*, float*,
-                                          const ExecConfig&);
+                                          const ExecConfig&, const float*);
 template void layer_forward_packed<double>(const LayerDims&, const PackedImpl<double>&,
                                            const double*, const int64_t*, const double*,
                                            const double*, double*, double*, double*, double*,
-                                           const ExecConfig&);
+                                           const ExecConfig&, const double*);
 
 }  // namespace detail
 
@@ -285,26 +293,29 @@ inline namespace v1 {
 template <class T>
 void layer_forward(const LayerDims& d, const PackedLayer<T>& w, const T* x,
                    const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws,
-                   const ExecConfig& cfg) {
-  detail::layer_forward_packed(d, w.impl(), x, lengths, h0, c0, y, hn, cn, ws, cfg);
+                   const ExecConfig& cfg, const T* zoneout_keep) {
+  detail::layer_forward_packed(d, w.impl(), x, lengths, h0, c0, y, hn, cn, ws, cfg,
+                               zoneout_keep);
 }
 
 template <class T>
 void layer_forward(const LayerDims& d, const DirWeights<T>* w, const T* x, const int64_t* lengths,
-                   const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws, const ExecConfig& cfg) {
+                   const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws, const ExecConfig& cfg,
+                   const T* zoneout_keep) {
   check_backend(cfg);
   check_layer(d, lengths);
   const PackedLayer<T> pw(d, w, cfg.isa, ws != nullptr, cfg.num_threads);
-  detail::layer_forward_packed(d, pw.impl(), x, lengths, h0, c0, y, hn, cn, ws, cfg);
+  detail::layer_forward_packed(d, pw.impl(), x, lengths, h0, c0, y, hn, cn, ws, cfg,
+                               zoneout_keep);
 }
 
 #define FASTLSTM_FWD(T)                                                                       \
   template void layer_forward<T>(const LayerDims&, const PackedLayer<T>&, const T*,          \
                                  const int64_t*, const T*, const T*, T*, T*, T*, T*,           \
-                                 const ExecConfig&);                                         \
+                                 const ExecConfig&, const T*);                               \
   template void layer_forward<T>(const LayerDims&, const DirWeights<T>*, const T*,           \
                                  const int64_t*, const T*, const T*, T*, T*, T*, T*,           \
-                                 const ExecConfig&);
+                                 const ExecConfig&, const T*);
 FASTLSTM_FWD(float)
 FASTLSTM_FWD(double)
 #undef FASTLSTM_FWD

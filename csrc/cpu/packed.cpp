@@ -42,7 +42,9 @@ void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& 
                     bool with_backward, bool bf16, int nt, PackedDir<T>& out) {
   const int64_t I = d.I, H = d.H, P = d.P, Ho = g.Ho, W = g.W, NR = g.NR, Hp = g.Hp, G = C::G;
   out.wih = pack_gate_cols(I, H, G, w.w_ih, W, NR, nt);
-  out.whh = pack_gate_cols(Ho, H, G, w.w_hh, W, G * W, nt);
+  // the step tile reads one block's G*W columns; bfloat16 panels are NR wide
+  out.whh = bf16 ? pack_gate_cols(Ho, H, G, w.w_hh, W, NR, nt, 4)
+                 : pack_gate_cols(Ho, H, G, w.w_hh, W, G * W, nt);
   if (bf16) {
     const auto order = kernels_for<T>(isa).bf16_order;
     out.wih16 = to_bf16(out.wih, W, order, nt);
@@ -77,9 +79,6 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
     throw std::invalid_argument("weights_dtype: bfloat16 weights need a float32 layer");
   if (bf16 && with_backward)
     throw std::invalid_argument("weights_dtype: bfloat16 weights are for inference only");
-  if (bf16 && d.cell != Cell::lstm)
-    throw std::invalid_argument(std::string("weights_dtype: bfloat16 weights have LSTM kernels "
-                                            "only, not ") + cell_spec(d.cell).name + " ones");
   LayerDims shape = d;
   shape.T = shape.B = 1;
   check_layer(shape, nullptr);

@@ -175,7 +175,7 @@ std::unique_ptr<PackedLayer<T>> pack(const LayerDims& shape, py::sequence weight
 template <class T>
 void forward(const LayerDims& dims, const PackedLayer<T>& w, py::object x, py::object lengths,
              py::object h0, py::object c0, py::object y, py::object hn, py::object cn,
-             py::object ws, int num_threads, const std::string& isa) {
+             py::object ws, int num_threads, const std::string& isa, py::object zoneout_keep) {
   const Args a = unpack(dims, lengths, num_threads, isa);
   const LayerDims& d = a.d;
   const int64_t Ho = d.hout();
@@ -187,15 +187,16 @@ void forward(const LayerDims& dims, const PackedLayer<T>& w, py::object x, py::o
   T* pcn = c_buffer<T>(cn, "c_n", d, true);
   T* pws = optional_buffer<T>(
       ws, "workspace", layer_workspace_size(d, a.lengths, a.cfg.isa, sizeof(T)), true);
+  const T* pzk = optional_buffer<T>(zoneout_keep, "zoneout_keep", d.T * d.B * d.D * Ho, false);
   py::gil_scoped_release nogil;
-  layer_forward<T>(d, w, px, a.lengths, ph0, pc0, py_, phn, pcn, pws, a.cfg);
+  layer_forward<T>(d, w, px, a.lengths, ph0, pc0, py_, phn, pcn, pws, a.cfg, pzk);
 }
 
 template <class T>
 void backward(const LayerDims& dims, const PackedLayer<T>& w, py::sequence grads, py::object x,
               py::object lengths, py::object c0, py::object ws, py::object dy, py::object dhn,
               py::object dcn, py::object dx, py::object dh0, py::object dc0, int num_threads,
-              const std::string& isa) {
+              const std::string& isa, py::object zoneout_keep) {
   const Args a = unpack(dims, lengths, num_threads, isa);
   const LayerDims& d = a.d;
   const int64_t Ho = d.hout();
@@ -210,9 +211,10 @@ void backward(const LayerDims& dims, const PackedLayer<T>& w, py::sequence grads
   T* pdx = buffer<T>(dx, "dx", d.T * d.B * d.I, true);
   T* pdh0 = buffer<T>(dh0, "dh0", d.D * d.B * Ho, true);
   T* pdc0 = c_buffer<T>(dc0, "dc0", d, true);
+  const T* pzk = optional_buffer<T>(zoneout_keep, "zoneout_keep", d.T * d.B * d.D * Ho, false);
   py::gil_scoped_release nogil;
   layer_backward<T>(d, w, px, a.lengths, pc0, pws, pdy, pdhn, pdcn, pdx, pdh0, pdc0, g.data(),
-                    a.cfg);
+                    a.cfg, pzk);
 }
 
 // One inference step of a cell (one layer, one direction, no projection):
@@ -384,7 +386,7 @@ void kernel_widen_bf16(const std::string& isa, int64_t rows, py::object src, py:
   k.widen_bf16(rows, ps, pd);
 }
 
-// LstmStepKernels::fwd_block[peephole][training] (fwd_block_bf16[peephole]
+// StepKernels::fwd_block[peephole][training][0] (fwd_block_bf16[peephole][0]
 // with WT = uint16_t: inference only), one unit block (W units), rows j < n:
 //   h [n,ldh] h_{t-1} (K columns read)      w [K,NR] packed W_hh panel (uint16, bf16_order)
 //   gx [n,ldgx] pre-activations x W_ih^T + b, interleaved [gate i,f,g,o][W] (NR
@@ -435,12 +437,13 @@ void kernel_fwd_block(const std::string& isa, bool peephole, bool training, int6
     p.ldcs = ldcs;
   }
   p.split_k = split_k;
-  const auto fn = bf16 ? k.lstm.fwd_block_bf16[peephole] : k.lstm.fwd_block[peephole][training];
+  const auto fn =
+      bf16 ? k.lstm.fwd_block_bf16[peephole][0] : k.lstm.fwd_block[peephole][training][0];
   py::gil_scoped_release nogil;
   fn(p);
 }
 
-// LstmStepKernels::bwd_block[peephole], unit blocks b < nblk, rows j < n
+// StepKernels::bwd_block[peephole][0], unit blocks b < nblk, rows j < n
 // (block b is NR further in gates, W further in c, cp, dh, dc, dg; 3W in ph):
 //   gates [n,ldg] saved activated gates, interleaved [blk][i,f,g,o][W] (nblk*NR)
 //   c, cp [n,ldc], [n,ldcp] c_t, c_{t-1} (nblk*W)   dh [n,lddh] dL/d(o*tanh c_t)
@@ -479,7 +482,7 @@ void kernel_bwd_block(const std::string& isa, bool peephole, int64_t n, int64_t 
   p.lddg = lddg;
   p.gstride = gstride;
   p.ph = peephole ? kernel_array<T>(ph, "ph", checked_mul(3, bw, "ph"), false) : nullptr;
-  const auto fn = k.lstm.bwd_block[peephole];
+  const auto fn = k.lstm.bwd_block[peephole][0];
   py::gil_scoped_release nogil;
   fn(p);
 }
@@ -559,15 +562,18 @@ PYBIND11_MODULE(_core, m) {
   // across the binding rather than a positional tuple.
   py::class_<LayerDims>(m, "LayerDims")
       .def(py::init([](int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, int64_t D,
-                       bool peephole, const std::string& cell) {
+                       bool peephole, const std::string& cell, double zoneout,
+                       double cell_clip) {
              LayerDims d;
              d.T = T; d.B = B; d.I = I; d.H = H; d.P = P; d.D = D; d.peephole = peephole;
              d.cell = parse_cell(cell);
+             d.zoneout = zoneout;
+             d.cell_clip = cell_clip;
              return d;
            }),
            py::kw_only(), py::arg("T"), py::arg("B"), py::arg("I"), py::arg("H"),
            py::arg("P") = 0, py::arg("D") = 1, py::arg("peephole") = false,
-           py::arg("cell") = "lstm")
+           py::arg("cell") = "lstm", py::arg("zoneout") = 0.0, py::arg("cell_clip") = 0.0)
       .def_readonly("T", &LayerDims::T)
       .def_readonly("B", &LayerDims::B)
       .def_readonly("I", &LayerDims::I)
@@ -576,21 +582,32 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("D", &LayerDims::D)
       .def_readonly("peephole", &LayerDims::peephole)
       .def_property_readonly("cell", [](const LayerDims& d) { return cell_spec(d.cell).name; })
+      .def_readonly("zoneout", &LayerDims::zoneout)
+      .def_readonly("cell_clip", &LayerDims::cell_clip)
       .def("__repr__", [](const LayerDims& d) {
         return "LayerDims(T=" + std::to_string(d.T) + ", B=" + std::to_string(d.B) +
                ", I=" + std::to_string(d.I) + ", H=" + std::to_string(d.H) +
                ", P=" + std::to_string(d.P) + ", D=" + std::to_string(d.D) +
                ", peephole=" + (d.peephole ? "True" : "False") + ", cell='" +
-               cell_spec(d.cell).name + "')";
+               cell_spec(d.cell).name + "', zoneout=" + std::to_string(d.zoneout) +
+               ", cell_clip=" + std::to_string(d.cell_clip) + ")";
       });
   bind_packed<float>(m, "PackedLayerF32");
   bind_packed<double>(m, "PackedLayerF64");
   m.def("cell_forward_f32", &cell_forward<float>);
   m.def("cell_forward_f64", &cell_forward<double>);
-  m.def("layer_forward_f32", &forward<float>);
-  m.def("layer_forward_f64", &forward<double>);
-  m.def("layer_backward_f32", &backward<float>);
-  m.def("layer_backward_f64", &backward<double>);
+  m.def("layer_forward_f32", &forward<float>, py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg("zoneout_keep") = py::none());
+  m.def("layer_forward_f64", &forward<double>, py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg("zoneout_keep") = py::none());
+  m.def("layer_backward_f32", &backward<float>, py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg(), py::arg(), py::arg(), py::arg("zoneout_keep") = py::none());
+  m.def("layer_backward_f64", &backward<double>, py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(),
+        py::arg(), py::arg(), py::arg(), py::arg("zoneout_keep") = py::none());
   m.def("activation_f32", &activation<float>);
   m.def("activation_f64", &activation<double>);
   // XLA FFI handlers for fastlstm.jax (empty when built without the XLA headers).

@@ -63,6 +63,23 @@ def layer_config(input_size, hidden_size, num_layers, dropout, proj_size):
     return input_size, hidden_size, num_layers, dropout, proj_size
 
 
+def zoneout_config(zoneout, cell_clip=None):
+    """(zoneout in [0, 1], cell_clip None or > 0) as floats, checked."""
+    if isinstance(zoneout, bool) or not isinstance(zoneout, numbers.Real):
+        raise TypeError(f"zoneout: expected a float in [0, 1], got {type(zoneout).__name__}")
+    zoneout = float(zoneout)
+    if not 0.0 <= zoneout <= 1.0:
+        raise ValueError(f"zoneout: expected a probability in [0, 1], got {zoneout}")
+    if cell_clip is not None:
+        if isinstance(cell_clip, bool) or not isinstance(cell_clip, numbers.Real):
+            raise TypeError(f"cell_clip: expected None or a float > 0, got "
+                            f"{type(cell_clip).__name__}")
+        cell_clip = float(cell_clip)
+        if not cell_clip > 0.0:
+            raise ValueError(f"cell_clip: expected None or a float > 0, got {cell_clip}")
+    return zoneout, cell_clip
+
+
 def check_sizes(name: str, *dims: int) -> None:
     """Raise ValueError if an array of these dims would have too many bytes."""
     n = 1

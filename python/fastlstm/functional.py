@@ -81,7 +81,7 @@ class Packed:
                 f"nbytes={self.nbytes})")
 
 
-def weights_dtype_of(weights_dtype, dtype, cell="lstm") -> str:
+def weights_dtype_of(weights_dtype, dtype) -> str:
     """'bfloat16', or the layer's own dtype name for None / that dtype."""
     if weights_dtype is None or (weights_dtype != "bfloat16"
                                  and _is_dtype(weights_dtype, dtype)):
@@ -89,9 +89,6 @@ def weights_dtype_of(weights_dtype, dtype, cell="lstm") -> str:
     if weights_dtype != "bfloat16":
         raise ValueError(f"weights_dtype: expected None, {dtype.name!r} or 'bfloat16', got "
                          f"{weights_dtype!r}")
-    if cell != "lstm":
-        raise ValueError(f"weights_dtype: 'bfloat16' weights have LSTM kernels only, not "
-                         f"{cell} ones; use None")
     if dtype != np.float32:
         raise ValueError(f"weights_dtype: 'bfloat16' needs dtype float32, got {dtype}")
     return "bfloat16"
@@ -129,16 +126,16 @@ def pack(params, *, input_size, hidden_size, num_layers=1, proj_size=0, bidirect
          cell="lstm") -> Packed:
     """Pack `params` for `lstm_forward` / `gru_forward` (``packed=``);
     training=True also packs what the backward needs. The result holds copies
-    of the weights. weights_dtype='bfloat16' (float32 LSTM params, inference
-    only) rounds W_ih and W_hh to bfloat16 for the kernels; products, biases
-    and state stay float32."""
+    of the weights. weights_dtype='bfloat16' (float32 params, inference only)
+    rounds W_ih and W_hh to bfloat16 for the kernels; products, biases and
+    state stay float32."""
     cell = _cell_name(cell)
     I, H, L, _, P = _checks.layer_config(input_size, hidden_size, num_layers, 0.0, proj_size)
     _check_options(cell, P, peephole)
     params, dtype = _checked_params(params, I, H, L, bias, bidirectional, P, peephole,
                                     cell=cell)
     config = (I, H, L, P, bool(bidirectional), bool(bias), bool(peephole))
-    wdt = weights_dtype_of(weights_dtype, dtype, cell)
+    wdt = weights_dtype_of(weights_dtype, dtype)
     if wdt == "bfloat16" and training:
         raise ValueError("weights_dtype: 'bfloat16' weights are for inference only "
                          "(training=False)")
@@ -189,6 +186,7 @@ class Context:
     dtype: np.dtype = np.dtype(np.float32)
     consumed: bool = False
     cell: str = "lstm"
+    zoneout_masks: list = field(default_factory=list)   # [T,B,D*Ho] per layer, or empty
 
 
 def _direction_weights(params, k, sfx, bias, peephole, proj, cell="lstm"):
@@ -204,7 +202,8 @@ def _kernel(kind: str, dtype: np.dtype):
 
 def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirectional=False,
                  bias=True, peephole=False, h0=None, c0=None, lengths=None, dropout=0.0,
-                 training=False, rng=None, isa=None, packed=None):
+                 training=False, rng=None, isa=None, packed=None, zoneout=0.0,
+                 zoneout_masks=None, cell_clip=None):
     """Multi-layer LSTM forward.
 
     x [T,B,I]; h0 [D*L,B,Ho] and c0 [D*L,B,H] or None (zeros); lengths int [B] or
@@ -213,29 +212,35 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
     `param_shapes` with that dtype, C-contiguous. `packed` (from `pack`, with
     the same configuration) skips packing the weights: then params may be None
     and the packed weights are used.
+    zoneout (haste's, on h): in training, h_t = m⊙h_{t-1} + (1−m)⊙h̃_t with
+    `zoneout_masks` (one [T,B,D*Ho] array per layer, 1 keeps h_{t-1}), or masks
+    drawn as Bernoulli(zoneout) from `rng` when None; in inference, m = zoneout.
+    cell_clip (ONNX's clip): gate pre-activations clipped to [-cell_clip, cell_clip].
     """
     return _checked_forward("lstm", x, params, num_layers, hidden_size, proj_size,
                             bidirectional, bias, peephole, h0, c0, lengths, dropout, training,
-                            rng, isa, packed)
+                            rng, isa, packed, zoneout, zoneout_masks, cell_clip)
 
 
 def gru_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias=True,
                 h0=None, lengths=None, dropout=0.0, training=False, rng=None, isa=None,
-                packed=None):
+                packed=None, zoneout=0.0, zoneout_masks=None):
     """Multi-layer GRU forward (torch.nn.GRU's maths, gates r, z, n).
 
     x [T,B,I]; h0 [D*L,B,H] or None (zeros); lengths int [B] or None. Returns
     y [T,B,D*H], h_n and a Context (None unless training). params as
-    `param_shapes(..., cell="gru")`; `packed` from `pack(..., cell="gru")`.
+    `param_shapes(..., cell="gru")`; `packed` from `pack(..., cell="gru")`;
+    zoneout as in `lstm_forward`.
     """
     y, hn, _, ctx = _checked_forward("gru", x, params, num_layers, hidden_size, 0,
                                      bidirectional, bias, False, h0, None, lengths, dropout,
-                                     training, rng, isa, packed)
+                                     training, rng, isa, packed, zoneout, zoneout_masks, None)
     return y, hn, ctx
 
 
 def _checked_forward(cell, x, params, num_layers, hidden_size, proj_size, bidirectional, bias,
-                     peephole, h0, c0, lengths, dropout, training, rng, isa, packed):
+                     peephole, h0, c0, lengths, dropout, training, rng, isa, packed,
+                     zoneout, zoneout_masks, cell_clip):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x: expected a numpy.ndarray, got {type(x).__name__}")
     dtype = _checks.dtype_of(x.dtype)
@@ -272,12 +277,28 @@ def _checked_forward(cell, x, params, num_layers, hidden_size, proj_size, bidire
         lengths = _checks.lengths_array(lengths, B, T)
     if training and dropout > 0.0 and num_layers > 1 and rng is None:
         raise ValueError("rng: a numpy.random.Generator is needed for dropout in training")
-    return _forward(x, packed, h0, c0, lengths, dropout, bool(training), rng, nt)
+    zoneout, cell_clip = _checks.zoneout_config(zoneout, cell_clip)
+    if cell_clip is not None and cell != "lstm":
+        raise ValueError(f"cell_clip: the {cell} cell has no cell clip")
+    if zoneout_masks is not None:
+        if not training:
+            raise ValueError("zoneout_masks: for training=True; inference uses zoneout as p")
+        if not isinstance(zoneout_masks, (list, tuple)) or len(zoneout_masks) != num_layers:
+            raise ValueError(f"zoneout_masks: expected a list of {num_layers} arrays")
+        zoneout_masks = [_checks.shaped(m, f"zoneout_masks[{k}]", dtype, (T, B, D * Ho))
+                         for k, m in enumerate(zoneout_masks)]
+    elif training and zoneout > 0.0 and rng is None:
+        raise ValueError("rng: a numpy.random.Generator is needed for zoneout in training "
+                         "(or pass zoneout_masks)")
+    return _forward(x, packed, h0, c0, lengths, dropout, bool(training), rng, nt, zoneout,
+                    zoneout_masks, cell_clip)
 
 
-def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt):
+def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt, zoneout=0.0,
+             zoneout_masks=None, cell_clip=None):
     """The forward on checked arguments: x [T,B,I] C-contiguous of packed.dtype.
-    Returns y, h_n, c_n (None for the GRU), ctx."""
+    Returns y, h_n, c_n (None for the GRU), ctx. Training with zoneout uses
+    zoneout_masks, or draws them from rng."""
     dtype, isa, cell = packed.dtype, packed.isa, packed.cell
     _, H, num_layers, P, bidirectional, _, peephole = packed.config
     Ho, D = (P or H), (2 if bidirectional else 1)
@@ -295,13 +316,20 @@ def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt):
     for k in range(num_layers):
         sl = slice(k * D, (k + 1) * D)
         dims = _core.LayerDims(T=T, B=B, I=inp.shape[2], H=H, P=P, D=D, peephole=bool(peephole),
-                               cell=cell)
+                               cell=cell, zoneout=zoneout, cell_clip=cell_clip or 0.0)
         c0k, cnk = (c0[sl], cn[sl]) if has_c else (None, None)
         y = np.empty((T, B, D * Ho), dtype)
-        ws = None
+        ws = keep = None
         if training:
             ws = np.empty(_core.workspace_size(dims, lengths, isa, dtype.itemsize), dtype)
-        fwd(dims, packed.layers[k], inp, lengths, h0[sl], c0k, y, hn[sl], cnk, ws, nt, isa)
+            if zoneout_masks is not None:
+                keep = np.ascontiguousarray(zoneout_masks[k])
+            elif zoneout > 0.0:
+                keep = (rng.random((T, B, D * Ho)) < zoneout).astype(dtype)
+            if keep is not None:
+                ctx.zoneout_masks.append(keep)
+        fwd(dims, packed.layers[k], inp, lengths, h0[sl], c0k, y, hn[sl], cnk, ws, nt, isa,
+            keep)
         if training:
             ctx.layers.append(_Layer(dims, packed.layers[k], packed.names[k], inp, c0k, ws))
         if k < num_layers - 1 and training and dropout > 0.0:
@@ -366,7 +394,7 @@ def _backward(ctx: Context, cell, dy, dh_n, dc_n, grads):
         sl = slice(k * D, (k + 1) * D)
         bwd(lay.dims, lay.packed, g, lay.x, ctx.lengths, lay.c0, lay.ws, dy,
             dh_n[sl], dc_n[sl] if has_c else None, dx, dh0[sl], dc0[sl] if has_c else None,
-            nt, isa)
+            nt, isa, ctx.zoneout_masks[k] if ctx.zoneout_masks else None)
         lay.ws = None
         dy = dx * ctx.dropout_masks[k - 1] if (k > 0 and ctx.dropout_masks) else dx
     return dy, dh0, dc0, grads

@@ -157,12 +157,14 @@ class _Recurrent(_Module):
     Subclasses state the cell and how hx and the states look."""
 
     def _init_layer(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, proj_size, peephole, dtype, seed, weights_dtype):
+                    bidirectional, proj_size, peephole, dtype, seed, weights_dtype, zoneout,
+                    cell_clip):
         (self.input_size, self.hidden_size, self.num_layers, self.dropout,
          self.proj_size) = _checks.layer_config(input_size, hidden_size, num_layers, dropout,
                                                 proj_size)
+        self.zoneout, self.cell_clip = _checks.zoneout_config(zoneout, cell_clip)
         self.dtype = _checks.dtype_of(dtype)
-        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype, self._CELL)
+        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype)
         self.bias, self.batch_first = bool(bias), bool(batch_first)
         self.bidirectional, self.peephole = bool(bidirectional), bool(peephole)
         if self.dropout > 0 and self.num_layers == 1:
@@ -177,6 +179,7 @@ class _Recurrent(_Module):
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
         self._ctx = None
         self.dropout_masks = []
+        self.zoneout_masks = []
 
     def _config(self):
         return (self.input_size, self.hidden_size, self.num_layers, self.proj_size,
@@ -196,7 +199,7 @@ class _Recurrent(_Module):
     def __repr__(self):
         extra = "".join(f", {k}={getattr(self, k)}" for k in
                         ("num_layers", "batch_first", "dropout", "bidirectional", "proj_size",
-                         "peephole") if getattr(self, k))
+                         "peephole", "zoneout", "cell_clip") if getattr(self, k, None))
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"dtype={self.dtype})")
 
@@ -241,10 +244,12 @@ class _Recurrent(_Module):
               for (v, name), shape in zip(states, self._state_shapes(B, batched))]
         h0, c0 = (s0 + [None])[:2]
         y, hn, cn, ctx = _forward(x, self._packed_for(self.training), h0, c0, lengths,
-                                  self.dropout, self.training, self._rng, get_num_threads())
+                                  self.dropout, self.training, self._rng, get_num_threads(),
+                                  self.zoneout, None, self.cell_clip)
         if self.training:
             self._ctx = (ctx, T, B, batched)
             self.dropout_masks = ctx.dropout_masks
+            self.zoneout_masks = ctx.zoneout_masks
         else:
             self._ctx = None
         finals = [hn] if cn is None else [hn, cn]
@@ -288,16 +293,21 @@ class LSTM(_Recurrent):
     """Multi-layer LSTM with torch.nn.LSTM's arguments, shapes and parameter names.
 
     Extra: ``peephole`` (weights ``weight_ph_l{k}`` [3,H], rows i, f, o),
-    ``dtype`` (float32 or float64) and ``seed``. ``lstm(x, hx, lengths)`` takes
-    variable lengths without packing. ``backward(dy, dh_n, dc_n)`` back-propagates
-    the last training-mode forward and accumulates into ``grads``.
+    ``dtype`` (float32 or float64), ``seed``, ``zoneout`` (haste's zoneout on
+    h: in train() each element keeps h_{t-1} with probability p, masks exposed
+    as ``zoneout_masks``; in eval() h_t = p·h_{t-1} + (1−p)·h̃_t) and
+    ``cell_clip`` (ONNX's clip of the gate pre-activations).
+    ``lstm(x, hx, lengths)`` takes variable lengths without packing.
+    ``backward(dy, dh_n, dc_n)`` back-propagates the last training-mode forward
+    and accumulates into ``grads``.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, peephole=False,
-                 dtype=np.float32, seed=None, weights_dtype=None):
+                 dtype=np.float32, seed=None, weights_dtype=None, zoneout=0.0, cell_clip=None):
         self._init_layer(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, peephole, dtype, seed, weights_dtype)
+                         bidirectional, proj_size, peephole, dtype, seed, weights_dtype,
+                         zoneout, cell_clip)
 
     def forward(self, x, hx=None, lengths=None):
         """y, (h_n, c_n) = lstm(x, hx=None, lengths=None), shapes as torch.nn.LSTM."""
@@ -322,17 +332,18 @@ class GRU(_Recurrent):
     """Multi-layer GRU with torch.nn.GRU's arguments, shapes, parameter names
     (gates r, z, n) and maths.
 
-    Extra: ``dtype`` (float32 or float64) and ``seed``. ``gru(x, hx, lengths)``
-    takes variable lengths without packing. ``backward(dy, dh_n)``
-    back-propagates the last training-mode forward and accumulates into ``grads``.
+    Extra: ``dtype`` (float32 or float64), ``seed`` and ``zoneout`` (as in
+    `LSTM`). ``gru(x, hx, lengths)`` takes variable lengths without packing.
+    ``backward(dy, dh_n)`` back-propagates the last training-mode forward and
+    accumulates into ``grads``.
     """
     _CELL = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 weights_dtype=None):
+                 weights_dtype=None, zoneout=0.0):
         self._init_layer(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, False, dtype, seed, weights_dtype)
+                         bidirectional, 0, False, dtype, seed, weights_dtype, zoneout, None)
 
     def forward(self, x, hx=None, lengths=None):
         """y, h_n = gru(x, hx=None, lengths=None), shapes as torch.nn.GRU."""
@@ -357,7 +368,7 @@ class _StepCell(_Module):
         self.input_size, self.hidden_size, _, _, _ = _checks.layer_config(
             input_size, hidden_size, 1, 0.0, 0)
         self.dtype = _checks.dtype_of(dtype)
-        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype, self._CELL)
+        self.weights_dtype = weights_dtype_of(weights_dtype, self.dtype)
         self.bias, self.peephole = bool(bias), bool(peephole)
         gates = _spec.SPECS[self._CELL]["gates"]
         _checks.check_sizes("hidden_size", gates * self.hidden_size,
@@ -498,8 +509,9 @@ class GRUCell(_StepCell):
     """
     _CELL = "gru"
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
-        self._init_cell(input_size, hidden_size, bias, False, dtype, seed, None)
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
+                 weights_dtype=None):
+        self._init_cell(input_size, hidden_size, bias, False, dtype, seed, weights_dtype)
 
     def __repr__(self):
         return (f"GRUCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "

@@ -12,8 +12,9 @@ Graph inputs: ``X`` [T,B,I] ([B,T,I] with batch_first); with ``lengths=True``
 [D*L,B,H] (and the LSTM's ``initial_c`` [D*L,B,H]). Outputs: ``Y`` (as the
 layer's ``y``), ``Y_h`` [D*L,B,H] (as ``h_n``) and the LSTM's ``Y_c`` (as
 ``c_n``). T and B are symbolic. The model computes inference: dropout is not
-applied. ONNX's LSTM has no projection, so layers with ``proj_size > 0`` are
-refused.
+applied. An LSTM's ``cell_clip`` becomes the nodes' ``clip``. ONNX's LSTM has
+no projection and neither op has zoneout, so layers with ``proj_size > 0`` or
+``zoneout > 0`` are refused.
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def _onnx():
 
 def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
                           lengths: bool = False, initial_state: bool = False,
-                          opset: int = OPSET, cell: str = "lstm"):
+                          opset: int = OPSET, cell: str = "lstm", cell_clip=None):
     """An ``onnx.ModelProto`` of the layer (cell 'lstm' or 'gru') whose
-    torch-style parameters are `state_dict` (see `fastlstm.convert.describe`)."""
+    torch-style parameters are `state_dict` (see `fastlstm.convert.describe`);
+    cell_clip (LSTM): the nodes' ``clip`` attribute."""
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
@@ -80,6 +82,10 @@ def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
                 nodes.append(helper.make_node("Split", [f"initial_{s}", "per_layer"], s0[s],
                                               axis=0))
     op, extra = ("LSTM", {}) if cell == "lstm" else ("GRU", {"linear_before_reset": 1})
+    if cell_clip is not None:
+        if cell != "lstm":
+            raise ValueError(f"cell_clip: the {cell} cell has no cell clip")
+        extra["clip"] = float(cell_clip)
     for k, lw in enumerate(layers):
         names = []
         for key in ("W", "R", "B", "P"):
@@ -121,9 +127,13 @@ def export(layer, path, *, lengths: bool = False, initial_state: bool = False,
         if not hasattr(layer, attr):
             raise TypeError(f"layer: expected a fastlstm LSTM or GRU layer, got "
                             f"{type(layer).__name__}")
+    if getattr(layer, "zoneout", 0.0):
+        raise ValueError("zoneout: ONNX's LSTM and GRU ops have no zoneout; a layer with "
+                         "zoneout > 0 cannot be exported")
     sd = dict(layer.state_dict())
     cell = convert.describe(sd, cell=None)["cell"]  # read off the keys and shapes
     model = model_from_state_dict(sd, batch_first=bool(layer.batch_first), lengths=lengths,
-                                  initial_state=initial_state, opset=opset, cell=cell)
+                                  initial_state=initial_state, opset=opset, cell=cell,
+                                  cell_clip=getattr(layer, "cell_clip", None))
     _onnx().save(model, path)
     return model

@@ -15,7 +15,7 @@ namespace {
 // polynomial (< 2 ulp); results below e^-86.5 flush to 0, so neither exp,
 // sigmoid nor tanh ever produces a denormal. NaN propagates; ±inf saturate.
 
-inline vf32 exp_nonpos(vf32 y) {  // y <= 0 or NaN
+FL_INLINE vf32 exp_nonpos(vf32 y) {  // y <= 0 or NaN
   const vf32 yc = y < -87.0f ? splat<vf32>(-87.0f) : y;
   const vf32 n = (yc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   vf32 r = yc - n * 0.693359375f;
@@ -34,15 +34,15 @@ inline vf32 exp_nonpos(vf32 y) {  // y <= 0 or NaN
   return y < -86.5f ? splat<vf32>(0.0f) : e;
 }
 
-inline vf32 vabs(vf32 x) { return (vf32)((vi32)x & 0x7fffffff); }
+FL_INLINE vf32 vabs(vf32 x) { return (vf32)((vi32)x & 0x7fffffff); }
 
-inline vf32 vsigmoid(vf32 x) {
+FL_INLINE vf32 vsigmoid(vf32 x) {
   const vf32 e = exp_nonpos(-vabs(x));  // e^-|x|
   const vf32 s = 1.0f / (1.0f + e);
   return x < 0.0f ? e * s : s;
 }
 
-inline vf32 vtanh(vf32 x) {
+FL_INLINE vf32 vtanh(vf32 x) {
   const vf32 a = vabs(x);
   // |x| < 0.25: odd Taylor series to x^9 (truncation < 1e-8 relative)
   const vf32 x2 = x * x;
@@ -59,14 +59,14 @@ inline vf32 vtanh(vf32 x) {
 }
 
 // float64: libm per lane (accurate to ~1 ulp; float64 serves gradient checks).
-inline vf64 vsigmoid(vf64 x) {
+FL_INLINE vf64 vsigmoid(vf64 x) {
   constexpr int W = Vec<double>::W;
   double t[W];
   store(t, x);
   for (int l = 0; l < W; ++l) t[l] = 1.0 / (1.0 + std::exp(-t[l]));
   return load<vf64>(t);
 }
-inline vf64 vtanh(vf64 x) {
+FL_INLINE vf64 vtanh(vf64 x) {
   constexpr int W = Vec<double>::W;
   double t[W];
   store(t, x);
@@ -95,9 +95,9 @@ void act_array(int64_t n, const T* x, T* y) {
 // The activations as csrc/cells/ calls them.
 struct Act {
   template <class V>
-  static V sigmoid(V x) { return vsigmoid(x); }
+  FL_INLINE static V sigmoid(V x) { return vsigmoid(x); }
   template <class V>
-  static V tanh(V x) { return vtanh(x); }
+  FL_INLINE static V tanh(V x) { return vtanh(x); }
 };
 
 }  // namespace

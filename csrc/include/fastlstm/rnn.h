@@ -48,7 +48,16 @@ struct LayerDims {
   int64_t P = 0;   // projection size, 0 = none
   int64_t D = 1;   // 1 or 2
   bool peephole = false;  // LSTM only
-  Cell cell = Cell::lstm;  // P and peephole are LSTM options
+  Cell cell = Cell::lstm;  // P, peephole and cell_clip are LSTM options
+  // Zoneout on h (haste's): h_t = k*h_{t-1} + (1-k)*h~_t, h~_t the cell's new
+  // h, k the zoneout_keep value of (t, b, direction, unit) where the call
+  // passes those (training: Bernoulli(zoneout) masks), else k = zoneout
+  // (inference). 0 = none. The zoned h is the output and the next state.
+  double zoneout = 0.0;
+  // ONNX LSTM's clip: every gate pre-activation (peepholes added) is clipped
+  // to [-cell_clip, cell_clip] before its activation; 0 = none. Gradients are
+  // zero where a gate saturated at the clip value.
+  double cell_clip = 0.0;
   int64_t hout() const { return P > 0 ? P : H; }
 };
 
@@ -134,7 +143,8 @@ void layer_forward(const LayerDims& d, const PackedLayer<T>& w,
                    const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
                    const T* h0 /*[D,B,Ho]*/, const T* c0 /*[D,B,H]*/,
                    T* y /*[T,B,D*Ho]*/, T* hn /*[D,B,Ho]*/, T* cn /*[D,B,H]*/,
-                   T* ws /*[layer_workspace_size] or null*/, const ExecConfig& cfg);
+                   T* ws /*[layer_workspace_size] or null*/, const ExecConfig& cfg,
+                   const T* zoneout_keep = nullptr /*[T,B,D*Ho] or null*/);
 
 // BPTT on packed weights (with_backward) equal to those of the forward.
 template <class T>
@@ -144,7 +154,8 @@ void layer_backward(const LayerDims& d, const PackedLayer<T>& w,
                     const T* dy /*[T,B,D*Ho]*/, const T* dhn /*[D,B,Ho]*/,
                     const T* dcn /*[D,B,H]*/,
                     T* dx /*[T,B,I]*/, T* dh0 /*[D,B,Ho]*/, T* dc0 /*[D,B,H]*/,
-                    const DirGrads<T>* g /*[D]*/, const ExecConfig& cfg);
+                    const DirGrads<T>* g /*[D]*/, const ExecConfig& cfg,
+                    const T* zoneout_keep = nullptr /*[T,B,D*Ho] or null*/);
 
 // Forward of one layer. ws == nullptr is inference (nothing saved); otherwise
 // ws [layer_workspace_size] receives what layer_backward needs. These two
@@ -154,10 +165,11 @@ void layer_forward(const LayerDims& d, const DirWeights<T>* w /*[D]*/,
                    const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
                    const T* h0 /*[D,B,Ho]*/, const T* c0 /*[D,B,H]*/,
                    T* y /*[T,B,D*Ho]*/, T* hn /*[D,B,Ho]*/, T* cn /*[D,B,H]*/,
-                   T* ws /*[layer_workspace_size] or null*/, const ExecConfig& cfg);
+                   T* ws /*[layer_workspace_size] or null*/, const ExecConfig& cfg,
+                   const T* zoneout_keep = nullptr /*[T,B,D*Ho] or null*/);
 
 // BPTT of one layer, from the workspace of a training forward with the same
-// d, w, x, lengths, h0, c0 and cfg.isa.
+// d, w, x, lengths, h0, c0, zoneout_keep and cfg.isa.
 template <class T>
 void layer_backward(const LayerDims& d, const DirWeights<T>* w /*[D]*/,
                     const T* x /*[T,B,I]*/, const int64_t* lengths /*[B] or null*/,
@@ -166,7 +178,8 @@ void layer_backward(const LayerDims& d, const DirWeights<T>* w /*[D]*/,
                     const T* dy /*[T,B,D*Ho]*/, const T* dhn /*[D,B,Ho]*/,
                     const T* dcn /*[D,B,H]*/,
                     T* dx /*[T,B,I]*/, T* dh0 /*[D,B,Ho]*/, T* dc0 /*[D,B,H]*/,
-                    const DirGrads<T>* g /*[D]*/, const ExecConfig& cfg);
+                    const DirGrads<T>* g /*[D]*/, const ExecConfig& cfg,
+                    const T* zoneout_keep = nullptr /*[T,B,D*Ho] or null*/);
 
 }  // namespace v1
 }  // namespace fastlstm
