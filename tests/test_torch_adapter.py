@@ -125,7 +125,8 @@ def test_eager_path_equals_the_ops(dtype):
         xs = x.clone().requires_grad_()
         ws = [t.detach().clone().requires_grad_() for t in w]
         if eager:
-            y, hn, cn = flt._EagerLayer.apply(xs, h0, c0, lengths, (6, 3, True, True, False), *ws)
+            y, hn, cn = flt._EagerLayer.apply(xs, lengths, ("lstm", 6, 3, True, True, False),
+                                              h0, c0, *ws)
         else:
             y, hn, cn, _ = torch.ops.fastlstm.lstm_layer(xs, ws, h0, c0, lengths, 6, 3, True,
                                                          True, False, True)

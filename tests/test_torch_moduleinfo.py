@@ -1,8 +1,9 @@
-"""PyTorch's own standard for nn.LSTM, applied to fastlstm.torch.LSTM.
+"""PyTorch's own standard for nn.LSTM and nn.GRU, applied to
+fastlstm.torch.LSTM and fastlstm.torch.GRU.
 
-The installed torch ships the ModuleInfo of nn.LSTM (`module_db` in
-torch.testing._internal.common_modules): its sample inputs and its error
-inputs. They run here through fastlstm.torch.LSTM the way torch's
+The installed torch ships the ModuleInfo of nn.LSTM and nn.GRU (`module_db`
+in torch.testing._internal.common_modules): their sample inputs and their
+error inputs. They run here through fastlstm.torch's twin the way torch's
 test_modules.py runs them (forward against the reference function and
 torch.nn.LSTM, gradients, gradcheck, gradgradcheck, errors, pickling, `to()`,
 factory kwargs, non-contiguous input), followed by the behaviours of
@@ -24,36 +25,42 @@ from _torch_pair import lstm_pair  # noqa: E402
 
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence  # noqa: E402
 
-INFO = next(m for m in cm.module_db if m.module_cls is torch.nn.LSTM)
+# torch's module -> fastlstm.torch's twin, each with torch's ModuleInfo
+TWINS = {"LSTM": (torch.nn.LSTM, flt.LSTM), "GRU": (torch.nn.GRU, flt.GRU)}
+INFOS = {k: next(m for m in cm.module_db if m.module_cls is t) for k, (t, _) in TWINS.items()}
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def samples(dtype, requires_grad=True):
-    return list(INFO.module_inputs_func(INFO, device="cpu", dtype=dtype,
+def samples(dtype, requires_grad=True, mod="LSTM"):
+    info = INFOS[mod]
+    return list(info.module_inputs_func(info, device="cpu", dtype=dtype,
                                         requires_grad=requires_grad, training=True))
 
 
-def error_samples(dtype):
-    return list(INFO.module_error_inputs_func(INFO, device="cpu", dtype=dtype,
+def error_samples(dtype, mod="LSTM"):
+    info = INFOS[mod]
+    return list(info.module_error_inputs_func(info, device="cpu", dtype=dtype,
                                               requires_grad=False, training=True))
 
 
-def build(sample, dtype, seed=0):
-    """(torch.nn.LSTM, fastlstm.torch.LSTM) of the sample, same weights."""
+def build(sample, dtype, seed=0, mod="LSTM"):
+    """(torch's module, fastlstm.torch's twin) of the sample, same weights."""
     ci = sample.constructor_input
+    tcls, fcls = TWINS[mod]
     torch.manual_seed(seed)
-    tm = torch.nn.LSTM(*ci.args, **ci.kwargs).to(dtype)
-    fm = flt.LSTM(*ci.args, **ci.kwargs).to(dtype)
+    tm = tcls(*ci.args, **ci.kwargs).to(dtype)
+    fm = fcls(*ci.args, **ci.kwargs).to(dtype)
     fm.load_state_dict(tm.state_dict())
     return tm, fm
 
 
 def flat(out):
-    y, (h, c) = out
-    return [y, h, c]
+    """[y, h (, c)] of an LSTM's (y, (h, c)) or a GRU's (y, h)."""
+    y, state = out
+    return [y, *state] if isinstance(state, tuple) else [y, state]
 
 
 def clone_args(args):
@@ -75,20 +82,22 @@ def leaves(args):
     return [t for a in args for t in (a if isinstance(a, tuple) else (a,))]
 
 
-IDS = [f"s{i}" for i in range(len(samples(torch.float64)))]
+CASES = [(mod, i) for mod in TWINS for i in range(len(samples(torch.float64, mod=mod)))]
+IDS = [f"{mod}-s{i}" for mod, i in CASES]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("i", range(len(IDS)), ids=IDS)
-def test_forward_and_grads(dtype, i):
+@pytest.mark.parametrize("mod, i", CASES, ids=IDS)
+def test_forward_and_grads(dtype, mod, i):
     """test_modules.test_forward (against the sample's reference function) and
-    the outputs and every gradient against torch.nn.LSTM."""
-    s = samples(dtype)[i]
-    tm, fm = build(s, dtype)
+    the outputs and every gradient against torch's module."""
+    s = samples(dtype, mod=mod)[i]
+    tm, fm = build(s, dtype, mod=mod)
     fargs, targs = clone_args(s.forward_input.args), clone_args(s.forward_input.args)
     fout, tout = fm(*fargs), tm(*targs)
     ref = s.reference_fn(fm, *clone_args(s.forward_input.args),
                          **s.forward_input.kwargs)
+    assert len(flat(fout)) == len(flat(ref)) == len(flat(tout))
     for name, a, b in zip(("y", "h_n", "c_n"), flat(fout), flat(ref)):
         close(a, b, dtype, f"{name} vs reference_fn")
     g = torch.Generator().manual_seed(1)
@@ -121,37 +130,42 @@ def module_as_function(fm, args):
     return f, inputs
 
 
-@pytest.mark.parametrize("i", range(len(IDS)), ids=IDS)
-def test_gradcheck_and_gradgradcheck(i):
+@pytest.mark.parametrize("mod, i", CASES, ids=IDS)
+def test_gradcheck_and_gradgradcheck(mod, i):
     """test_modules.test_grad / test_gradgrad: finite differences in float64."""
-    s = samples(torch.float64)[i]
-    _, fm = build(s, torch.float64)
+    s = samples(torch.float64, mod=mod)[i]
+    _, fm = build(s, torch.float64, mod=mod)
     f, inputs = module_as_function(fm, s.forward_input.args)
     assert torch.autograd.gradcheck(f, inputs, check_batched_grad=True)
     assert torch.autograd.gradgradcheck(f, inputs)
 
 
+ERROR_CASES = [(mod, i) for mod in TWINS for i in range(len(error_samples(torch.float32,
+                                                                             mod=mod)))]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("i", range(len(error_samples(torch.float32))))
-def test_error_inputs(dtype, i):
+@pytest.mark.parametrize("mod, i", ERROR_CASES, ids=[f"{m}-{i}" for m, i in ERROR_CASES])
+def test_error_inputs(dtype, mod, i):
     """test_modules.test_errors: the same exception type and message."""
-    e = error_samples(dtype)[i]
+    e = error_samples(dtype, mod=mod)[i]
+    fcls = TWINS[mod][1]
     ci, fi = e.module_error_input.constructor_input, e.module_error_input.forward_input
     if e.error_on == cm.ModuleErrorEnum.CONSTRUCTION_ERROR:
         with pytest.raises(e.error_type, match=e.error_regex):
-            flt.LSTM(*ci.args, **ci.kwargs)
+            fcls(*ci.args, **ci.kwargs)
         return
-    m = flt.LSTM(*ci.args, **ci.kwargs)
+    m = fcls(*ci.args, **ci.kwargs)
     with pytest.raises(e.error_type, match=e.error_regex):
         m(*fi.args, **fi.kwargs)
 
 
-@pytest.mark.parametrize("i", range(len(IDS)), ids=IDS)
-def test_pickle_deepcopy_and_state(i):
+@pytest.mark.parametrize("mod, i", CASES, ids=IDS)
+def test_pickle_deepcopy_and_state(mod, i):
     """test_modules.test_pickle: a module round-tripped through pickle,
     torch.save and deepcopy computes the same outputs."""
-    s = samples(torch.float32, requires_grad=False)[i]
-    _, fm = build(s, torch.float32)
+    s = samples(torch.float32, requires_grad=False, mod=mod)[i]
+    _, fm = build(s, torch.float32, mod=mod)
     fm.eval()
     want = flat(fm(*s.forward_input.args))
     buf = io.BytesIO()
@@ -160,7 +174,7 @@ def test_pickle_deepcopy_and_state(i):
     clones = [pickle.loads(pickle.dumps(fm)), copy.deepcopy(fm),
               torch.load(buf, weights_only=False)]
     for c in clones:
-        assert type(c) is flt.LSTM
+        assert type(c) is TWINS[mod][1]
         for a, b in zip(flat(c(*s.forward_input.args)), want):
             assert torch.equal(a, b)
 

@@ -24,9 +24,11 @@ Tensors reach the kernels as NumPy views, without copies when they are
 contiguous. Kernels use `torch.get_num_threads()` threads. Importing this
 module imports torch; `import fastlstm` does not.
 """
-from ._cell import LSTMCell
-from ._module import LSTM
+from ._cell import GRUCell, LSTMCell
+from ._module import GRU, LSTM
 from ._onnx import onnx_translation_table
-from ._ops import _EagerLayer, lstm_layer, lstm_layer_backward  # noqa: F401 (tests)
+from ._ops import (_EagerLayer, gru_layer, gru_layer_backward, lstm_layer,  # noqa: F401
+                   lstm_layer_backward)
 
-__all__ = ["LSTM", "LSTMCell", "lstm_layer", "lstm_layer_backward", "onnx_translation_table"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "lstm_layer", "lstm_layer_backward",
+           "gru_layer", "gru_layer_backward", "onnx_translation_table"]

@@ -1,13 +1,14 @@
-"""One LSTM layer in plain torch ops: the kernels' maths, differentiable to any
-order and under every torch.func transform.
+"""One recurrent layer (LSTM or GRU) in plain torch ops: the kernels' maths,
+differentiable to any order and under every torch.func transform.
 
 fastlstm.torch runs it where the kernels cannot give the right answer on
 their own: a backward with ``create_graph=True`` (double backward, gradient
 penalties, Hessian-vector products), forward-mode AD (``torch.func.jvp``,
 ``jacfwd``, ``torch.autograd.forward_ad``) and an empty batch. Layers that
-torch's own LSTM op covers (no lengths, no peepholes, no torch.func
-transform, under which that op fails) run it; the rest run a step loop at
-the speed of a Python LSTM.
+torch's own op covers (``torch.lstm`` / ``torch.gru``: no lengths, no
+peepholes, no torch.func transform, under which those ops fail) run it; the
+rest run a step loop at the speed of a Python RNN, over the equations of
+torch.nn.LSTM / torch.nn.GRU (one step function per cell, one loop).
 """
 from typing import Optional
 
@@ -15,52 +16,89 @@ import torch
 from torch import Tensor
 
 
-def lstm_layer(x: Tensor, weights: list, h0: Tensor, c0: Tensor, lengths: Optional[Tensor],
-               hidden_size: int, proj_size: int, bidirectional: bool, bias: bool,
-               peephole: bool):
-    """x [T,B,I], weights as `torch.ops.fastlstm.lstm_layer` takes them, h0
-    [D,B,Ho], c0 [D,B,H], lengths int [B] or None -> y [T,B,D*Ho], h_n
-    [D,B,Ho], c_n [D,B,H]. Past a row's length its output is zero and its
+def _lstm_step(xw_t, state, w):
+    """One LSTM step: xw_t = x_t W_ih^T + b_ih + b_hh [B,4H]; state (h, c)."""
+    h, c = state
+    gi, gf, gg, go = (xw_t + torch.matmul(h, w["w_hh"].t())).chunk(4, dim=-1)
+    w_ph = w["w_ph"]
+    if w_ph is not None:
+        gi, gf = gi + w_ph[0] * c, gf + w_ph[1] * c
+    c_new = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
+    if w_ph is not None:
+        go = go + w_ph[2] * c_new
+    h_new = torch.sigmoid(go) * torch.tanh(c_new)
+    if w["w_hr"] is not None:
+        h_new = torch.matmul(h_new, w["w_hr"].t())
+    return (h_new, c_new)
+
+
+def _gru_step(xw_t, state, w):
+    """One GRU step (torch.nn.GRU: gates r, z, n; b_hn inside r ⊙ (.)):
+    xw_t = x_t W_ih^T + b_ih [B,3H]; state (h,)."""
+    h, = state
+    hw = torch.matmul(h, w["w_hh"].t())
+    if w["b_hh"] is not None:
+        hw = hw + w["b_hh"]
+    xr, xz, xn = xw_t.chunk(3, dim=-1)
+    hr, hz, hn = hw.chunk(3, dim=-1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return ((1 - z) * n + z * h,)
+
+
+def _direction(cell: str, w: list, bias: bool, proj: bool, peephole: bool) -> dict:
+    """One direction's weights (the op's order: w_ih, w_hh, b_ih, b_hh, w_hr,
+    w_ph where present) by role, and the bias the input side takes."""
+    d = {"w_ih": w[0], "w_hh": w[1], "b_ih": w[2] if bias else None,
+         "b_hh": w[3] if bias else None, "w_hr": w[4 if bias else 2] if proj else None,
+         "w_ph": w[-1] if peephole else None}
+    # the LSTM adds both biases on the input side; the GRU's b_hh sits inside r ⊙ (.)
+    d["b_x"] = None if not bias else (d["b_ih"] + d["b_hh"] if cell == "lstm" else d["b_ih"])
+    return d
+
+
+_STEP = {"lstm": _lstm_step, "gru": _gru_step}
+_TORCH_OP = {"lstm": torch.lstm, "gru": torch.gru}
+
+
+def layer(cell: str, x: Tensor, weights: list, states: list, lengths: Optional[Tensor],
+          hidden_size: int, proj_size: int, bidirectional: bool, bias: bool, peephole: bool):
+    """x [T,B,I], weights as the layer op takes them, states [h0 [D,B,Ho]] plus
+    c0 [D,B,H] for the LSTM, lengths int [B] or None -> y [T,B,D*Ho] and the
+    list of final states. Past a row's length its output is zero and its
     state is held; the reverse direction starts at each row's last element."""
     if lengths is None and not peephole and torch._C._functorch.peek_interpreter_stack() is None:
-        # the same weights in the same order as torch.nn.LSTM's _flat_weights
-        return torch.lstm(x, (h0, c0), list(weights), bias, 1, 0.0, False, bidirectional, False)
+        # the same weights in the same order as torch.nn.LSTM's / GRU's _flat_weights
+        hx = tuple(states) if cell == "lstm" else states[0]
+        out = _TORCH_OP[cell](x, hx, list(weights), bias, 1, 0.0, False, bidirectional, False)
+        return out[0], list(out[1:])
     T = x.shape[0]
     D = 2 if bidirectional else 1
     per_dir = len(weights) // D
+    step = _STEP[cell]
     valid = None
     if lengths is not None:  # [T,B,1]: step t is inside row b
         steps = torch.arange(T, device=x.device)
         valid = (steps[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)
-    ys, hns, cns = [], [], []
+    ys, finals = [], [[] for _ in states]
     for d in range(D):
-        w = list(weights[d * per_dir:(d + 1) * per_dir])
-        w_ih, w_hh = w[0], w[1]
-        b = w[2] + w[3] if bias else None
-        w_hr = w[4 if bias else 2] if proj_size else None
-        w_ph = w[-1] if peephole else None
-        xw = torch.matmul(x, w_ih.t())  # [T,B,4H], the input side of every step
-        if b is not None:
-            xw = xw + b
-        h, c = h0[d], c0[d]
+        w = _direction(cell, list(weights[d * per_dir:(d + 1) * per_dir]), bias,
+                       proj_size > 0, peephole)
+        xw = torch.matmul(x, w["w_ih"].t())  # [T,B,GH], the input side of every step
+        if w["b_x"] is not None:
+            xw = xw + w["b_x"]
+        state = tuple(s[d] for s in states)
         out = [None] * T
         for t in (range(T) if d == 0 else reversed(range(T))):
-            gi, gf, gg, go = (xw[t] + torch.matmul(h, w_hh.t())).chunk(4, dim=-1)
-            if w_ph is not None:
-                gi, gf = gi + w_ph[0] * c, gf + w_ph[1] * c
-            c_new = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
-            if w_ph is not None:
-                go = go + w_ph[2] * c_new
-            h_new = torch.sigmoid(go) * torch.tanh(c_new)
-            if w_hr is not None:
-                h_new = torch.matmul(h_new, w_hr.t())
+            new = step(xw[t], state, w)
             if valid is None:
-                h, c, out[t] = h_new, c_new, h_new
+                state, out[t] = new, new[0]
             else:
                 m = valid[t]
-                h, c = torch.where(m, h_new, h), torch.where(m, c_new, c)
-                out[t] = torch.where(m, h_new, torch.zeros_like(h_new))
+                state = tuple(torch.where(m, a, b) for a, b in zip(new, state))
+                out[t] = torch.where(m, new[0], torch.zeros_like(new[0]))
         ys.append(torch.stack(out))
-        hns.append(h)
-        cns.append(c)
-    return torch.cat(ys, dim=-1), torch.stack(hns), torch.stack(cns)
+        for f, s in zip(finals, state):
+            f.append(s)
+    return torch.cat(ys, dim=-1), [torch.stack(f) for f in finals]

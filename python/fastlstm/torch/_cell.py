@@ -1,10 +1,14 @@
-"""`fastlstm.torch.LSTMCell`: torch.nn.LSTMCell's interface on fastlstm's kernels.
+"""`fastlstm.torch.LSTMCell` and `GRUCell`: torch.nn.LSTMCell's and
+torch.nn.GRUCell's interfaces on fastlstm's kernels, one step class over both
+cells (`_StepCell`); the subclasses keep torch's forward (its argument forms
+and errors) per cell.
 
-A step is the layer op with T=1: x [B,I] -> [1,B,I], h, c [B,H] -> [1,B,H],
-on the paths of LSTM._run. Eager inference calls the kernels' streaming entry
+A step is the layer op with T=1: x [B,I] -> [1,B,I], h (, c) [B,H] -> [1,B,H],
+on the paths of _Recurrent._run. Eager inference calls the kernels' streaming entry
 (`_core.cell_forward_*`) on packed weights kept until a weight is replaced or
 its version counter moves, as fastlstm.LSTMCell does; a no_grad call with an
-(h, c) tuple and current packed weights goes there straight (`_stream`).
+(h, c) tuple (LSTM) or an h tensor (GRU) and current packed weights goes there
+straight (`_stream`).
 """
 import math
 
@@ -12,14 +16,14 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
-from .. import _core, functional
+from .. import _core, _spec, functional
 from .._checks import DTypeError, ShapeError
 from .._runtime import resolve_isa
 from . import _autodiff
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _np, _transforms_active, cached_pack,
-                   route)
+                   call_layer, route)
 
-__all__ = ["LSTMCell"]
+__all__ = ["LSTMCell", "GRUCell"]
 
 _STEP = {torch.float32: _core.cell_forward_f32, torch.float64: _core.cell_forward_f64}
 _CONTIGUOUS = torch.contiguous_format
@@ -33,26 +37,25 @@ def _view(t: Tensor):
     return t.numpy() if t.is_contiguous() else t.contiguous().numpy()
 
 
-def _kernel_step(packed, x: Tensor, h: Tensor, c: Tensor, h1: Tensor, c1: Tensor):
-    """x [B,I] or [I]; h, c and the contiguous outputs h1, c1 [B,H] or [H]."""
-    _STEP[x.dtype](packed.layers[0], _view(x), _view(h), _view(c), h1.numpy(), c1.numpy(),
-                   torch.get_num_threads(), packed.isa)
-    return h1, c1
+def _kernel_step(packed, x: Tensor, states: list, outs: list) -> list:
+    """x [B,I] or [I]; states [h (, c)] and the contiguous outputs outs, [B,H] or [H]."""
+    h, c = (states + [None])[:2]
+    h1, c1 = (outs + [None])[:2]
+    _STEP[x.dtype](packed.layers[0], _view(x), _view(h), None if c is None else _view(c),
+                   h1.numpy(), None if c1 is None else c1.numpy(), torch.get_num_threads(),
+                   packed.isa)
+    return outs
 
 
-class LSTMCell(KernelModule):
-    """torch.nn.LSTMCell on fastlstm's CPU kernels: the same constructor,
-    parameters (names, shapes, order, init), forward and errors.
-    `peephole=True` adds ``weight_ph`` [3, hidden_size] (rows i, f, o) after
-    them. `weights_dtype="bfloat16"` runs eager inference (no autograd) with
-    W_ih and W_hh rounded to bfloat16 (float32 parameters only).
+class _StepCell(KernelModule):
+    """torch.nn.RNNCellBase's interface for one of fastlstm's cells (`_CELL`):
+    parameters from the cell spec, a step on the layer paths, the streaming
+    kernel entry for no_grad steps, torch's own cell op elsewhere."""
 
-    Like torch.nn.LSTMCell it accepts sizes of zero (those cells run torch's
-    own op) and takes `bias` by truth value."""
+    _CELL = "lstm"
+    _TORCH_NAME = "LSTMCell"
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, peephole: bool = False, weights_dtype=None):
-        super().__init__()
+    def _setup(self, input_size, hidden_size, bias, device, dtype, peephole, weights_dtype):
         if not isinstance(peephole, bool):
             raise TypeError(f"peephole should be of type bool, got: {type(peephole).__name__}")
         if weights_dtype not in (None, "bfloat16"):
@@ -62,13 +65,14 @@ class LSTMCell(KernelModule):
         self.peephole, self.weights_dtype = peephole, weights_dtype
         self._fl_cache = None
         factory = {"device": device, "dtype": dtype}
+        G = _spec.SPECS[self._CELL]["gates"]
         # torch's order and factory calls, so bad sizes raise torch's errors
-        self.weight_ih = torch.nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
-        self.weight_hh = torch.nn.Parameter(torch.empty((4 * hidden_size, hidden_size),
+        self.weight_ih = torch.nn.Parameter(torch.empty((G * hidden_size, input_size), **factory))
+        self.weight_hh = torch.nn.Parameter(torch.empty((G * hidden_size, hidden_size),
                                                         **factory))
         if bias:
-            self.bias_ih = torch.nn.Parameter(torch.empty(4 * hidden_size, **factory))
-            self.bias_hh = torch.nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.bias_ih = torch.nn.Parameter(torch.empty(G * hidden_size, **factory))
+            self.bias_hh = torch.nn.Parameter(torch.empty(G * hidden_size, **factory))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -76,10 +80,14 @@ class LSTMCell(KernelModule):
             if input_size == 0 or hidden_size == 0:
                 raise ValueError("peephole=True needs input_size and hidden_size > 0")
             self.weight_ph = torch.nn.Parameter(torch.empty((3, hidden_size), **factory))
-        # the op's `weights`: w_ih, w_hh, then b_ih, b_hh, w_ph where present
-        self._weight_names = ["weight_ih", "weight_hh"] + ["bias_ih", "bias_hh"] * bool(bias) \
-            + ["weight_ph"] * peephole
+        # the op's `weights`: the cell spec's order (w_ih, w_hh, then b_ih, b_hh, w_ph)
+        self._weight_names = [p["name"] for p in _spec.direction_params(
+            self._CELL, bool(bias), False, peephole)]
         self.reset_parameters()
+
+    @property
+    def _n_states(self) -> int:
+        return _spec.SPECS[self._CELL]["states"]
 
     def reset_parameters(self) -> None:
         """torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in order."""
@@ -100,12 +108,137 @@ class LSTMCell(KernelModule):
     def _weights(self) -> list:
         return [getattr(self, n) for n in self._weight_names]
 
+    def _runs_here(self, x: Tensor, states: list, weights, batched: bool) -> bool:
+        """The kernels take the call: CPU float32/float64 everywhere, one dtype,
+        states of rank 2 once batched, sizes > 0. Else torch's op runs it
+        (its result or its error), or, for peepholes, which it lacks, we raise."""
+        dt = x.dtype
+        ok = (dt in _DTYPES and x.is_cpu
+              and all(isinstance(s, Tensor) and s.dtype == dt and s.is_cpu for s in states)
+              and all(w.dtype == dt and w.is_cpu for w in weights)
+              and self.input_size > 0 and self.hidden_size > 0)
+        if not ok and self.peephole:
+            raise DTypeError(f"fastlstm.torch.{type(self).__name__}: peepholes need CPU "
+                             f"float32/float64 input, hx and parameters of one dtype, got "
+                             f"input {x.dtype} on {x.device}")
+        if ok and any(s.dim() != 2 for s in states):
+            if self.peephole:
+                extra = 0 if batched else 1  # the unsqueeze of an unbatched call
+                ranks = ", ".join(f"{s.dim() - extra}-D" for s in states)
+                raise ShapeError(f"{self._TORCH_NAME}: for "
+                                 f"{'batched 2-D' if batched else 'unbatched 1-D'} input, "
+                                 f"hx[0] and hx[1] should be {2 - extra}-D, got ({ranks})")
+            return False
+        return ok
+
+    def _check_sizes(self, x: Tensor, states: list) -> None:
+        """torch's rnn cell size checks, in its order and words."""
+        if x.shape[1] != self.input_size:
+            raise ShapeError(f"input has inconsistent input_size: got {x.shape[1]} expected "
+                             f"{self.input_size}")
+        for i, t in enumerate(states):
+            if x.shape[0] != t.shape[0]:
+                raise ShapeError(f"Input batch size {x.shape[0]} doesn't match hidden{i} batch "
+                                 f"size {t.shape[0]}")
+            if t.shape[1] != self.hidden_size:
+                raise ShapeError(f"hidden{i} has inconsistent hidden_size: got {t.shape[1]}, "
+                                 f"expected {self.hidden_size}")
+
+    def _step(self, x: Tensor, states: list, weights) -> list:
+        """One step on checked x [B,I], states [h (, c)] [B,H] -> the new
+        states, on the path fastlstm.torch's layer would take for it."""
+        grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(s.requires_grad for s in states)
+            or any(w.requires_grad for w in weights))
+        path = route(grad, x.shape[0])
+        if path == "infer":
+            return self._infer(x, states, weights)
+        cell, cfg = self._CELL, (self.hidden_size, 0, False, bool(self.bias), self.peephole)
+        x3, s3 = x.unsqueeze(0), [s.unsqueeze(0) for s in states]
+        if path == "autodiff":
+            _, sn = _autodiff.layer(cell, x3, weights, s3, None, *cfg)
+        elif path == "ops":
+            save = self.training if torch.jit.is_tracing() else grad
+            _, sn, _ = call_layer(cell, x3, weights, s3, None, cfg, save)
+        else:
+            _, *sn = _EagerLayer.apply(x3, None, (cell, *cfg), *s3, *weights)
+        return [s[0] for s in sn]
+
+    def _stream(self, x, states: list):
+        """The streaming step: eager inference on x [B,I] or [I] and states
+        shaped like the output, with the packed weights cached and still
+        current. Only the checks that make the kernel call right (each torch
+        call also costs cache lines that the weights need); None sends the
+        call down the general path, which checks everything."""
+        cache = self._fl_cache
+        if (cache is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or fwAD._current_level >= 0 or _transforms_active()):
+            return None
+        key, weights, packed = cache
+        if type(x) is not Tensor or not all(type(s) is Tensor for s in states):
+            return None  # (subclasses: the general path)
+        dt = x.dtype
+        if not (dt is key[1] and x.is_cpu and all(s.dtype is dt and s.is_cpu for s in states)):
+            return None
+        shape = x.shape
+        if len(shape) == 2 and shape[0] > 0 and shape[1] == self.input_size:
+            out = (shape[0], self.hidden_size)
+        elif len(shape) == 1 and shape[0] == self.input_size:
+            out = (self.hidden_size,)
+        else:
+            return None
+        if any(s.shape != out for s in states):
+            return None
+        params = self._parameters  # (where functional_call puts its tensors too)
+        for name, w, (ptr, version) in zip(self._weight_names, weights, key[2]):
+            if params.get(name) is not w or w._version != version or w.data_ptr() != ptr:
+                return None
+        if key[0] != resolve_isa():
+            return None
+        h = states[0]
+        return _kernel_step(packed, x, states,
+                            [torch.empty_like(h, memory_format=_CONTIGUOUS) for _ in states])
+
+    def _infer(self, x: Tensor, states: list, weights) -> list:
+        """Eager inference: the kernels' cell entry on cached packed weights."""
+        shape = (x.shape[0], self.hidden_size)
+        return _kernel_step(self._packed(weights, x.dtype), x, states,
+                            [torch.empty(shape, dtype=x.dtype) for _ in states])
+
+    def _packed(self, weights, dtype):
+        """Packed inference weights (see `cached_pack`)."""
+        names = _spec.layer_weight_names(self._CELL, 0, False, bool(self.bias), False,
+                                         self.peephole)
+        return cached_pack(self, weights, dtype, lambda isa: functional.pack(
+            {n: _np(w) for n, w in zip(names, weights)}, input_size=self.input_size,
+            hidden_size=self.hidden_size, bias=bool(self.bias), peephole=self.peephole, isa=isa,
+            weights_dtype=self.weights_dtype, cell=self._CELL))
+
+
+class LSTMCell(_StepCell):
+    """torch.nn.LSTMCell on fastlstm's CPU kernels: the same constructor,
+    parameters (names, shapes, order, init), forward and errors.
+    `peephole=True` adds ``weight_ph`` [3, hidden_size] (rows i, f, o) after
+    them. `weights_dtype="bfloat16"` runs eager inference (no autograd) with
+    W_ih and W_hh rounded to bfloat16 (float32 parameters only).
+
+    Like torch.nn.LSTMCell it accepts sizes of zero (those cells run torch's
+    own op) and takes `bias` by truth value."""
+
+    _CELL = "lstm"
+    _TORCH_NAME = "LSTMCell"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, peephole: bool = False, weights_dtype=None):
+        super().__init__()
+        self._setup(input_size, hidden_size, bias, device, dtype, peephole, weights_dtype)
+
     def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
         """input [B,I] or [I], hx (h [B,H], c [B,H]) ([H] unbatched) -> (h_1, c_1)."""
-        if type(hx) is tuple and not torch.is_grad_enabled():
-            out = self._stream(input, hx)
+        if type(hx) is tuple and len(hx) == 2 and not torch.is_grad_enabled():
+            out = self._stream(input, list(hx))
             if out is not None:
-                return out
+                return tuple(out)
         # torch.nn.LSTMCell.forward's checks, in its order and words
         if input.dim() not in (1, 2):
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D "
@@ -126,46 +259,11 @@ class LSTMCell(KernelModule):
         else:
             return self._torch_step(x, hx, batched)  # torch's TypeError or RuntimeError
         weights = self._weights()
-        if not self._runs_here(x, h, c, weights, batched):
+        if not self._runs_here(x, [h, c], weights, batched):
             return self._torch_step(x, (h, c), batched)
-        self._check_sizes(x, h, c)
-        h1, c1 = self._step(x, h, c, weights)
+        self._check_sizes(x, [h, c])
+        h1, c1 = self._step(x, [h, c], weights)
         return (h1, c1) if batched else (h1.squeeze(0), c1.squeeze(0))
-
-    def _runs_here(self, x: Tensor, h: Tensor, c: Tensor, weights, batched: bool) -> bool:
-        """The kernels take the call: CPU float32/float64 everywhere, one dtype,
-        h and c of rank 2 once batched, sizes > 0. Else torch's op runs it
-        (its result or its error), or, for peepholes, which it lacks, we raise."""
-        dt = x.dtype
-        ok = (dt in _DTYPES and x.is_cpu and isinstance(h, Tensor) and isinstance(c, Tensor)
-              and h.dtype == dt and c.dtype == dt and h.is_cpu and c.is_cpu
-              and all(w.dtype == dt and w.is_cpu for w in weights)
-              and self.input_size > 0 and self.hidden_size > 0)
-        if not ok and self.peephole:
-            raise DTypeError(f"fastlstm.torch.LSTMCell: peepholes need CPU float32/float64 "
-                             f"input, hx and parameters of one dtype, got input {x.dtype} on "
-                             f"{x.device}")
-        if ok and (h.dim() != 2 or c.dim() != 2):
-            if self.peephole:
-                extra = 0 if batched else 1  # the unsqueeze above
-                raise ShapeError(f"LSTMCell: for {'batched 2-D' if batched else 'unbatched 1-D'}"
-                                 f" input, hx[0] and hx[1] should be {2 - extra}-D, got "
-                                 f"({h.dim() - extra}-D, {c.dim() - extra}-D)")
-            return False
-        return ok
-
-    def _check_sizes(self, x: Tensor, h: Tensor, c: Tensor) -> None:
-        """torch's lstm_cell size checks, in its order and words."""
-        if x.shape[1] != self.input_size:
-            raise ShapeError(f"input has inconsistent input_size: got {x.shape[1]} expected "
-                             f"{self.input_size}")
-        for i, t in enumerate((h, c)):
-            if x.shape[0] != t.shape[0]:
-                raise ShapeError(f"Input batch size {x.shape[0]} doesn't match hidden{i} batch "
-                                 f"size {t.shape[0]}")
-            if t.shape[1] != self.hidden_size:
-                raise ShapeError(f"hidden{i} has inconsistent hidden_size: got {t.shape[1]}, "
-                                 f"expected {self.hidden_size}")
 
     def _torch_step(self, x: Tensor, hx, batched: bool):
         """torch's own cell op, for devices, dtypes and arguments the kernels do
@@ -177,72 +275,51 @@ class LSTMCell(KernelModule):
                                      self.bias_hh)
         return (h1, c1) if batched else (h1.squeeze(0), c1.squeeze(0))
 
-    def _step(self, x: Tensor, h: Tensor, c: Tensor, weights):
-        """One step on checked x [B,I], h, c [B,H] -> h_1, c_1 [B,H], on the path
-        fastlstm.torch.LSTM._run would take for it."""
-        grad = torch.is_grad_enabled() and (
-            x.requires_grad or h.requires_grad or c.requires_grad
-            or any(w.requires_grad for w in weights))
-        path = route(grad, x.shape[0])
-        if path == "infer":
-            return self._infer(x, h, c, weights)
-        cfg = (self.hidden_size, 0, False, bool(self.bias), self.peephole)
-        x3, h3, c3 = x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0)
-        if path == "autodiff":
-            _, hn, cn = _autodiff.lstm_layer(x3, weights, h3, c3, None, *cfg)
-        elif path == "ops":
-            save = self.training if torch.jit.is_tracing() else grad
-            _, hn, cn, _ = torch.ops.fastlstm.lstm_layer(x3, weights, h3, c3, None, *cfg, save)
+
+class GRUCell(_StepCell):
+    """torch.nn.GRUCell on fastlstm's CPU kernels: the same constructor,
+    parameters (names, shapes, order, init: gates r, z, n), forward and
+    errors: ``h_1 = cell(input, hx=None)``.
+
+    Like torch.nn.GRUCell it accepts sizes of zero (those cells run torch's
+    own op) and takes `bias` by truth value."""
+
+    _CELL = "gru"
+    _TORCH_NAME = "GRUCell"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None):
+        super().__init__()
+        self._setup(input_size, hidden_size, bias, device, dtype, False, None)
+
+    def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
+        """input [B,I] or [I], hx [B,H] ([H] unbatched) or None -> h_1."""
+        if type(hx) is Tensor and not torch.is_grad_enabled():
+            out = self._stream(input, [hx])
+            if out is not None:
+                return out[0]
+        # torch.nn.GRUCell.forward's checks, in its order and words
+        if input.dim() not in (1, 2):
+            raise ValueError(f"GRUCell: Expected input to be 1D or 2D, got {input.dim()}D "
+                             f"instead")
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"GRUCell: Expected hidden to be 1D or 2D, got {hx.dim()}D "
+                             f"instead")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        if hx is None:
+            h = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
         else:
-            _, hn, cn = _EagerLayer.apply(x3, h3, c3, None, cfg, *weights)
-        return hn[0], cn[0]
+            h = hx if batched else hx.unsqueeze(0)
+        weights = self._weights()
+        if not self._runs_here(x, [h], weights, batched):
+            return self._torch_step(x, h, batched)
+        self._check_sizes(x, [h])
+        h1, = self._step(x, [h], weights)
+        return h1 if batched else h1.squeeze(0)
 
-    def _stream(self, x, hx: tuple):
-        """The streaming step: eager inference on x [B,I] or [I] and hx of two
-        tensors shaped like the output, with the packed weights cached and
-        still current. Only the checks that make the kernel call right (each
-        torch call also costs cache lines that the weights need); None sends
-        the call down the general path, which checks everything."""
-        cache = self._fl_cache
-        if (cache is None or len(hx) != 2 or torch.compiler.is_compiling()
-                or torch.jit.is_tracing() or fwAD._current_level >= 0 or _transforms_active()):
-            return None
-        key, weights, packed = cache
-        h, c = hx
-        if not (type(x) is Tensor and type(h) is Tensor and type(c) is Tensor):
-            return None  # (subclasses: the general path)
-        dt = x.dtype
-        if not (dt is key[1] and h.dtype is dt and c.dtype is dt and x.is_cpu and h.is_cpu
-                and c.is_cpu):
-            return None
-        shape = x.shape
-        if len(shape) == 2 and shape[0] > 0 and shape[1] == self.input_size:
-            out = (shape[0], self.hidden_size)
-        elif len(shape) == 1 and shape[0] == self.input_size:
-            out = (self.hidden_size,)
-        else:
-            return None
-        if h.shape != out or c.shape != out:
-            return None
-        params = self._parameters  # (where functional_call puts its tensors too)
-        for name, w, (ptr, version) in zip(self._weight_names, weights, key[2]):
-            if params.get(name) is not w or w._version != version or w.data_ptr() != ptr:
-                return None
-        if key[0] != resolve_isa():
-            return None
-        return _kernel_step(packed, x, h, c, torch.empty_like(h, memory_format=_CONTIGUOUS),
-                            torch.empty_like(h, memory_format=_CONTIGUOUS))
-
-    def _infer(self, x: Tensor, h: Tensor, c: Tensor, weights):
-        """Eager inference: the kernels' cell entry on cached packed weights."""
-        shape = (x.shape[0], self.hidden_size)
-        return _kernel_step(self._packed(weights, x.dtype), x, h, c,
-                            torch.empty(shape, dtype=x.dtype), torch.empty(shape, dtype=x.dtype))
-
-    def _packed(self, weights, dtype):
-        """Packed inference weights (see `cached_pack`)."""
-        names = functional.layer_weight_names(0, False, bool(self.bias), False, self.peephole)
-        return cached_pack(self, weights, dtype, lambda isa: functional.pack(
-            {n: _np(w) for n, w in zip(names, weights)}, input_size=self.input_size,
-            hidden_size=self.hidden_size, bias=bool(self.bias), peephole=self.peephole, isa=isa,
-            weights_dtype=self.weights_dtype))
+    def _torch_step(self, x: Tensor, h, batched: bool):
+        """torch's own cell op: its results and its errors."""
+        h1 = torch._VF.gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih,
+                                self.bias_hh)
+        return h1 if batched else h1.squeeze(0)

@@ -1,4 +1,7 @@
-"""`fastlstm.torch.LSTM`: torch.nn.LSTM's interface on fastlstm's kernels."""
+"""`fastlstm.torch.LSTM` and `fastlstm.torch.GRU`: torch.nn.LSTM's and
+torch.nn.GRU's interfaces on fastlstm's kernels, one module class over both
+cells (`_Recurrent`); the subclasses add only their constructor and the form
+of their state (a tuple (h, c) or a tensor h)."""
 import math
 import numbers
 import warnings
@@ -7,13 +10,13 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .. import functional
+from .. import _spec, functional
 from .._checks import DTypeError, ShapeError
 from . import _autodiff
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, cached_pack,
-                   route)
+                   call_layer, route)
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "GRU"]
 
 
 def check_rnn_config(input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -53,27 +56,22 @@ def check_input_dtype(x: Tensor, weight: Tensor) -> None:
                          f"convert model: model.to({x.dtype})")
 
 
-class LSTM(KernelModule):
-    """torch.nn.LSTM on fastlstm's CPU kernels, with the same constructor,
-    parameters (names, shapes, order, init), forward and errors.
-    `peephole=True` adds ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows
-    i, f, o) after them. `weights_dtype="bfloat16"` runs eager inference
-    (no autograd) with W_ih and W_hh rounded to bfloat16, as fastlstm.LSTM.
+class _Recurrent(KernelModule):
+    """torch.nn.RNNBase's interface for one of fastlstm's cells (`_CELL`):
+    parameters (names, shapes, order, init) from the cell spec, forward on the
+    kernels, torch's own op elsewhere. Subclasses set `_CELL` and `mode` and
+    say how a state is given and returned."""
 
-    It mirrors torch.nn.LSTM rather than subclassing it: torch.compile graph
-    breaks on every torch.nn.LSTM instance, subclasses included."""
+    _CELL = "lstm"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
-                 peephole: bool = False, weights_dtype=None):
-        super().__init__()
+    def _setup(self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+               bidirectional, proj_size, device, dtype, peephole, weights_dtype):
         check_rnn_config(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, peephole)
         if weights_dtype not in (None, "bfloat16"):
             raise ValueError(f"weights_dtype: expected None or 'bfloat16', got "
                              f"{weights_dtype!r}")
-        self.mode = "LSTM"
+        self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
@@ -81,11 +79,13 @@ class LSTM(KernelModule):
         self._fl_cache = None
         factory = {"device": device, "dtype": dtype}
         shapes = functional.param_shapes(input_size, hidden_size, num_layers, self.bias,
-                                         self.bidirectional, proj_size, self.peephole)
+                                         self.bidirectional, proj_size, self.peephole,
+                                         cell=self._CELL)
         for name, shape in shapes.items():  # torch's order, peepholes last
             self.register_parameter(name, torch.nn.Parameter(torch.empty(shape, **factory)))
         self._flat_weights_names = [n for n in shapes if not n.startswith("weight_ph")]
-        per_dir = 2 + 2 * self.bias + (proj_size > 0) + self.peephole
+        per_dir = len(_spec.direction_params(self._CELL, self.bias, proj_size > 0,
+                                             self.peephole))
         self._all_weights = [[n for n in self._layer_names(k)[d * per_dir:(d + 1) * per_dir]
                               if not n.startswith("weight_ph")]
                              for k in range(num_layers) for d in range(self._D)]
@@ -95,10 +95,15 @@ class LSTM(KernelModule):
     def _D(self) -> int:
         return 2 if self.bidirectional else 1
 
+    @property
+    def _cfg(self) -> tuple:
+        """The layer ops' configuration (see fastlstm.torch._ops)."""
+        return (self.hidden_size, self.proj_size, self.bidirectional, self.bias, self.peephole)
+
     def _layer_names(self, k: int) -> list:
         """Layer k's parameter names in the op's `weights` order."""
-        return functional.layer_weight_names(k, self.bidirectional, self.bias,
-                                             self.proj_size > 0, self.peephole)
+        return _spec.layer_weight_names(self._CELL, k, self.bidirectional, self.bias,
+                                        self.proj_size > 0, self.peephole)
 
     def reset_parameters(self) -> None:
         """torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in order."""
@@ -115,7 +120,7 @@ class LSTM(KernelModule):
         return [[getattr(self, n) for n in names] for names in self._all_weights]
 
     def flatten_parameters(self) -> None:
-        """A no-op, as torch.nn.LSTM's on the CPU: the kernels pack the weights."""
+        """A no-op, as torch's on the CPU: the kernels pack the weights."""
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -134,16 +139,23 @@ class LSTM(KernelModule):
         ok = x.device.type == "cpu" and x.dtype in _DTYPES and all(
             p.device.type == "cpu" and p.dtype == x.dtype for p in self.parameters())
         if not ok and self.peephole:
-            raise DTypeError(f"fastlstm.torch.LSTM: peepholes need CPU float32/float64 input "
-                             f"and parameters of the same dtype, got {x.dtype} on {x.device}")
+            raise DTypeError(f"fastlstm.torch.{type(self).__name__}: peepholes need CPU "
+                             f"float32/float64 input and parameters of the same dtype, got "
+                             f"{x.dtype} on {x.device}")
         return ok
+
+    # how a state is given and returned: a tuple (h, c) (LSTM) or a tensor h (GRU)
+    def _states_out(self, states: list):
+        raise NotImplementedError
+
+    def _states_in(self, hx, x: Tensor, unbatched: bool) -> list:
+        raise NotImplementedError
 
     def forward(self, input, hx=None):  # noqa: A002 (torch's name)
         x, lengths, unbatched = self._time_major(input)
         if not self._runs_here(x):
             return self._torch_forward(input, hx)
-        h0, c0 = self._initial_state(hx, x, unbatched)
-        y, hn, cn = self._run(x, h0, c0, lengths)
+        y, finals = self._run(x, self._states_in(hx, x, unbatched), lengths)
         if isinstance(input, PackedSequence):
             order = input.sorted_indices
             if order is None:
@@ -152,46 +164,47 @@ class LSTM(KernelModule):
             # in a trace, which the ONNX exporter needs
             p = pack_padded_sequence(y[:, order], lengths[order], enforce_sorted=True)
             return (PackedSequence(p.data, p.batch_sizes, input.sorted_indices,
-                                   input.unsorted_indices), (hn, cn))
+                                   input.unsorted_indices), self._states_out(finals))
         if unbatched:
-            return y.squeeze(1), (hn.squeeze(1), cn.squeeze(1))
-        return (y.transpose(0, 1) if self.batch_first else y), (hn, cn)
+            return y.squeeze(1), self._states_out([s.squeeze(1) for s in finals])
+        return (y.transpose(0, 1) if self.batch_first else y), self._states_out(finals)
 
     def _torch_forward(self, input, hx):
-        """torch's own LSTM op, for devices and dtypes the kernels do not cover."""
+        """torch's own op (torch.lstm / torch.gru), for devices and dtypes the
+        kernels do not cover."""
         x = input.data if isinstance(input, PackedSequence) else input
         unbatched = not isinstance(input, PackedSequence) and x.dim() == 2
         B = x.shape[1 if not self.batch_first else 0] if x.dim() == 3 else 1
         if isinstance(input, PackedSequence):
             B = int(input.batch_sizes[0])
+        shapes = [(self.proj_size or self.hidden_size), self.hidden_size][:len(self._STATES)]
         if hx is None:
-            shape = (self._D * self.num_layers, B)
-            hx = (x.new_zeros(shape + (self.proj_size or self.hidden_size,)),
-                  x.new_zeros(shape + (self.hidden_size,)))
+            hs = [x.new_zeros((self._D * self.num_layers, B, n)) for n in shapes]
+        else:
+            hs = list(hx) if self._CELL == "lstm" else [hx]
             if unbatched:
-                hx = (hx[0].squeeze(1), hx[1].squeeze(1))
-        h, c = hx
-        if unbatched:
-            h, c = h.unsqueeze(1), c.unsqueeze(1)
+                hs = [h.unsqueeze(1) for h in hs]
+        op = torch.lstm if self._CELL == "lstm" else torch.gru
+
+        def arg(states):  # torch.lstm takes the tuple (h, c), torch.gru the tensor h
+            return tuple(states) if self._CELL == "lstm" else states[0]
+
         if isinstance(input, PackedSequence):
             if input.sorted_indices is not None:
-                h, c = h.index_select(1, input.sorted_indices), \
-                    c.index_select(1, input.sorted_indices)
-            y, hn, cn = torch.lstm(input.data, input.batch_sizes, (h, c), self._flat_weights,
-                                   self.bias, self.num_layers, self.dropout, self.training,
-                                   self.bidirectional)
+                hs = [h.index_select(1, input.sorted_indices) for h in hs]
+            y, *finals = op(input.data, input.batch_sizes, arg(hs), self._flat_weights,
+                            self.bias, self.num_layers, self.dropout, self.training,
+                            self.bidirectional)
             if input.unsorted_indices is not None:
-                hn, cn = hn.index_select(1, input.unsorted_indices), \
-                    cn.index_select(1, input.unsorted_indices)
+                finals = [h.index_select(1, input.unsorted_indices) for h in finals]
             return (PackedSequence(y, input.batch_sizes, input.sorted_indices,
-                                   input.unsorted_indices), (hn, cn))
+                                   input.unsorted_indices), self._states_out(finals))
         xb = x.unsqueeze(1) if unbatched else x
-        y, hn, cn = torch.lstm(xb, (h, c), self._flat_weights, self.bias, self.num_layers,
-                               self.dropout, self.training, self.bidirectional,
-                               self.batch_first)
+        y, *finals = op(xb, arg(hs), self._flat_weights, self.bias, self.num_layers,
+                        self.dropout, self.training, self.bidirectional, self.batch_first)
         if unbatched:
-            return y.squeeze(1), (hn.squeeze(1), cn.squeeze(1))
-        return y, (hn, cn)
+            return y.squeeze(1), self._states_out([h.squeeze(1) for h in finals])
+        return y, self._states_out(finals)
 
     def _time_major(self, input):
         """Checked input as torch checks it -> x [T,B,I], lengths int64 [B] or
@@ -202,7 +215,8 @@ class LSTM(KernelModule):
             raise TypeError(f"input: expected a Tensor or PackedSequence, got "
                             f"{type(input).__name__}")
         if not packed and data.dim() not in (2, 3):
-            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {data.dim()}D instead")
+            raise ValueError(f"{self.mode}: Expected input to be 2D or 3D, got {data.dim()}D "
+                             f"instead")
         check_input_dtype(data, self._flat_weights[0])
         if packed and data.dim() != 2:
             raise ShapeError(f"input must have 2 dimensions, got {data.dim()}")
@@ -220,62 +234,48 @@ class LSTM(KernelModule):
             raise ShapeError("Expected sequence length to be larger than 0 in RNN")
         return x, None, unbatched
 
-    def _initial_state(self, hx, x: Tensor, unbatched: bool):
-        """(h_0, c_0) as [D*L,B,Ho], [D*L,B,H], checked as torch checks them."""
-        L, D = self.num_layers, self._D
-        B, H = x.shape[1], self.hidden_size
-        Ho = self.proj_size or H
-        if hx is None:
-            return (x.new_zeros((D * L, B, Ho)), x.new_zeros((D * L, B, H)))
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2 \
-                or not all(isinstance(t, Tensor) for t in hx):
-            raise TypeError(f"hx: expected a tuple (h_0, c_0) of two Tensors, got "
-                            f"{type(hx).__name__}")
-        want = 2 if unbatched else 3
-        if hx[0].dim() != want or hx[1].dim() != want:
-            kind = "unbatched 2-D" if unbatched else "batched 3-D"
-            raise ShapeError(f"For {kind} input, hx and cx should also be {want}-D but got "
-                             f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
-        h, c = (hx[0].unsqueeze(1), hx[1].unsqueeze(1)) if unbatched else hx
-        for i, (t, shape) in enumerate(((h, (D * L, B, Ho)), (c, (D * L, B, H)))):
-            if tuple(t.shape) != shape:
-                raise ShapeError(f"Expected hidden[{i}] size {shape}, got {list(t.shape)}")
-            if t.dtype != x.dtype or t.device != x.device:
-                raise DTypeError(f"hx[{i}]: expected {x.dtype} on {x.device} (the input's), "
-                                 f"got {t.dtype} on {t.device}")
-        return h, c
+    def _state_shapes(self, B: int) -> list:
+        L, D, H = self.num_layers, self._D, self.hidden_size
+        return [(D * L, B, self.proj_size or H), (D * L, B, H)][:len(self._STATES)]
 
-    def _run(self, x, h0, c0, lengths):
+    def _check_state_types(self, states: list, x: Tensor) -> None:
+        for i, t in enumerate(states):
+            if t.dtype != x.dtype or t.device != x.device:
+                name = f"hx[{i}]" if len(states) > 1 else "hx"
+                raise DTypeError(f"{name}: expected {x.dtype} on {x.device} (the input's), "
+                                 f"got {t.dtype} on {t.device}")
+
+    def _run(self, x, states, lengths):
+        """The layers on x [T,B,I] and states [h0 (, c0)] -> y, [h_n (, c_n)]."""
         L, D = self.num_layers, self._D
         weights = [self._layer_weights(k) for k in range(L)]
         grad = torch.is_grad_enabled() and (
-            x.requires_grad or h0.requires_grad or c0.requires_grad
+            x.requires_grad or any(s.requires_grad for s in states)
             or any(w.requires_grad for ws in weights for w in ws))
-        cfg = (self.hidden_size, self.proj_size, self.bidirectional, self.bias, self.peephole)
+        cell, cfg = self._CELL, self._cfg
         path = route(grad, x.shape[1])
         packed = self._packed(weights, x.dtype) if path == "infer" else None
         # a traced graph keeps the op's flag: the module's mode, not this call's grad
         # mode (jit.trace's check reruns under no_grad); eval-mode traces then
         # raise on backward rather than save workspaces
         save = self.training if torch.jit.is_tracing() else grad
-        hns, cns, inp = [], [], x
+        finals, inp = [[] for _ in states], x
         for k in range(L):
-            sl = slice(k * D, (k + 1) * D)
+            s0 = [s[k * D:(k + 1) * D] for s in states]
             if path == "autodiff":
-                y, hn, cn = _autodiff.lstm_layer(inp, weights[k], h0[sl], c0[sl], lengths, *cfg)
+                y, sn = _autodiff.layer(cell, inp, weights[k], s0, lengths, *cfg)
             elif path == "ops":
-                y, hn, cn, _ = torch.ops.fastlstm.lstm_layer(inp, weights[k], h0[sl], c0[sl],
-                                                             lengths, *cfg, save)
+                y, sn, _ = call_layer(cell, inp, weights[k], s0, lengths, cfg, save)
             elif path == "eager":
-                y, hn, cn = _EagerLayer.apply(inp, h0[sl], c0[sl], lengths, cfg, *weights[k])
+                y, *sn = _EagerLayer.apply(inp, lengths, (cell, *cfg), *s0, *weights[k])
             else:
-                y, hn, cn = _infer_layer(packed, k, inp, h0[sl], c0[sl], lengths)
+                y, sn = _infer_layer(packed, k, inp, s0, lengths)
             if k < L - 1 and self.dropout > 0 and self.training:
                 y = torch.nn.functional.dropout(y, self.dropout, training=True)
-            hns.append(hn)
-            cns.append(cn)
+            for f, s in zip(finals, sn):
+                f.append(s)
             inp = y
-        return inp, torch.cat(hns), torch.cat(cns)
+        return inp, [torch.cat(f) for f in finals]
 
     def _packed(self, weights, dtype):
         """Packed inference weights (see `cached_pack`)."""
@@ -285,4 +285,95 @@ class LSTM(KernelModule):
             {n: _np(w) for n, w in params.items()}, input_size=self.input_size,
             hidden_size=self.hidden_size, num_layers=self.num_layers, proj_size=self.proj_size,
             bidirectional=self.bidirectional, bias=self.bias, peephole=self.peephole, isa=isa,
-            weights_dtype=self.weights_dtype))
+            weights_dtype=self.weights_dtype, cell=self._CELL))
+
+
+class LSTM(_Recurrent):
+    """torch.nn.LSTM on fastlstm's CPU kernels, with the same constructor,
+    parameters (names, shapes, order, init), forward and errors.
+    `peephole=True` adds ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows
+    i, f, o) after them. `weights_dtype="bfloat16"` runs eager inference
+    (no autograd) with W_ih and W_hh rounded to bfloat16, as fastlstm.LSTM.
+
+    It mirrors torch.nn.LSTM rather than subclassing it: torch.compile graph
+    breaks on every torch.nn.LSTM instance, subclasses included."""
+
+    _CELL = "lstm"
+    _STATES = ("h", "c")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
+                 peephole: bool = False, weights_dtype=None):
+        super().__init__()
+        self._setup("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional, proj_size, device, dtype, peephole, weights_dtype)
+
+    def _states_out(self, states: list):
+        return tuple(states)
+
+    def _states_in(self, hx, x: Tensor, unbatched: bool) -> list:
+        """[h_0, c_0] as [D*L,B,Ho], [D*L,B,H], checked as torch checks them."""
+        shapes = self._state_shapes(x.shape[1])
+        if hx is None:
+            return [x.new_zeros(s) for s in shapes]
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2 \
+                or not all(isinstance(t, Tensor) for t in hx):
+            raise TypeError(f"hx: expected a tuple (h_0, c_0) of two Tensors, got "
+                            f"{type(hx).__name__}")
+        want = 2 if unbatched else 3
+        if hx[0].dim() != want or hx[1].dim() != want:
+            kind = "unbatched 2-D" if unbatched else "batched 3-D"
+            raise ShapeError(f"For {kind} input, hx and cx should also be {want}-D but got "
+                             f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+        states = [t.unsqueeze(1) for t in hx] if unbatched else list(hx)
+        for i, (t, shape) in enumerate(zip(states, shapes)):
+            if tuple(t.shape) != shape:
+                raise ShapeError(f"Expected hidden[{i}] size {shape}, got {list(t.shape)}")
+        self._check_state_types(states, x)
+        return states
+
+
+class GRU(_Recurrent):
+    """torch.nn.GRU on fastlstm's CPU kernels, with the same constructor,
+    parameters (names, shapes, order, init: gates r, z, n), forward and
+    errors: ``y, h_n = gru(input, h_0=None)``.
+
+    It mirrors torch.nn.GRU rather than subclassing it: torch.compile graph
+    breaks on every torch.nn.RNNBase instance, subclasses included."""
+
+    _CELL = "gru"
+    _STATES = ("h",)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device=None, dtype=None, **kwargs):
+        if "proj_size" in kwargs:  # torch's check and words
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if kwargs:
+            raise TypeError(f"GRU.__init__() got an unexpected keyword argument "
+                            f"{next(iter(kwargs))!r}")
+        super().__init__()
+        self._setup("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional, 0, device, dtype, False, None)
+
+    def _states_out(self, states: list):
+        return states[0]
+
+    def _states_in(self, hx, x: Tensor, unbatched: bool) -> list:
+        """[h_0] as [D*L,B,H], checked as torch checks it."""
+        shape, = self._state_shapes(x.shape[1])
+        if hx is None:
+            return [x.new_zeros(shape)]
+        if not isinstance(hx, Tensor):
+            raise TypeError(f"hx: expected a Tensor h_0, got {type(hx).__name__}")
+        want = 2 if unbatched else 3
+        if hx.dim() != want:
+            kind = "unbatched 2-D" if unbatched else "batched 3-D"
+            raise ShapeError(f"For {kind} input, hx should also be {want}-D but got "
+                             f"{hx.dim()}-D tensor")
+        h = hx.unsqueeze(1) if unbatched else hx
+        if tuple(h.shape) != shape:
+            raise ShapeError(f"Expected hidden size {shape}, got {list(h.shape)}")
+        self._check_state_types([h], x)
+        return [h]

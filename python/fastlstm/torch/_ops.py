@@ -1,7 +1,13 @@
-"""The custom ops ``fastlstm::lstm_layer`` / ``lstm_layer_backward`` (fake
-kernels, autograd, vmap rules) and the eager autograd Function over the same
-kernels. A backward that must itself be differentiable (``create_graph``)
-runs through `_autodiff`, the same maths in torch ops."""
+"""The custom ops ``fastlstm::lstm_layer`` / ``lstm_layer_backward`` and
+``fastlstm::gru_layer`` / ``gru_layer_backward`` (fake kernels, autograd,
+vmap rules) and the eager autograd Function over the same kernels. A backward
+that must itself be differentiable (``create_graph``) runs through
+`_autodiff`, the same maths in torch ops.
+
+Only the op schemas are per cell (the GRU has no c state, projection or
+peepholes); everything behind them is one code path that takes the cell
+name and reads its facts (states, parameter order, shapes) from the cell spec
+(`fastlstm._spec`)."""
 from typing import Optional
 
 import numpy as np
@@ -20,9 +26,17 @@ _TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch
 
 # --------------------------------------------------------------------------- ops
 #
-# One layer (one or two directions). `weights` holds, per direction, w_ih, w_hh,
-# then b_ih, b_hh (bias), w_hr (proj_size > 0), w_ph (peephole), in torch's
-# names and shapes; the flags say which are present.
+# One layer (one or two directions). `weights` holds, per direction, the cell
+# spec's parameters in its order (w_ih, w_hh, then b_ih, b_hh (bias), w_hr
+# (proj_size > 0), w_ph (peephole)), in torch's names and shapes; the flags say
+# which are present. `states` is [h] plus [c] for the LSTM. Internally a layer's
+# configuration is cfg = (hidden_size, proj_size, bidirectional, bias, peephole)
+# for every cell (0 / False where a cell has no such option).
+
+
+def n_states(cell: str) -> int:
+    """The cell's recurrent states: 2 (h, c) for the LSTM, 1 (h) for the GRU."""
+    return _spec.SPECS[cell]["states"]
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -30,19 +44,28 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _names(bidirectional: bool, bias: bool, proj: bool, peephole: bool) -> list:
+def _names(cell: str, bidirectional: bool, bias: bool, proj: bool, peephole: bool) -> list:
     """The functional parameter names (layer 0) in the order of `weights`."""
-    return functional.layer_weight_names(0, bidirectional, bias, proj, peephole)
+    return _spec.layer_weight_names(cell, 0, bidirectional, bias, proj, peephole)
 
 
-def _layer_args(x, weights, hidden_size, proj_size, bidirectional, bias, peephole):
+def _dims(cell: str, T: int, B: int, I: int, H: int, P: int, D: int, peephole) -> object:
+    return _core.LayerDims(T=T, B=B, I=I, H=H, P=P, D=D, peephole=bool(peephole), cell=cell)
+
+
+def _state_shapes(cell: str, D: int, B: int, H: int, P: int) -> list:
+    """The shapes of the layer's states: h [D,B,Ho], then c [D,B,H] (LSTM)."""
+    return [(D, B, P or H), (D, B, H)][:n_states(cell)]
+
+
+def _layer_args(cell, x, weights, hidden_size, proj_size, bidirectional, bias, peephole):
     """Checked (dims, params dict, dtype, config) of one layer call."""
     if x.device.type != "cpu" or x.dtype not in _DTYPES:
         raise TypeError(f"x: expected a CPU float32 or float64 tensor, got {x.dtype} on "
                         f"{x.device}")
     if x.dim() != 3:
         raise ValueError(f"x: expected a 3-D [T,B,I] tensor, got shape {tuple(x.shape)}")
-    names = _names(bidirectional, bias, proj_size > 0, peephole)
+    names = _names(cell, bidirectional, bias, proj_size > 0, peephole)
     if len(weights) != len(names):
         raise ValueError(f"weights: expected {len(names)} tensors ({', '.join(names)}), got "
                          f"{len(weights)}")
@@ -53,10 +76,10 @@ def _layer_args(x, weights, hidden_size, proj_size, bidirectional, bias, peephol
         if w.device.type != "cpu":
             raise TypeError(f"{n}: expected a CPU tensor, got one on {w.device}")
     params, _ = functional._checked_params({n: _np(w) for n, w in zip(names, weights)}, I, H,
-                                           1, bias, bidirectional, P, peephole, dtype)
+                                           1, bias, bidirectional, P, peephole, dtype,
+                                           cell=cell)
     config = (I, H, 1, P, bool(bidirectional), bool(bias), bool(peephole))
-    dims = _core.LayerDims(T=T, B=B, I=I, H=H, P=P, D=D, peephole=bool(peephole))
-    return dims, params, dtype, config
+    return _dims(cell, T, B, I, H, P, D, peephole), params, dtype, config
 
 
 def _state(t: Tensor, name: str, dtype, shape) -> np.ndarray:
@@ -67,75 +90,115 @@ def _lengths(lengths: Optional[Tensor], B: int, T: int):
     return None if lengths is None else _checks.lengths_array(_np(lengths), B, T)
 
 
-def _workspace_per_row(dims, isa: str, itemsize: int) -> int:
+def _workspace_per_row(cell: str, dims, isa: str, itemsize: int) -> int:
     """Workspace elements per (t, b) row; the op sizes it for all T*B rows so
     that its shape never depends on the values of `lengths`."""
-    one_row = _core.LayerDims(T=1, B=1, I=dims.I, H=dims.H, P=dims.P, D=dims.D,
-                              peephole=dims.peephole)
+    one_row = _dims(cell, 1, 1, dims.I, dims.H, dims.P, dims.D, dims.peephole)
     return _core.workspace_size(one_row, None, isa, itemsize)
 
 
-def _run_forward(packed_layer, dims, dtype, isa: str, nt: int, x: np.ndarray, h0, c0, lens,
-                 training: bool):
-    """The forward kernel of one layer -> y, h_n, c_n, workspace (empty unless
-    training; sized for all T*B rows, so its shape does not depend on lengths)."""
+def _run_forward(cell, packed_layer, dims, dtype, isa: str, nt: int, x: np.ndarray,
+                 states0: list, lens, training: bool):
+    """The forward kernel of one layer -> y, [h_n (, c_n)], workspace (empty
+    unless training; sized for all T*B rows, so its shape does not depend on
+    lengths). states0: [h0 (, c0)] as NumPy arrays (h0 may be None: zeros)."""
     T, B, H, P, D = dims.T, dims.B, dims.H, dims.P, dims.D
     Ho, tdt = P or H, _TORCH_DTYPE[dtype]
     y = torch.empty((T, B, D * Ho), dtype=tdt)
-    hn = torch.empty((D, B, Ho), dtype=tdt)
-    cn = torch.empty((D, B, H), dtype=tdt)
-    ws = torch.empty(T * B * _workspace_per_row(dims, isa, dtype.itemsize) if training else 0,
-                     dtype=tdt)
+    finals = [torch.empty(s, dtype=tdt) for s in _state_shapes(cell, D, B, H, P)]
+    ws = torch.empty(T * B * _workspace_per_row(cell, dims, isa, dtype.itemsize)
+                     if training else 0, dtype=tdt)
     wsn = None
     if training:
         need = _core.workspace_size(dims, lens, isa, dtype.itemsize)
         ws[need:].zero_()  # rows past sum(lengths): defined output
         wsn = ws.numpy()[:need]
-    functional._kernel("forward", dtype)(dims, packed_layer, x, lens, h0, c0, y.numpy(),
-                                         hn.numpy(), cn.numpy(), wsn, nt, isa)
-    return y, hn, cn, ws
+    h0, c0 = (list(states0) + [None])[:2]
+    hn, cn = ([f.numpy() for f in finals] + [None])[:2]
+    functional._kernel("forward", dtype)(dims, packed_layer, x, lens, h0, c0, y.numpy(), hn,
+                                         cn, wsn, nt, isa)
+    return y, finals, ws
 
 
-def _run_backward(packed_layer, dims, dtype, isa: str, nt: int, bias: bool, x: np.ndarray, c0,
-                  lens, ws: Tensor, dy, dh_n, dc_n) -> list:
-    """The BPTT kernel of one layer -> [dx, dh0, dc0] + the weight gradients in
-    the order of `_names`."""
+def _run_backward(cell, packed_layer, dims, dtype, isa: str, nt: int, bias: bool,
+                  x: np.ndarray, c0, lens, ws: Tensor, dy, d_states: list) -> list:
+    """The BPTT kernel of one layer -> [dx, dh0 (, dc0)] + the weight gradients
+    in the order of `_names`. c0: the LSTM's initial cell state (None for the
+    GRU); d_states: [dh_n (, dc_n)]."""
     T, B, I, H, P, D = dims.T, dims.B, dims.I, dims.H, dims.P, dims.D
     peephole = dims.peephole
-    Ho, tdt = P or H, _TORCH_DTYPE[dtype]
+    tdt = _TORCH_DTYPE[dtype]
     need = _core.workspace_size(dims, lens, isa, dtype.itemsize)
     if ws.dtype != tdt or ws.dim() != 1 or ws.numel() < need:
-        raise ValueError(f"workspace: expected the workspace of a training-mode lstm_layer "
+        raise ValueError(f"workspace: expected the workspace of a training-mode {cell}_layer "
                          f"call (at least {need} elements of {tdt}), got {ws.numel()} of "
                          f"{ws.dtype}")
-    names = _names(D == 2, bias, P > 0, peephole)
-    shapes = functional.param_shapes(I, H, 1, bias, D == 2, P, peephole)
+    names = _names(cell, D == 2, bias, P > 0, peephole)
+    shapes = functional.param_shapes(I, H, 1, bias, D == 2, P, peephole, cell=cell)
     grads = {n: torch.zeros(shapes[n], dtype=tdt) for n in names}
     gnp = {n: g.numpy() for n, g in grads.items()}
     per_dir = [tuple(None if n is None else gnp[n] for n in
-                     functional._direction_weights(gnp, 0, sfx, bias, peephole, P)[0])
+                     functional._direction_weights(gnp, 0, sfx, bias, peephole, P, cell)[0])
                for sfx in _spec.suffixes(D == 2)]
+    shp = _state_shapes(cell, D, B, H, P)
+    dn = [_state(g, f"d{s}_n", dtype, sh) for g, s, sh in zip(d_states, "hc", shp)]
     dx = torch.empty((T, B, I), dtype=tdt)
-    dh0 = torch.empty((D, B, Ho), dtype=tdt)
-    dc0 = torch.empty((D, B, H), dtype=tdt)
+    d0 = [torch.empty(sh, dtype=tdt) for sh in shp]
+    dh_n, dc_n = (dn + [None])[:2]
+    dh0, dc0 = ([t.numpy() for t in d0] + [None])[:2]
     functional._kernel("backward", dtype)(
         dims, packed_layer, per_dir, x, lens, c0, _np(ws)[:need],
-        _state(dy, "dy", dtype, (T, B, D * Ho)), _state(dh_n, "dh_n", dtype, (D, B, Ho)),
-        _state(dc_n, "dc_n", dtype, (D, B, H)), dx.numpy(), dh0.numpy(), dc0.numpy(), nt, isa)
-    return [dx, dh0, dc0] + [grads[n] for n in names]
+        _state(dy, "dy", dtype, (T, B, D * (P or H))), dh_n, dc_n, dx.numpy(), dh0, dc0, nt,
+        isa)
+    return [dx] + d0 + [grads[n] for n in names]
 
 
-def _prepare(x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias,
+def _prepare(cell, x, weights, states, lengths, hidden_size, proj_size, bidirectional, bias,
              peephole, with_backward):
-    """Checked arguments of one layer call and its packed weights."""
-    dims, params, dtype, config = _layer_args(x, weights, hidden_size, proj_size,
+    """Checked arguments of one layer call and its packed weights. states:
+    [h0 (, c0)], each a Tensor or None (not given: the backward needs no h0)."""
+    dims, params, dtype, config = _layer_args(cell, x, weights, hidden_size, proj_size,
                                               bidirectional, bias, peephole)
     T, B, H, P, D = dims.T, dims.B, dims.H, dims.P, dims.D
     isa, nt = resolve_isa(), torch.get_num_threads()
-    h0n = None if h0 is None else _state(h0, "h0", dtype, (D, B, P or H))
-    c0n = _state(c0, "c0", dtype, (D, B, H))
-    packed = functional._pack_checked(params, config, dtype, isa, with_backward, nt)
-    return packed.layers[0], dims, dtype, isa, nt, _np(x), h0n, c0n, _lengths(lengths, B, T)
+    s0 = [None if t is None else _state(t, name, dtype, shape)
+          for t, name, shape in zip(states, ("h0", "c0"), _state_shapes(cell, D, B, H, P))]
+    packed = functional._pack_checked(params, config, dtype, isa, with_backward, nt,
+                                      cell=cell)
+    return packed.layers[0], dims, dtype, isa, nt, _np(x), s0, _lengths(lengths, B, T)
+
+
+def _layer_impl(cell, x, weights, states, lengths, cfg, training):
+    pl, dims, dtype, isa, nt, xn, s0, lens = _prepare(cell, x, weights, states, lengths, *cfg,
+                                                      False)
+    y, finals, ws = _run_forward(cell, pl, dims, dtype, isa, nt, xn, s0, lens, training)
+    return (y, *finals, ws)
+
+
+def _backward_impl(cell, x, weights, c0, lengths, ws, dy, d_states, cfg):
+    pl, dims, dtype, isa, nt, xn, s0, lens = _prepare(
+        cell, x, weights, [None, c0][:n_states(cell)], lengths, *cfg, True)
+    return _run_backward(cell, pl, dims, dtype, isa, nt, cfg[3], xn, s0[1] if c0 is not None
+                         else None, lens, ws, dy, d_states)
+
+
+def _layer_fake(cell, x, cfg, training):
+    T, B, I = x.shape
+    H, P, bidirectional, _, peephole = cfg
+    D = 2 if bidirectional else 1
+    per_row = _workspace_per_row(cell, _dims(cell, 1, 1, I, H, P, D, peephole), resolve_isa(),
+                                 x.element_size())
+    return (x.new_empty((T, B, D * (P or H))),
+            *[x.new_empty(s) for s in _state_shapes(cell, D, B, H, P)],
+            x.new_empty((T * B * per_row if training else 0,)))
+
+
+def _backward_fake(cell, x, weights, cfg):
+    T, B, I = x.shape
+    H, P, bidirectional = cfg[:3]
+    D = 2 if bidirectional else 1
+    return ([x.new_empty((T, B, I))] + [x.new_empty(s) for s in _state_shapes(cell, D, B, H, P)]
+            + [w.new_empty(w.shape) for w in weights])
 
 
 @torch.library.custom_op("fastlstm::lstm_layer", mutates_args=(), device_types="cpu")
@@ -146,23 +209,15 @@ def lstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
     """One LSTM layer: x [T,B,I], h0 [D,B,Ho], c0 [D,B,H], lengths int64 [B] or
     None -> y [T,B,D*Ho], h_n [D,B,Ho], c_n [D,B,H], workspace (what
     `lstm_layer_backward` needs when training, else empty)."""
-    pl, dims, dtype, isa, nt, xn, h0n, c0n, lens = _prepare(
-        x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
-        False)
-    return _run_forward(pl, dims, dtype, isa, nt, xn, h0n, c0n, lens, training)
+    return _layer_impl("lstm", x, weights, [h0, c0], lengths,
+                       (hidden_size, proj_size, bidirectional, bias, peephole), training)
 
 
 @lstm_layer.register_fake
 def _lstm_layer_fake(x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias,
                      peephole, training):
-    T, B, I = x.shape
-    H, P, D = hidden_size, proj_size, 2 if bidirectional else 1
-    Ho = P or H
-    per_row = _workspace_per_row(_core.LayerDims(T=1, B=1, I=I, H=H, P=P, D=D,
-                                                 peephole=bool(peephole)),
-                                 resolve_isa(), x.element_size())
-    return (x.new_empty((T, B, D * Ho)), x.new_empty((D, B, Ho)), x.new_empty((D, B, H)),
-            x.new_empty((T * B * per_row if training else 0,)))
+    return _layer_fake("lstm", x, (hidden_size, proj_size, bidirectional, bias, peephole),
+                       training)
 
 
 @torch.library.custom_op("fastlstm::lstm_layer_backward", mutates_args=(), device_types="cpu")
@@ -172,43 +227,102 @@ def lstm_layer_backward(x: Tensor, weights: list[Tensor], c0: Tensor, lengths: O
                         peephole: bool) -> list[Tensor]:
     """BPTT through `lstm_layer(..., training=True)`: returns [dx, dh0, dc0] and
     then one gradient per tensor of `weights`, in its order."""
-    pl, dims, dtype, isa, nt, xn, _, c0n, lens = _prepare(
-        x, weights, None, c0, lengths, hidden_size, proj_size, bidirectional, bias, peephole,
-        True)
-    return _run_backward(pl, dims, dtype, isa, nt, bias, xn, c0n, lens, workspace, dy, dh_n,
-                         dc_n)
+    return _backward_impl("lstm", x, weights, c0, lengths, workspace, dy, [dh_n, dc_n],
+                          (hidden_size, proj_size, bidirectional, bias, peephole))
 
 
 @lstm_layer_backward.register_fake
 def _lstm_layer_backward_fake(x, weights, c0, lengths, workspace, dy, dh_n, dc_n, hidden_size,
                               proj_size, bidirectional, bias, peephole):
-    T, B, I = x.shape
-    H, P, D = hidden_size, proj_size, 2 if bidirectional else 1
-    return ([x.new_empty((T, B, I)), x.new_empty((D, B, P or H)), x.new_empty((D, B, H))]
-            + [w.new_empty(w.shape) for w in weights])
+    return _backward_fake("lstm", x, weights, (hidden_size, proj_size, bidirectional))
 
 
-def _autodiff_grads(inputs: list, grads: tuple, lengths, cfg) -> list:
-    """The vector-Jacobian product of one layer at `inputs` (x, h0, c0, *weights)
-    for `grads` (dy, dh_n, dc_n), through `_autodiff`'s torch ops. Under
-    ``create_graph`` it is a graph that can be differentiated again; it also
-    takes grads that the older vmap batched (gradgradcheck's batched checks),
-    which have no NumPy view. None where an input needs no gradient."""
+@torch.library.custom_op("fastlstm::gru_layer", mutates_args=(), device_types="cpu")
+def gru_layer(x: Tensor, weights: list[Tensor], h0: Tensor, lengths: Optional[Tensor],
+              hidden_size: int, bidirectional: bool, bias: bool,
+              training: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One GRU layer (torch.nn.GRU's maths): x [T,B,I], h0 [D,B,H], lengths
+    int64 [B] or None -> y [T,B,D*H], h_n [D,B,H], workspace (what
+    `gru_layer_backward` needs when training, else empty)."""
+    return _layer_impl("gru", x, weights, [h0], lengths,
+                       _common_cfg("gru", (hidden_size, bidirectional, bias)), training)
+
+
+@gru_layer.register_fake
+def _gru_layer_fake(x, weights, h0, lengths, hidden_size, bidirectional, bias, training):
+    return _layer_fake("gru", x, _common_cfg("gru", (hidden_size, bidirectional, bias)),
+                       training)
+
+
+@torch.library.custom_op("fastlstm::gru_layer_backward", mutates_args=(), device_types="cpu")
+def gru_layer_backward(x: Tensor, weights: list[Tensor], lengths: Optional[Tensor],
+                       workspace: Tensor, dy: Tensor, dh_n: Tensor, hidden_size: int,
+                       bidirectional: bool, bias: bool) -> list[Tensor]:
+    """BPTT through `gru_layer(..., training=True)`: returns [dx, dh0] and then
+    one gradient per tensor of `weights`, in its order."""
+    return _backward_impl("gru", x, weights, None, lengths, workspace, dy, [dh_n],
+                          _common_cfg("gru", (hidden_size, bidirectional, bias)))
+
+
+@gru_layer_backward.register_fake
+def _gru_layer_backward_fake(x, weights, lengths, workspace, dy, dh_n, hidden_size,
+                             bidirectional, bias):
+    return _backward_fake("gru", x, weights, (hidden_size, 0, bidirectional))
+
+
+# the op pair of each cell, and how its schema's trailing arguments map to cfg
+_OPS = {"lstm": (lstm_layer, lstm_layer_backward), "gru": (gru_layer, gru_layer_backward)}
+
+
+def _op_cfg(cell: str, cfg: tuple) -> tuple:
+    """The op's configuration arguments from cfg."""
+    H, P, bidirectional, bias, peephole = cfg
+    return cfg if cell == "lstm" else (H, bidirectional, bias)
+
+
+def _common_cfg(cell: str, args: tuple) -> tuple:
+    """cfg from the op's configuration arguments."""
+    if cell == "lstm":
+        return tuple(args)
+    H, bidirectional, bias = args
+    return (H, 0, bidirectional, bias, False)
+
+
+def call_layer(cell: str, x, weights, states: list, lengths, cfg: tuple, training: bool):
+    """The cell's layer op -> y, [h_n (, c_n)], workspace."""
+    out = _OPS[cell][0](x, weights, *states, lengths, *_op_cfg(cell, cfg), training)
+    return out[0], list(out[1:-1]), out[-1]
+
+
+def call_backward(cell: str, x, weights, states0: list, lengths, ws, d_out, cfg) -> list:
+    """The cell's backward op -> [dx, dh0 (, dc0)] + weight gradients. It reads
+    c0 (LSTM), never h0; d_out: (dy, dh_n (, dc_n))."""
+    return _OPS[cell][1](x, weights, *states0[1:], lengths, ws, *d_out, *_op_cfg(cell, cfg))
+
+
+def _autodiff_grads(cell: str, inputs: list, grads: tuple, lengths, cfg) -> list:
+    """The vector-Jacobian product of one layer at `inputs` (x, *states,
+    *weights) for `grads` (dy, *d_states), through `_autodiff`'s torch ops.
+    Under ``create_graph`` it is a graph that can be differentiated again; it
+    also takes grads that the older vmap batched (gradgradcheck's batched
+    checks), which have no NumPy view. None where an input needs no gradient."""
     need = [i for i, t in enumerate(inputs) if t.requires_grad]
     out = [None] * len(inputs)
     if not need:
         return out
+    ns = n_states(cell)
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         # differentiate with respect to fresh aliases: only this call's own paths
         # count (a weight that also reaches h0 through an earlier call is
         # differentiated there, by the outer backward)
         local = [t.view_as(t) if t.requires_grad else t for t in inputs]
-        x, h0, c0, *weights = local
-        y, hn, cn = _autodiff.lstm_layer(x, weights, h0, c0, lengths, *cfg)
-        g = torch.autograd.grad((y, hn, cn), [local[i] for i in need],
+        x, states, weights = local[0], local[1:1 + ns], local[1 + ns:]
+        y, finals = _autodiff.layer(cell, x, weights, states, lengths, *cfg)
+        outs = (y, *finals)
+        g = torch.autograd.grad(outs, [local[i] for i in need],
                                 [torch.zeros_like(o) if d is None else d
-                                 for o, d in zip((y, hn, cn), grads)],
+                                 for o, d in zip(outs, grads)],
                                 create_graph=create_graph, allow_unused=True)
     for i, gi in zip(need, g):
         out[i] = torch.zeros_like(inputs[i]) if gi is None else gi
@@ -266,10 +380,11 @@ class KernelModule(torch.nn.Module):
         super().__setstate__(state)
 
     def __prepare_scriptable__(self):
+        op = f"torch.ops.fastlstm.{self._CELL}_layer"
         raise RuntimeError(f"fastlstm.torch.{type(self).__name__} cannot be compiled by "
                            f"torch.jit.script (its forward runs Python around custom ops). "
                            f"Use torch.jit.trace, torch.compile or torch.export, which "
-                           f"record torch.ops.fastlstm.lstm_layer")
+                           f"record {op}")
 
     def params_changed(self) -> None:
         """Drop the packed inference weights (after writes through `.data`)."""
@@ -284,38 +399,47 @@ def _needs_autodiff(grads) -> bool:
         g is not None and torch._C._functorch.is_legacy_batchedtensor(g) for g in grads)
 
 
-def _setup_context(ctx, inputs, output):
-    x, weights, h0, c0, lengths, H, P, bidirectional, bias, peephole, training = inputs
-    ctx.config = (H, P, bidirectional, bias, peephole)
-    ctx.training = training
-    ctx.n_weights = len(weights)
-    ctx.mark_non_differentiable(output[3])
-    ctx.save_for_backward(x, h0, c0, output[3], lengths, *weights)
+# Both layer ops take (x, weights, *states, lengths, *config, training) and
+# return (y, *final states, workspace); their backward ops take (x, weights,
+# [c0,] lengths, workspace, dy, *d_states, *config). The autograd and vmap
+# rules below read those positions off the cell's state count.
 
 
-def _lstm_layer_grad(ctx, dy, dh_n, dc_n, _dws):
-    x, h0, c0, ws, lengths, *weights = ctx.saved_tensors
-    if _needs_autodiff((dy, dh_n, dc_n)):
-        g = _autodiff_grads([x, h0, c0, *weights], (dy, dh_n, dc_n), lengths, ctx.config)
-        return g[0], g[3:], g[1], g[2], None, None, None, None, None, None, None
-    if not ctx.training:
-        raise RuntimeError("fastlstm::lstm_layer: backward needs a call with training=True "
-                           "(it saves the workspace BPTT reads)")
-    out = lstm_layer_backward(x, weights, c0, lengths, ws, dy, dh_n, dc_n, *ctx.config)
-    return out[0], out[3:], out[1], out[2], None, None, None, None, None, None, None
+def _register_autograd(cell: str) -> None:
+    layer_op, backward_op = _OPS[cell]
+    ns = n_states(cell)
 
+    def setup_context(ctx, inputs, output):
+        x, weights, states = inputs[0], inputs[1], inputs[2:2 + ns]
+        ctx.cfg = _common_cfg(cell, inputs[3 + ns:-1])
+        ctx.training = inputs[-1]
+        ctx.n_inputs = len(inputs)
+        ctx.mark_non_differentiable(output[-1])
+        ctx.save_for_backward(x, output[-1], inputs[2 + ns], *states, *weights)
 
-lstm_layer.register_autograd(_lstm_layer_grad, setup_context=_setup_context)
+    def grad(ctx, dy, *rest):
+        d_out = (dy, *rest[:ns])  # (the workspace's grad is never used)
+        x, ws, lengths, *saved = ctx.saved_tensors
+        states, weights = saved[:ns], saved[ns:]
+        if _needs_autodiff(d_out):
+            g = _autodiff_grads(cell, [x, *states, *weights], d_out, lengths, ctx.cfg)
+        elif not ctx.training:
+            raise RuntimeError(f"fastlstm::{cell}_layer: backward needs a call with "
+                               f"training=True (it saves the workspace BPTT reads)")
+        else:
+            g = call_backward(cell, x, weights, states, lengths, ws, d_out, ctx.cfg)
+        # -> the op's inputs: x, weights, *states, then none for the rest
+        return (g[0], list(g[1 + ns:]), *g[1:1 + ns]) + (None,) * (ctx.n_inputs - 2 - ns)
 
+    layer_op.register_autograd(grad, setup_context=setup_context)
 
-def _not_differentiable(ctx, *grads):
-    raise RuntimeError("fastlstm::lstm_layer_backward is not differentiable: for second "
-                       "derivatives differentiate fastlstm::lstm_layer with "
-                       "create_graph=True, which runs a differentiable backward")
+    def not_differentiable(ctx, *grads):
+        raise RuntimeError(f"fastlstm::{cell}_layer_backward is not differentiable: for "
+                           f"second derivatives differentiate fastlstm::{cell}_layer with "
+                           f"create_graph=True, which runs a differentiable backward")
 
-
-lstm_layer_backward.register_autograd(_not_differentiable,
-                                      setup_context=lambda ctx, inputs, output: None)
+    backward_op.register_autograd(not_differentiable,
+                                  setup_context=lambda ctx, inputs, output: None)
 
 
 # --------------------------------------------------------------------------- vmap
@@ -343,75 +467,92 @@ def _has_batch_dim(dim) -> bool:
     return dim is not None
 
 
-@torch.library.register_vmap("fastlstm::lstm_layer")
-def _lstm_layer_vmap(info, in_dims, x, weights, h0, c0, lengths, *cfg):
-    training = cfg[-1]
-    if training or _has_batch_dim(in_dims[1]):
-        return _vmap_loop(lstm_layer, info, in_dims, (x, weights, h0, c0, lengths, *cfg))
-    # inference with shared weights: the samples are more rows of one batch
-    N = info.batch_size
+def _register_vmap(cell: str) -> None:
+    layer_op, backward_op = _OPS[cell]
+    ns = n_states(cell)
 
-    def rows(t, dim, axis):  # [.., B, ..] per sample -> [.., N*B, ..], samples outer
-        t = t.unsqueeze(0).expand(N, *t.shape) if dim is None else t.movedim(dim, 0)
-        t = t.movedim(0, axis)
-        return t.reshape(*t.shape[:axis], -1, *t.shape[axis + 2:])
+    def layer_rule(info, in_dims, x, weights, *rest):
+        training = rest[-1]
+        if training or _has_batch_dim(in_dims[1]):
+            return _vmap_loop(layer_op, info, in_dims, (x, weights, *rest))
+        # inference with shared weights: the samples are more rows of one batch
+        N = info.batch_size
 
-    xs = rows(x, in_dims[0], 1)
-    B = xs.shape[1] // N
-    lens = None if lengths is None else rows(lengths, in_dims[4], 0)
-    y, hn, cn, ws = lstm_layer(xs, weights, rows(h0, in_dims[2], 1), rows(c0, in_dims[3], 1),
-                               lens, *cfg)
+        def rows(t, dim, axis):  # [.., B, ..] per sample -> [.., N*B, ..], samples outer
+            t = t.unsqueeze(0).expand(N, *t.shape) if dim is None else t.movedim(dim, 0)
+            t = t.movedim(0, axis)
+            return t.reshape(*t.shape[:axis], -1, *t.shape[axis + 2:])
 
-    def split(t, axis):  # [.., N*B, ..] -> [N, .., B, ..]
-        return t.reshape(*t.shape[:axis], N, B, *t.shape[axis + 1:]).movedim(axis, 0)
+        xs = rows(x, in_dims[0], 1)
+        B = xs.shape[1] // N
+        states = [rows(s, d, 1) for s, d in zip(rest[:ns], in_dims[2:2 + ns])]
+        lengths = rest[ns]
+        lens = None if lengths is None else rows(lengths, in_dims[2 + ns], 0)
+        out = layer_op(xs, weights, *states, lens, *rest[ns + 1:])
 
-    return (split(y, 1), split(hn, 1), split(cn, 1), ws.new_empty((N, 0))), (0, 0, 0, 0)
+        def split(t, axis):  # [.., N*B, ..] -> [N, .., B, ..]
+            return t.reshape(*t.shape[:axis], N, B, *t.shape[axis + 1:]).movedim(axis, 0)
+
+        return ((*[split(t, 1) for t in out[:-1]], out[-1].new_empty((N, 0))),
+                (0,) * len(out))
+
+    torch.library.register_vmap(f"fastlstm::{cell}_layer", layer_rule)
+    torch.library.register_vmap(f"fastlstm::{cell}_layer_backward",
+                                lambda info, in_dims, *args:
+                                _vmap_loop(backward_op, info, in_dims, args))
 
 
-@torch.library.register_vmap("fastlstm::lstm_layer_backward")
-def _lstm_layer_backward_vmap(info, in_dims, *args):
-    return _vmap_loop(lstm_layer_backward, info, in_dims, args)
+for _cell in _OPS:
+    _register_autograd(_cell)
+    _register_vmap(_cell)
 
 
 # --------------------------------------------------------------------------- eager
 
 
 class _EagerLayer(torch.autograd.Function):
-    """`lstm_layer` + `lstm_layer_backward` for eager autograd: the weights are
-    packed once (with the backward panels) and kept for the backward, where
-    the op pair packs in each (an op cannot pass packed weights on)."""
+    """A layer op + its backward op for eager autograd: the weights are packed
+    once (with the backward panels) and kept for the backward, where the op
+    pair packs in each (an op cannot pass packed weights on). key: (cell,
+    *cfg); tensors: the states ([h0 (, c0)]) then the weights."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, lengths, cfg, *weights):
-        pl, dims, dtype, isa, nt, xn, h0n, c0n, lens = _prepare(x, list(weights), h0, c0,
-                                                                lengths, *cfg, True)
-        y, hn, cn, ws = _run_forward(pl, dims, dtype, isa, nt, xn, h0n, c0n, lens, True)
-        ctx.save_for_backward(x, h0, c0, *weights)  # version-checked by autograd
-        ctx.kernel = (pl, dims, dtype, isa, cfg, lengths, lens, ws)
-        return y, hn, cn
+    def forward(ctx, x, lengths, key, *tensors):
+        cell, cfg = key[0], key[1:]
+        ns = n_states(cell)
+        states, weights = list(tensors[:ns]), list(tensors[ns:])
+        pl, dims, dtype, isa, nt, xn, s0, lens = _prepare(cell, x, weights, states, lengths,
+                                                          *cfg, True)
+        y, finals, ws = _run_forward(cell, pl, dims, dtype, isa, nt, xn, s0, lens, True)
+        ctx.save_for_backward(x, *tensors)  # version-checked by autograd
+        ctx.kernel = (pl, dims, dtype, isa, key, lengths, lens, ws)
+        return (y, *finals)
 
     @staticmethod
-    def backward(ctx, dy, dh_n, dc_n):
-        x, h0, c0, *weights = ctx.saved_tensors
-        pl, dims, dtype, isa, cfg, lengths, lens, ws = ctx.kernel
-        if _needs_autodiff((dy, dh_n, dc_n)):
-            g = _autodiff_grads([x, h0, c0, *weights], (dy, dh_n, dc_n), lengths, cfg)
-            return (g[0], g[1], g[2], None, None) + tuple(g[3:])
-        if _transforms_active():  # torch.func.vmap over the backward: the op has the rule
-            out = lstm_layer_backward(x, weights, c0, lengths, ws, dy, dh_n, dc_n, *cfg)
+    def backward(ctx, dy, *d_states):
+        x, *tensors = ctx.saved_tensors
+        pl, dims, dtype, isa, key, lengths, lens, ws = ctx.kernel
+        cell, cfg = key[0], key[1:]
+        ns = n_states(cell)
+        states, weights = tensors[:ns], tensors[ns:]
+        d_out = (dy, *d_states)
+        if _needs_autodiff(d_out):
+            g = _autodiff_grads(cell, [x, *tensors], d_out, lengths, cfg)
+        elif _transforms_active():  # torch.func.vmap over the backward: the op has the rule
+            g = call_backward(cell, x, list(weights), list(states), lengths, ws, d_out, cfg)
         else:
-            out = _run_backward(pl, dims, dtype, isa, torch.get_num_threads(), cfg[3], _np(x),
-                                _np(c0), lens, ws, dy, dh_n, dc_n)
-        return (out[0], out[1], out[2], None, None) + tuple(out[3:])
+            c0 = _np(states[1]) if ns > 1 else None
+            g = _run_backward(cell, pl, dims, dtype, isa, torch.get_num_threads(), cfg[3],
+                              _np(x), c0, lens, ws, dy, list(d_states))
+        return (g[0], None, None) + tuple(g[1:])
 
 
-def _infer_layer(packed, k: int, x: Tensor, h0: Tensor, c0: Tensor, lengths):
-    """Layer k of `packed` without autograd: y, h_n, c_n."""
+def _infer_layer(packed, k: int, x: Tensor, states: list, lengths):
+    """Layer k of `packed` without autograd: y, [h_n (, c_n)]."""
     _, H, _, P, bidirectional, _, peephole = packed.config
     T, B, In = x.shape
-    dims = _core.LayerDims(T=T, B=B, I=In, H=H, P=P, D=2 if bidirectional else 1,
-                           peephole=bool(peephole))
-    y, hn, cn, _ = _run_forward(packed.layers[k], dims, packed.dtype, packed.isa,
-                                torch.get_num_threads(), _np(x), _np(h0), _np(c0),
+    dims = _dims(packed.cell, T, B, In, H, P, 2 if bidirectional else 1, peephole)
+    y, finals, _ = _run_forward(packed.cell, packed.layers[k], dims, packed.dtype, packed.isa,
+                                torch.get_num_threads(), _np(x), [_np(s) for s in states],
                                 _lengths(lengths, B, T), False)
-    return y, hn, cn
+    return y, finals
