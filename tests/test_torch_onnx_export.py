@@ -251,11 +251,149 @@ def test_torchscript_export_of_a_traced_module():
 
 def test_translation_table_names_the_op():
     table = ft.onnx_translation_table()
-    assert list(table) == [torch.ops.fastlstm.lstm_layer.default]
-    assert callable(next(iter(table.values())))
+    assert list(table) == [torch.ops.fastlstm.lstm_layer.default,
+                           torch.ops.fastlstm.gru_layer.default]
+    assert all(callable(f) for f in table.values())
 
 
 def test_import_does_not_load_onnxscript():
     code = ("import sys, fastlstm.torch; "
             "assert 'onnxscript' not in sys.modules and 'onnx' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+class GRUTagger(torch.nn.Module):
+    """Embedding + 2-layer bidirectional batch_first GRU + linear."""
+
+    def __init__(self, gru_cls, **kw):
+        super().__init__()
+        self.emb = torch.nn.Embedding(40, 8)
+        self.gru = gru_cls(8, 12, num_layers=2, bidirectional=True, batch_first=True, **kw)
+        self.out = torch.nn.Linear(24, 5)
+
+    def forward(self, tokens):
+        y, h = self.gru(self.emb(tokens))
+        return self.out(y), h
+
+
+def _gru_pair(cls=GRUTagger, *args, **kw):
+    """A fastlstm model and the torch.nn.GRU model with the same state_dict."""
+    torch.manual_seed(0)
+    fast = cls(ft.GRU, *args, **kw).eval()
+    ref = cls(torch.nn.GRU, *args, **kw).eval()
+    ref.load_state_dict(fast.state_dict())
+    return fast, ref
+
+
+def _gru_nodes(blob):
+    nodes = [n for n in onnx.load_from_string(blob).graph.node if n.op_type == "GRU"]
+    for n in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        assert attrs["linear_before_reset"] == 1, attrs
+    return nodes
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_gru_whole_model_matches_torch_on_new_shapes(exporter):
+    fast, ref = _gru_pair()
+    tok = torch.randint(0, 40, (3, 7))
+    blob = _export(fast, (tok,), exporter, ["tokens"], {"tokens": {0: "batch", 1: "time"}})
+    assert len(_gru_nodes(blob)) == 2, _op_types(blob)
+    assert "LSTM" not in _op_types(blob)
+    for shape in [(3, 7), (5, 11), (2, 3)]:
+        t = torch.randint(0, 40, shape)
+        with torch.no_grad():
+            _assert_close(_run(blob, [t]), ref(t))
+
+
+class GRUWithState(torch.nn.Module):
+    """Time-major, no bias or with, one or two directions; h0 is a graph input."""
+
+    def __init__(self, gru_cls, bias=False, bidirectional=False):
+        super().__init__()
+        self.gru = gru_cls(5, 7, num_layers=2, bias=bias, bidirectional=bidirectional)
+
+    def forward(self, x, h0):
+        return self.gru(x, h0)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("bias, bidirectional", [(False, False), (True, True)])
+def test_gru_initial_state_as_input(exporter, bias, bidirectional):
+    fast, ref = _gru_pair(GRUWithState, bias=bias, bidirectional=bidirectional)
+    D = 2 if bidirectional else 1
+    g = torch.Generator().manual_seed(1)
+    args = (torch.randn(6, 3, 5, generator=g), torch.randn(2 * D, 3, 7, generator=g))
+    blob = _export(fast, args, exporter, ["x", "h0"],
+                   {"x": {0: "time", 1: "batch"}, "h0": {1: "batch"}})
+    assert len(_gru_nodes(blob)) == 2
+    new = (torch.randn(4, 2, 5, generator=g), torch.randn(2 * D, 2, 7, generator=g))
+    for a in (args, new):
+        with torch.no_grad():
+            _assert_close(_run(blob, a), ref(*a))
+
+
+class GRUOpWithLengths(torch.nn.Module):
+    """The GRU layer op called with lengths as a graph input."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = ft.GRU(4, 6, bidirectional=True)
+
+    def forward(self, x, lengths):
+        ws = [getattr(self.gru, n) for n in self.gru._layer_names(0)]
+        y, h, _ = ft.gru_layer(x, ws, x.new_zeros((2, x.shape[1], 6)), lengths, 6, True, True,
+                               False)
+        return y, h
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_gru_lengths_become_sequence_lens(exporter):
+    torch.manual_seed(0)
+    model = GRUOpWithLengths().eval()
+    ref = torch.nn.GRU(4, 6, bidirectional=True).eval()
+    ref.load_state_dict(model.gru.state_dict())
+    x, lens = torch.randn(6, 4, 4), torch.tensor([6, 3, 5, 1])
+    blob = _export(model, (x, lens), exporter, ["x", "lengths"],
+                   {"x": {0: "time", 1: "batch"}, "lengths": {0: "batch"}})
+    for xs, ls in ((x, lens), (torch.randn(5, 3, 4), torch.tensor([2, 5, 4]))):
+        with torch.no_grad():
+            y, h = ref(pack_padded_sequence(xs, ls, enforce_sorted=False))
+            y, _ = pad_packed_sequence(y, total_length=xs.shape[0])
+        _assert_close(_run(blob, [xs, ls]), (y, h))
+
+
+class GRUPacked(torch.nn.Module):
+    def __init__(self, gru_cls):
+        super().__init__()
+        self.gru = gru_cls(4, 6, num_layers=2, bidirectional=True, batch_first=True)
+
+    def forward(self, x, lengths):
+        p = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        y, h = self.gru(p)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+        return y, h
+
+
+def test_gru_packed_sequence_model_torchscript_exporter():
+    fast, ref = _gru_pair(GRUPacked)
+    x, lens = torch.randn(3, 5, 4), torch.tensor([5, 2, 4])
+    blob = _export(fast, (x, lens), "torchscript", ["x", "lengths"])
+    assert len(_gru_nodes(blob)) == 2
+    with torch.no_grad():
+        _assert_close(_run(blob, [x, torch.tensor([3, 5, 1])]), ref(x, torch.tensor([3, 5, 1])))
+
+
+def test_gru_torchscript_export_of_a_traced_module():
+    fast, ref = _gru_pair()
+    tok = torch.randint(0, 40, (2, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(fast, (tok,), check_trace=False)
+    blob = _export(traced, (tok,), "torchscript", ["tokens"])
+    assert "GRU" in _op_types(blob)
+    with torch.no_grad():
+        _assert_close(_run(blob, [tok]), ref(tok))

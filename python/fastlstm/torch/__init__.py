@@ -1,24 +1,29 @@
-"""fastlstm inside PyTorch: `fastlstm.torch.LSTM`, a drop-in torch.nn.LSTM.
+"""fastlstm inside PyTorch: `fastlstm.torch.LSTM` / `GRU`, drop-ins for
+torch.nn.LSTM / torch.nn.GRU, and `LSTMCell` / `GRUCell` for the cells.
 
-`LSTM` mirrors `torch.nn.LSTM` (torch.compile graph breaks on instances of
-that class, so it is not a subclass): same constructor, parameters,
-state_dict, `.to()`/`.double()`, `flatten_parameters()`, PackedSequence,
-unbatched and batch_first input, `hx`, and torch's exceptions for bad input;
-`peephole=True` and `weights_dtype="bfloat16"` are the extra keywords. On
-the CPU in float32/float64 every layer runs fastlstm's kernels:
+`LSTM` and `GRU` mirror `torch.nn.LSTM` and `torch.nn.GRU` (torch.compile
+graph breaks on instances of those classes, so they are not subclasses):
+same constructor, parameters, state_dict, `.to()`/`.double()`,
+`flatten_parameters()`, PackedSequence, unbatched and batch_first input, `hx`,
+and torch's exceptions for bad input; for the LSTM, `peephole=True` and
+`weights_dtype="bfloat16"` are the extra keywords. On the CPU in
+float32/float64 every layer runs fastlstm's kernels:
 - under torch.compile/export, torch.jit.trace and torch.func transforms
-  (vmap, grad), through two custom operators, ``torch.ops.fastlstm.lstm_layer``
-  and ``lstm_layer_backward``, with fake kernels, autograd and vmap rules;
+  (vmap, grad), through custom operators, ``torch.ops.fastlstm.lstm_layer``
+  / ``lstm_layer_backward`` and ``gru_layer`` / ``gru_layer_backward``, with
+  fake kernels, autograd and vmap rules;
 - in eager training, through an autograd Function over the same kernels that
   packs the weights once per step and keeps them for backward;
 - in eager inference, on packed weights kept until a parameter's version
   counter moves, which every in-place torch op does (optimizer steps,
   `load_state_dict`, `nn.init`). Writes through `param.data` bypass the
-  counter: call `lstm.params_changed()` after them.
+  counter: call `params_changed()` after them.
 A backward with ``create_graph=True`` (double backward), forward-mode AD
 (jvp, jacfwd) and an empty batch run the same maths in torch ops
 (`_autodiff`), so every derivative is torch's. Elsewhere (CUDA tensors,
-bfloat16, float16 tensors) the layer runs torch's own LSTM op.
+bfloat16, float16 tensors) the layer runs torch's own op (torch.lstm /
+torch.gru). Both cells share one code path (`_ops`, `_module._Recurrent`,
+`_cell._StepCell`); only the op schemas and the state forms differ.
 
 Tensors reach the kernels as NumPy views, without copies when they are
 contiguous. Kernels use `torch.get_num_threads()` threads. Importing this

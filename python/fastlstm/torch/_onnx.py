@@ -1,47 +1,51 @@
-"""ONNX export of whole models that hold `fastlstm.torch.LSTM`.
+"""ONNX export of whole models that hold `fastlstm.torch.LSTM` or `GRU`.
 
-Traced and exported graphs run each layer as ``torch.ops.fastlstm.lstm_layer``;
-both of torch's ONNX exporters turn that op into one standard ONNX ``LSTM``
-node, so the exported model runs in any ONNX runtime without fastlstm:
+Traced and exported graphs run each layer as ``torch.ops.fastlstm.lstm_layer``
+or ``gru_layer``; both of torch's ONNX exporters turn that op into one
+standard ONNX ``LSTM`` or ``GRU`` node (``linear_before_reset=1``: torch's
+GRU maths, the reset gate applied to ``W_hn h + b_hn``), so the exported model
+runs in any ONNX runtime without fastlstm:
 
-- ``torch.onnx.export(..., dynamo=False)`` (TorchScript): a symbolic function,
+- ``torch.onnx.export(..., dynamo=False)`` (TorchScript): symbolic functions,
   registered when `fastlstm.torch` is imported, for every opset;
 - ``torch.onnx.export(..., dynamo=True)``: pass
   ``custom_translation_table=fastlstm.torch.onnx_translation_table()``
   (needs ``onnxscript``); without it the export fails on the op.
 
 The weights are graph values (initializers or inputs), so the gate reorder
-(torch i,f,g,o -> ONNX i,o,f,c; peepholes i,f,o -> i,o,f) is done by Gather
-nodes in the graph, which constant folding removes when they are constants.
-Lengths become ``sequence_lens`` (int32). The layer's fourth output (the
-training workspace, only read by the backward op) is exported empty. ONNX's
-LSTM has no projection: a layer with ``proj_size > 0`` is refused.
+(LSTM: torch i,f,g,o -> ONNX i,o,f,c, peepholes i,f,o -> i,o,f; GRU: torch
+r,z,n -> ONNX z,r,h, from `fastlstm.convert.onnx_gate_rows`) is done by
+Gather nodes in the graph, which constant folding removes when they are
+constants. Lengths become ``sequence_lens`` (int32). The layer's last output
+(the training workspace, only read by the backward op) is exported empty.
+ONNX's LSTM has no projection: a layer with ``proj_size > 0`` is refused.
 """
 from typing import Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from .. import _spec
 from ..convert import ONNX_PEEPHOLE_ROWS, onnx_gate_rows
 
 _INT32 = 6  # onnx.TensorProto.INT32
 
 
-def _build(e, x, weights, h0, c0, lengths, H: int, P: int, bidirectional: bool, bias: bool,
-           peephole: bool):
-    """One ONNX LSTM node (and its weight reorder) for one lstm_layer call
-    through the emitter `e` -> y [T,B,D*H], h_n [D,B,H], c_n [D,B,H]."""
+def _build(e, cell, x, weights, states, lengths, H: int, P: int, bidirectional: bool,
+           bias: bool, peephole: bool):
+    """One ONNX LSTM or GRU node (and its weight reorder) for one layer op
+    call through the emitter `e` -> y [T,B,D*H], [h_n (, c_n)] [D,B,H]."""
     if P:
         raise ValueError("fastlstm::lstm_layer with proj_size > 0 cannot be exported to "
                          "ONNX: ONNX's LSTM op has no projection (weight_hr)")
     D = 2 if bidirectional else 1
-    n = 2 + 2 * bool(bias) + bool(peephole)
+    G = _spec.SPECS[cell]["gates"]
+    n = len(_spec.direction_params(cell, bias, False, peephole))
     if len(weights) != D * n:
-        raise ValueError(f"fastlstm::lstm_layer: expected {D * n} weight tensors for "
+        raise ValueError(f"fastlstm::{cell}_layer: expected {D * n} weight tensors for "
                          f"bidirectional={bidirectional}, bias={bias}, peephole={peephole}, "
                          f"got {len(weights)}")
-    rows = e.const(onnx_gate_rows(H))
-    prows = e.const(np.array(ONNX_PEEPHOLE_ROWS, np.int64))
+    rows = e.const(onnx_gate_rows(H, cell))
     flat = e.const(np.array([1, -1], np.int64))
 
     def gates(w):  # torch gate rows -> ONNX gate rows
@@ -50,26 +54,31 @@ def _build(e, x, weights, h0, c0, lengths, H: int, P: int, bidirectional: bool, 
     W, R, B, Ph = [], [], [], []
     for d in range(D):
         w = weights[d * n:(d + 1) * n]
-        W.append(e.op("Reshape", gates(w[0]), e.const(np.array([1, 4 * H, -1], np.int64))))
-        R.append(e.op("Reshape", gates(w[1]), e.const(np.array([1, 4 * H, H], np.int64))))
+        W.append(e.op("Reshape", gates(w[0]), e.const(np.array([1, G * H, -1], np.int64))))
+        R.append(e.op("Reshape", gates(w[1]), e.const(np.array([1, G * H, H], np.int64))))
         if bias:  # ONNX B = [Wb, Rb]
             B.append(e.op("Reshape", e.op("Concat", gates(w[2]), gates(w[3]), axis=0), flat))
         if peephole:  # rows i, f, o -> i, o, f
+            prows = e.const(np.array(ONNX_PEEPHOLE_ROWS, np.int64))
             Ph.append(e.op("Reshape", e.op("Gather", w[-1], prows, axis=0), flat))
 
     def stack(vs):
         return vs[0] if len(vs) == 1 else e.op("Concat", *vs, axis=0)
 
     seq = e.none() if lengths is None else e.op("Cast", lengths, to=_INT32)
-    inputs = [x, stack(W), stack(R), stack(B) if bias else e.none(), seq, h0, c0]
+    inputs = [x, stack(W), stack(R), stack(B) if bias else e.none(), seq, *states]
     if peephole:
         inputs.append(stack(Ph))
-    y, hn, cn = e.op("LSTM", *inputs, outputs=3, hidden_size=H,
-                     direction="bidirectional" if D == 2 else "forward")
+    direction = "bidirectional" if D == 2 else "forward"
+    if cell == "lstm":
+        y, *finals = e.op("LSTM", *inputs, outputs=3, hidden_size=H, direction=direction)
+    else:  # torch's GRU: r applied after the recurrent product (linear_before_reset=1)
+        y, *finals = e.op("GRU", *inputs, outputs=2, hidden_size=H, direction=direction,
+                          linear_before_reset=1)
     # Y [T,D,B,H] -> [T,B,D*H], torch's layout
     y = e.op("Transpose", y, perm=[0, 2, 1, 3])
     y = e.op("Reshape", y, e.const(np.array([0, 0, -1], np.int64)))
-    return y, hn, cn
+    return y, finals
 
 
 # --------------------------------------------------------------------------- TorchScript
@@ -99,36 +108,49 @@ class _TorchScriptEmitter:
         return n
 
 
-def _torchscript_symbolic(g, x, weights, h0, c0, lengths, hidden_size, proj_size,
-                          bidirectional, bias, peephole, training):
+def _symbolic(cell: str, g, x, weights, states, lengths, cfg_values, training):
+    """The TorchScript exporter's translation of one layer op; cfg_values: the
+    op's configuration arguments, which must be graph constants."""
     from torch.onnx import JitScalarType, symbolic_helper as sh
 
-    cfg = [sh._maybe_get_const(v, k) for v, k in ((hidden_size, "i"), (proj_size, "i"),
-                                                  (bidirectional, "b"), (bias, "b"),
-                                                  (peephole, "b"))]
+    kinds = "iibbb" if cell == "lstm" else "ibb"  # (H, P,) bidirectional, bias(, peephole)
+    cfg = [sh._maybe_get_const(v, k) for v, k in zip(cfg_values, kinds)]
     if not all(isinstance(v, (int, bool)) for v in cfg):
         raise torch.onnx.errors.SymbolicValueError(
-            "fastlstm::lstm_layer: hidden_size, proj_size, bidirectional, bias and peephole "
-            "must be constants of the traced graph", x)
+            f"fastlstm::{cell}_layer: its size and flag arguments must be constants of the "
+            f"traced graph", x)
+    full = cfg if cell == "lstm" else [cfg[0], 0, cfg[1], cfg[2], False]
     lens = None if sh._is_none(lengths) else lengths
     try:
-        y, hn, cn = _build(_TorchScriptEmitter(g), x, sh._unpack_list(weights), h0, c0, lens,
-                           *cfg)
+        y, finals = _build(_TorchScriptEmitter(g), cell, x, sh._unpack_list(weights), states,
+                           lens, *full)
     except ValueError as err:
         raise torch.onnx.errors.SymbolicValueError(str(err), x) from None
     dtype = JitScalarType.from_value(x, JitScalarType.FLOAT).dtype()
-    return y, hn, cn, g.op("Constant", value_t=torch.empty(0, dtype=dtype))
+    return (y, *finals, g.op("Constant", value_t=torch.empty(0, dtype=dtype)))
+
+
+def _torchscript_lstm(g, x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional,
+                      bias, peephole, training):
+    return _symbolic("lstm", g, x, weights, [h0, c0], lengths,
+                     (hidden_size, proj_size, bidirectional, bias, peephole), training)
+
+
+def _torchscript_gru(g, x, weights, h0, lengths, hidden_size, bidirectional, bias, training):
+    return _symbolic("gru", g, x, weights, [h0], lengths, (hidden_size, bidirectional, bias),
+                     training)
 
 
 def _register_torchscript() -> None:
-    """The symbolic for every opset the TorchScript exporter targets (one
+    """The symbolics for every opset the TorchScript exporter targets (one
     registered at opset 7 serves 7 and above); skipped where torch no longer
     has that exporter."""
     try:
         from torch.onnx import register_custom_op_symbolic
     except ImportError:  # pragma: no cover - a torch without the TorchScript exporter
         return
-    register_custom_op_symbolic("fastlstm::lstm_layer", _torchscript_symbolic, 7)
+    register_custom_op_symbolic("fastlstm::lstm_layer", _torchscript_lstm, 7)
+    register_custom_op_symbolic("fastlstm::gru_layer", _torchscript_gru, 7)
 
 
 # --------------------------------------------------------------------------- dynamo
@@ -160,23 +182,34 @@ def _lstm_layer_onnxscript(x: _T, weights: Sequence[_T], h0: _T, c0: _T,
                            bidirectional: bool, bias: bool, peephole: bool, training: bool):
     """The dynamo exporter's translation of ``fastlstm::lstm_layer``."""
     e = _OnnxscriptEmitter()
-    y, hn, cn = _build(e, x, list(weights), h0, c0, lengths, hidden_size, proj_size,
-                       bidirectional, bias, peephole)
+    y, (hn, cn) = _build(e, "lstm", x, list(weights), [h0, c0], lengths, hidden_size,
+                         proj_size, bidirectional, bias, peephole)
     return y, hn, cn, e.const(np.empty(0, x.dtype.numpy()))
 
 
+def _gru_layer_onnxscript(x: _T, weights: Sequence[_T], h0: _T, lengths: Optional[_TInt],
+                          hidden_size: int, bidirectional: bool, bias: bool, training: bool):
+    """The dynamo exporter's translation of ``fastlstm::gru_layer``."""
+    e = _OnnxscriptEmitter()
+    y, (hn,) = _build(e, "gru", x, list(weights), [h0], lengths, hidden_size, 0,
+                      bidirectional, bias, False)
+    return y, hn, e.const(np.empty(0, x.dtype.numpy()))
+
+
 def onnx_translation_table() -> dict:
-    """``{torch.ops.fastlstm.lstm_layer.default: translation}`` for
+    """``{torch.ops.fastlstm.lstm_layer.default: translation,
+    torch.ops.fastlstm.gru_layer.default: translation}`` for
     ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)``:
-    each layer becomes one standard ONNX ``LSTM`` node. Merge it with your own
-    entries if you have some. Needs the ``onnxscript`` package."""
+    each layer becomes one standard ONNX ``LSTM`` or ``GRU`` node. Merge it
+    with your own entries if you have some. Needs the ``onnxscript`` package."""
     try:
         import onnxscript  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("fastlstm.torch.onnx_translation_table needs the 'onnxscript' "
                           "package (pip install onnxscript), as torch's dynamo ONNX "
                           "exporter does") from err
-    return {torch.ops.fastlstm.lstm_layer.default: _lstm_layer_onnxscript}
+    return {torch.ops.fastlstm.lstm_layer.default: _lstm_layer_onnxscript,
+            torch.ops.fastlstm.gru_layer.default: _gru_layer_onnxscript}
 
 
 _register_torchscript()
