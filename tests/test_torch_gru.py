@@ -754,3 +754,44 @@ def test_cell_streaming_sees_weight_updates_and_other_dtypes_defer():
     xb, hb = x.to(torch.bfloat16), h.to(torch.bfloat16)
     assert torch.equal(fb(xb, hb), tb(xb, hb))
 
+
+
+def test_bfloat16_weights_for_inference():
+    """weights_dtype="bfloat16": eager inference rounds W_ih and W_hh to
+    bfloat16 (oracle: torch.nn.GRU on weights torch rounded itself); autograd
+    calls keep float32 weights (torch's gradients); float64 is refused."""
+    kw = dict(input_size=6, hidden_size=8, num_layers=2, bidirectional=True)
+    tm, fm32 = gru_pair(F32, **kw)
+    fm = flt.GRU(**kw, weights_dtype="bfloat16")
+    fm.load_state_dict(tm.state_dict())
+    assert "weights_dtype='bfloat16'" in repr(fm)
+    rounded = torch.nn.GRU(**kw)
+    rounded.load_state_dict({k: v.to(torch.bfloat16).float()
+                             if k.startswith(("weight_ih", "weight_hh")) else v
+                             for k, v in tm.state_dict().items()})
+    x = rand(7, 3, 6, seed=5, dtype=F32)
+    fm.eval()
+    with torch.no_grad():
+        y, h = fm(x)
+        close(y, rounded(x)[0], F32, "y")
+        close(h, rounded(x)[1], F32, "h_n")
+        assert not torch.equal(y, fm32.eval()(x)[0])  # the rounding is really there
+    fm.train()
+    want, got = run_and_grad(tm, x), run_and_grad(fm, x)
+    for k in want:
+        close(got[k], want[k], F32, k)
+    fm.double().eval()
+    with pytest.raises(TypeError, match="bfloat16"), torch.no_grad():
+        fm(x.double())
+    with pytest.raises(ValueError, match="weights_dtype"):
+        flt.GRU(3, 4, weights_dtype="float16")
+    tc, _ = cell_pair(F32, input_size=6, hidden_size=8)
+    fc = flt.GRUCell(6, 8, weights_dtype="bfloat16")
+    fc.load_state_dict(tc.state_dict())
+    rc = torch.nn.GRUCell(6, 8)
+    rc.load_state_dict({k: v.to(torch.bfloat16).float() if k.startswith("weight") else v
+                        for k, v in tc.state_dict().items()})
+    xc, hc = rand(3, 6, seed=6, dtype=F32), rand(3, 8, seed=7, dtype=F32)
+    with torch.no_grad():
+        close(fc(xc, hc), rc(xc, hc), F32, "cell bf16")
+        close(fc(xc, hc), rc(xc, hc), F32, "cell bf16 streaming")

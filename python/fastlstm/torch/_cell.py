@@ -279,7 +279,9 @@ class LSTMCell(_StepCell):
 class GRUCell(_StepCell):
     """torch.nn.GRUCell on fastlstm's CPU kernels: the same constructor,
     parameters (names, shapes, order, init: gates r, z, n), forward and
-    errors: ``h_1 = cell(input, hx=None)``.
+    errors: ``h_1 = cell(input, hx=None)``. `weights_dtype="bfloat16"` runs
+    eager inference (no autograd) with W_ih and W_hh rounded to bfloat16
+    (float32 parameters only).
 
     Like torch.nn.GRUCell it accepts sizes of zero (those cells run torch's
     own op) and takes `bias` by truth value."""
@@ -288,9 +290,9 @@ class GRUCell(_StepCell):
     _TORCH_NAME = "GRUCell"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None):
+                 dtype=None, weights_dtype=None):
         super().__init__()
-        self._setup(input_size, hidden_size, bias, device, dtype, False, None)
+        self._setup(input_size, hidden_size, bias, device, dtype, False, weights_dtype)
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
         """input [B,I] or [I], hx [B,H] ([H] unbatched) or None -> h_1."""

@@ -337,7 +337,9 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     """torch.nn.GRU on fastlstm's CPU kernels, with the same constructor,
     parameters (names, shapes, order, init: gates r, z, n), forward and
-    errors: ``y, h_n = gru(input, h_0=None)``.
+    errors: ``y, h_n = gru(input, h_0=None)``. `weights_dtype="bfloat16"`
+    runs eager inference (no autograd) with W_ih and W_hh rounded to
+    bfloat16, as fastlstm.GRU.
 
     It mirrors torch.nn.GRU rather than subclassing it: torch.compile graph
     breaks on every torch.nn.RNNBase instance, subclasses included."""
@@ -347,7 +349,8 @@ class GRU(_Recurrent):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device=None, dtype=None, **kwargs):
+                 bidirectional: bool = False, device=None, dtype=None, weights_dtype=None,
+                 **kwargs):
         if "proj_size" in kwargs:  # torch's check and words
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if kwargs:
@@ -355,7 +358,7 @@ class GRU(_Recurrent):
                             f"{next(iter(kwargs))!r}")
         super().__init__()
         self._setup("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, 0, device, dtype, False, None)
+                    bidirectional, 0, device, dtype, False, weights_dtype)
 
     def _states_out(self, states: list):
         return states[0]
