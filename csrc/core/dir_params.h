@@ -21,7 +21,9 @@ decltype(&Ptrs::w_ih) param_field(const ParamSpec& p) {
     decltype(&Ptrs::w_ih) field;
   } fields[] = {{"weight_ih", &Ptrs::w_ih}, {"weight_hh", &Ptrs::w_hh},
                 {"bias_ih", &Ptrs::b_ih},   {"bias_hh", &Ptrs::b_hh},
-                {"weight_hr", &Ptrs::w_hr}, {"weight_ph", &Ptrs::w_ph}};
+                {"weight_hr", &Ptrs::w_hr}, {"weight_ph", &Ptrs::w_ph},
+                {"weight_ln_ih", &Ptrs::ln_ih}, {"weight_ln_hh", &Ptrs::ln_hh},
+                {"weight_ln_c", &Ptrs::ln_c}, {"bias_ln_c", &Ptrs::ln_cb}};
   for (const auto& f : fields)
     if (std::strcmp(f.name, p.name) == 0) return f.field;
   return nullptr;

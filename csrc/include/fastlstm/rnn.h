@@ -79,6 +79,12 @@ struct DirWeights {
   const T* b_hh = nullptr;  // [GH] or nullptr
   const T* w_ph = nullptr;  // [3,H] when peephole, else ignored
   const T* w_hr = nullptr;  // [P,H] when P > 0, else ignored
+  // layer-norm LSTM: the gains of LN(x W_ih^T), LN(h W_hh^T), LN(c) and the
+  // bias of LN(c); ignored by other cells
+  const T* ln_ih = nullptr;  // [GH]
+  const T* ln_hh = nullptr;  // [GH]
+  const T* ln_c = nullptr;   // [H]
+  const T* ln_cb = nullptr;  // [H]
 };
 
 template <class T>
@@ -89,6 +95,10 @@ struct DirGrads {  // accumulated into (+=); same shapes as DirWeights
   T* b_hh = nullptr;  // [GH] or nullptr
   T* w_ph = nullptr;  // [3,H] when peephole
   T* w_hr = nullptr;  // [P,H] when P > 0
+  T* ln_ih = nullptr;  // [GH] layer-norm LSTM
+  T* ln_hh = nullptr;  // [GH]
+  T* ln_c = nullptr;   // [H]
+  T* ln_cb = nullptr;  // [H]
 };
 
 // CPU features and the best kernel path this CPU runs.
