@@ -33,10 +33,8 @@ void check_backend(const ExecConfig& cfg) {
 
 int64_t check_layer(const LayerDims& d, const int64_t* lengths) {
   using detail::checked_mul;
-  require(d.cell == Cell::lstm || d.cell == Cell::gru,
-          d.cell == Cell::lnlstm ? std::string("cell: the layer-norm LSTM has no CPU kernels yet")
-                                 : "cell: expected lstm or gru, got " +
-                                       std::to_string(static_cast<int>(d.cell)));
+  require(d.cell == Cell::lstm || d.cell == Cell::gru || d.cell == Cell::lnlstm,
+          "cell: expected lstm, gru or lnlstm, got " + std::to_string(static_cast<int>(d.cell)));
   const CellSpec& spec = cell_spec(d.cell);
   require(spec.proj || d.P == 0,
           std::string("proj_size: the ") + spec.name + " cell has no projection, got " +

@@ -19,12 +19,19 @@ struct Geometry {
   int64_t GD;      // 4*Hp: width of a row of dgates (gate-major slots [4][Hp])
   int64_t Ho;      // size of h
   int64_t ldh;     // leading dimension of internal h rows
+  bool norm;       // layer-norm LSTM: saves the normalised rows too
+  int64_t lds;     // width of a row of its saved rstds (3, padded to W)
   Geometry(const LayerDims& d, int64_t w)
       : W(w), NR(4 * w), G(cell_spec(d.cell).gates), Hp(round_up(d.H, w)), nblk(Hp / w),
-        GX(G * Hp), GD(4 * Hp), Ho(d.hout()), ldh(d.P > 0 ? round_up(d.P, 4 * w) : Hp) {}
+        GX(G * Hp), GD(4 * Hp), Ho(d.hout()), ldh(d.P > 0 ? round_up(d.P, 4 * w) : Hp),
+        norm(d.cell == Cell::lnlstm), lds(round_up(3, w)) {}
   // Saved per direction: gates [N,GX], one state-sized row [N,Hp] (LSTM c_t,
-  // GRU W_hn h + b_hn), h_{t-1} [N,ldh].
-  int64_t saved_per_row() const { return GX + Hp + ldh; }
+  // GRU W_hn h + b_hn), h_{t-1} [N,ldh]; the layer-norm LSTM's then adds
+  // LN(x W_ih^T), LN(h W_hh^T) [N,GX] each (gate-major), LN(c_t) [N,Hp] and
+  // the rstds [N,lds].
+  int64_t saved_per_row() const {
+    return GX + Hp + ldh + (norm ? 2 * GX + Hp + lds : 0);
+  }
   // Unit blocks a thread's share is a multiple of, so that its columns of
   // the input projection are whole GEMM panels (G blocks of W = a panel).
   int64_t block_grain() const { return G == 4 ? 1 : 4; }

@@ -100,6 +100,53 @@ struct StepKernels {
   void (*bwd_block[2][2])(const BwdBlockArgs<T>&) = {};     // [peephole][clip]
 };
 
+// One row of the layer-norm LSTM's step: its layer norms reduce over the
+// whole row, so one call does a row's every unit (each row by one thread, so
+// results do not depend on how rows are shared). Gate rows named
+// gate-major are [4][Hp] (slot q = gate q, as dgates); padding units are
+// zero in every output. ln: the packed [3*GX + 2*Hp] γ_ih, γ_hh, b_ih + b_hh
+// (gate-major), γ_c, β_c. rstd: 1/sqrt(var + eps) of x W_ih^T, h W_hh^T, c_t.
+template <class T>
+struct LnFwdRowArgs {
+  int64_t H = 0, Hp = 0;
+  const T* ln = nullptr;
+  const T* gx = nullptr;  // [GX] x W_ih^T, interleaved (no bias)
+  const T* r = nullptr;   // [GX] h_{t-1} W_hh^T, interleaved
+  T* xn = nullptr;        // [GX] out LN(x W_ih^T), gate-major
+  T* rn = nullptr;        // [GX] out LN(h W_hh^T), gate-major
+  T* gates = nullptr;     // [GX] out activated gates, interleaved
+  T* c = nullptr;         // [Hp] c_{t-1} in, c_t out
+  T* chat = nullptr;      // [Hp] out LN(c_t)
+  T* h = nullptr;         // [Hp] out h_t
+  T* rstd = nullptr;      // [3] out
+};
+
+template <class T>
+struct LnBwdRowArgs {
+  int64_t H = 0, Hp = 0;
+  const T* ln = nullptr;
+  const T* gates = nullptr;  // [GX] activated gates, interleaved
+  const T* rn = nullptr;     // [GX] LN(h W_hh^T), gate-major
+  const T* chat = nullptr;   // [Hp] LN(c_t)
+  const T* cp = nullptr;     // [Hp] c_{t-1}
+  const T* rstd = nullptr;   // [3]
+  const T* dh = nullptr;     // [Hp] dL/dh_t
+  T* dc = nullptr;           // [Hp] dL/dc_t from step t+1 in, dL/dc_{t-1} out
+  T* da = nullptr;           // [GX] out dL/d(gate pre-activations), gate-major
+  T* dr = nullptr;           // [GX] out dL/d(h W_hh^T), gate-major
+  T* du = nullptr;           // [Hp] out dL/d(LN(c_t)⊙γ_c + β_c)
+};
+
+template <class T>
+struct LnStepKernels {
+  void (*fwd_row)(const LnFwdRowArgs<T>&) = nullptr;
+  void (*bwd_row)(const LnBwdRowArgs<T>&) = nullptr;
+  // out [GX] = dL/dv of n = LN(v) (gate-major rows [4][Hp] of 4H units),
+  // given dL/d(n⊙gain) = da and the rstd of v.
+  void (*norm_backward)(int64_t H, int64_t Hp, const T* gain, const T* da, const T* n, T rstd,
+                        T* out) = nullptr;
+};
+
 template <class T>
 struct ActivationKernels {
   void (*sigmoid)(int64_t n, const T* x, T* y) = nullptr;  // y[n] = σ(x[n])
@@ -110,6 +157,7 @@ struct ActivationKernels {
 template <class T>
 struct Kernels : GemmKernels<T> {
   StepKernels<T> lstm, gru;
+  LnStepKernels<T> lnlstm;
   ActivationKernels<T> act;
 };
 
@@ -124,6 +172,7 @@ struct LstmStep {
   static constexpr int h_gate[4] = {0, 1, 2, 3};
   static constexpr int x_slot = 0;
   static constexpr bool dh_direct = false;  // the backward step leaves a part of dh_{t-1}
+  static constexpr bool norm = false;       // fused steps (see LnLstmStep)
   template <class T>
   static const StepKernels<T>& of(const Kernels<T>& k) { return k.lstm; }
 };
@@ -137,9 +186,35 @@ struct GruStep {
   static constexpr int h_gate[3] = {2, 0, 1};
   static constexpr int x_slot = 1;
   static constexpr bool dh_direct = true;   // z * dh_t
+  static constexpr bool norm = false;
   template <class T>
   static const StepKernels<T>& of(const Kernels<T>& k) { return k.gru; }
 };
+
+// The layer-norm LSTM: not fused (its norms need whole rows), a step is the
+// product h W_hh^T, then the row kernels (LnStepKernels). Saved rows add
+// LN(x W_ih^T), LN(h W_hh^T), LN(c_t) and the rstds (Geometry). The
+// backward's dgates are dL/da (bias and gain gradients); the products take
+// their own rows (dL/d(x W_ih^T), dL/d(h W_hh^T)).
+struct LnLstmStep {
+  static constexpr Cell cell = Cell::lnlstm;
+  static constexpr int G = 4;
+  static constexpr bool has_c = true;
+  static constexpr int h_gate[4] = {0, 1, 2, 3};
+  static constexpr int x_slot = 0;
+  static constexpr bool dh_direct = false;
+  static constexpr bool norm = true;
+};
+
+// Calls f(C{}) with the step layout C of cell c: the one dispatch on the cell.
+template <class F>
+decltype(auto) on_cell(Cell c, F&& f) {
+  switch (c) {
+    case Cell::gru: return f(GruStep{});
+    case Cell::lnlstm: return f(LnLstmStep{});
+    default: return f(LstmStep{});
+  }
+}
 
 // The table for an ISA; throws std::invalid_argument if not built or not
 // supported by this CPU. Tables are immutable after their first use.

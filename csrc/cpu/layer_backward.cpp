@@ -65,6 +65,8 @@ struct BwdDir {
   avec<T> kept;            // [B,ldh] zoneout's direct part of dL/dh_{t-1}
   avec<T> dr;              // [B,Hp] dL/dr (projection)
   avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
+  avec<T> dR;              // [N,GD] layer norm: dL/d(h W_hh^T), gate-major
+  avec<T> du;              // [N,Hp] layer norm: dL/d(LN(c_t)⊙γ_c + β_c)
   std::unique_ptr<SpinBarrier> bar;
 };
 
@@ -95,6 +97,10 @@ void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
     std::memcpy(&st.c0p[j * Hp], c0 + L.sc.perm[j] * H, sizeof(T) * H);
   }
   st.dG.resize(static_cast<size_t>(L.sc.N * L.g.GD));
+  if (C::norm) {
+    st.dR.resize(static_cast<size_t>(L.sc.N * L.g.GD));
+    st.du.resize(static_cast<size_t>(L.sc.N * Hp));
+  }
   if (L.zoneout_keep || L.d.zoneout > 0.0) st.kept.assign(static_cast<size_t>(B * ldh), T(0));
   if (L.d.P > 0) {
     st.dr.assign(static_cast<size_t>(B * Hp), T(0));
@@ -102,7 +108,21 @@ void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
   }
 }
 
-// One thread's part of the loop back through time: thread gtid of gn.
+// The layer-norm LSTM's saved rows after the common ones (Geometry).
+template <class T>
+struct LnSaved {
+  const T* xn;    // [N,GX] LN(x W_ih^T), gate-major
+  const T* rn;    // [N,GX] LN(h W_hh^T)
+  const T* chat;  // [N,Hp] LN(c_t)
+  const T* rstd;  // [N,lds]
+  LnSaved(const T* ws, const Geometry& g, int64_t N)
+      : xn(ws + N * (g.GX + g.Hp + g.ldh)), rn(xn + N * g.GX), chat(rn + N * g.GX),
+        rstd(chat + N * g.Hp) {}
+};
+
+// One thread's part of the loop back through time: thread gtid of gn. A
+// layer-norm step runs its row kernel on a share of the rows between two
+// barriers, then dh_{t-1} = dL/d(h W_hh^T) W_hh.
 template <class C, class T>
 void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const LayerDims& d = L.d;
@@ -118,7 +138,8 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const T* hs = cs + N * Hp;           // [N,ldh] h_{t-1}
   const int64_t ldy = d.D * Ho;
   const T* const dyd = L.dy + st.dir * Ho;
-  const auto block_kernel = C::of(kr).bwd_block[peep][d.cell_clip > 0.0];
+  void (*block_kernel)(const BwdBlockArgs<T>&) = nullptr;
+  if constexpr (!C::norm) block_kernel = C::of(kr).bwd_block[peep][d.cell_clip > 0.0];
   // as the forward: all rows and a slice of the units, or a slice of the rows
   const bool rows = L.rows_mode;
   const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
@@ -147,6 +168,40 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       gm.c = st.dr.data() + j0 * Hp; gm.ldc = Hp;
       step_gemm(kr, gm, sh, gtid, gn, abuf.data());
       st.bar->wait(sense);
+    }
+    if constexpr (C::norm) {
+      const LnSaved<T> sv(st.ws, g, N);
+      st.bar->wait(sense);  // the row kernels read whole rows of dh
+      int64_t ja = j0, jb = j0 + n;
+      if (!rows) split(n, gtid, gn, ja, jb);
+      for (int64_t j = ja; j < jb; ++j) {
+        const int64_t rr = j - j0, o = off + rr;
+        LnBwdRowArgs<T> a;
+        a.H = H; a.Hp = Hp;
+        a.ln = pw.ln.data();
+        a.gates = gs + o * GX;
+        a.rn = sv.rn + o * GX;
+        a.chat = sv.chat + o * Hp;
+        a.cp = s > 0 ? cs + (sc.off[s - 1] + j) * Hp : st.c0p.data() + j * Hp;
+        a.rstd = sv.rstd + o * g.lds;
+        a.dh = dh + rr * ldh;
+        a.dc = st.dc.data() + j * Hp;
+        a.da = st.dG.data() + o * GD;
+        a.dr = st.dR.data() + o * GD;
+        a.du = st.du.data() + o * Hp;
+        kr.lnlstm.bwd_row(a);
+        if (zo.on) std::memcpy(dh + rr * ldh, st.kept.data() + j * ldh, sizeof(T) * Ho);
+      }
+      st.bar->wait(sense);
+      Gemm<T> gm;  // dh_{t-1} (+)= dL/d(h W_hh^T)_t W_hh
+      gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = GX;
+      gm.a = st.dR.data() + off * GD; gm.rsa = GD; gm.csa = 1;
+      gm.bp = pw.whh_t.data();
+      gm.c = dh; gm.ldc = ldh;
+      gm.accumulate = zo.on;
+      if (!rows || n > 0) step_gemm(kr, gm, sh, gtid, gn, abuf.data());
+      st.bar->wait(sense);
+      continue;
     }
     if (b0 < b1 && n > 0) {
       const int64_t blk = b0;
@@ -209,13 +264,28 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   }
   const T* dG = st.dG.data();
   static constexpr int x_gate[4] = {0, 1, 2, 3};
+  const T* dGx = dG;  // rows of dL/d(x W_ih^T) (from slot x_slot)
+  if constexpr (C::norm) {
+    // dW_hh += dL/d(h W_hh^T)^T h_{t-1}; then, in the same rows,
+    // dL/d(x W_ih^T) = LN's backward of dL/da ⊙ γ_ih
+    gate_weight_grad(kr, g, H, N, st.dR.data(), 0, C::h_gate,
+                     pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho, gr.w_hh, nt);
+    const LnSaved<T> sv(st.ws, g, N);
+    T* dX = st.dR.data();
+    const auto norm_backward = kr.lnlstm.norm_backward;
+    const T* gih = pw.ln.data();
+#pragma omp parallel for num_threads(threads_for(32.0 * N * GX, nt)) schedule(static)
+    for (int64_t rw = 0; rw < N; ++rw)
+      norm_backward(H, Hp, gih, dG + rw * GD, sv.xn + rw * GX, sv.rstd[rw * g.lds], dX + rw * GD);
+    dGx = dX;
+  }
   // dx += dG_x W_ih
   {
     const bool direct = sc.identity && !rev;
     avec<T> tmp(direct ? 0 : static_cast<size_t>(N * I));
     Gemm<T> gm;
     gm.M = N; gm.N = I; gm.K = GX;
-    gm.a = dG + C::x_slot * Hp; gm.rsa = GD; gm.csa = 1;
+    gm.a = dGx + C::x_slot * Hp; gm.rsa = GD; gm.csa = 1;
     gm.bp = pw.wih_t.data();
     gm.c = direct ? dx : tmp.data(); gm.ldc = I;
     gm.accumulate = direct;
@@ -226,16 +296,18 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   {
     std::vector<T> xbuf;
     const T* xp = packed_rows(sc, rev, x, B, I, xbuf, nt);
-    gate_weight_grad(kr, g, H, N, dG, C::x_slot, x_gate, pack_plain(N, I, xp, I, 1, NR, nt), I,
+    gate_weight_grad(kr, g, H, N, dGx, C::x_slot, x_gate, pack_plain(N, I, xp, I, 1, NR, nt), I,
                      gr.w_ih, nt);
   }
-  gate_weight_grad(kr, g, H, N, dG, 0, C::h_gate, pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho,
-                   gr.w_hh, nt);
-  // Bias and peephole gradients: per-unit sums over rows, in row order for
-  // every unit; rows are walked in memory order, each thread on its units.
+  if constexpr (!C::norm)
+    gate_weight_grad(kr, g, H, N, dG, 0, C::h_gate, pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho,
+                     gr.w_hh, nt);
+  // Bias, peephole and layer-norm gradients: per-unit sums over rows, in row
+  // order for every unit; rows are walked in memory order, each thread on
+  // its units.
   const int ntr_rows = threads_for(16.0 * N * H, nt);
   const T* c0p = st.c0p.data();
-  if (gr.b_ih || gr.b_hh || peep) {
+  if (gr.b_ih || gr.b_hh || peep || C::norm) {
 #pragma omp parallel num_threads(ntr_rows)
     {
       int64_t u0, u1;
@@ -243,6 +315,8 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
       const int64_t nu = u1 - u0;
       // db[s] sums dgates slot s; b_ih's gate q is slot x_slot+q, b_hh's is its h slot
       std::vector<T> db(static_cast<size_t>(4 * nu), T(0)), dp(static_cast<size_t>(3 * nu), T(0));
+      // layer norm: γ_ih [4], γ_hh [4], γ_c, β_c
+      std::vector<T> dn(static_cast<size_t>(C::norm ? 10 * nu : 0), T(0));
       for (int64_t s = 0; s < S; ++s)
         for (int64_t j = 0; j < sc.n_at[s]; ++j) {
           const int64_t rw = sc.off[s] + j;
@@ -258,6 +332,20 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
               dp[2 * nu + u] += dgr[3 * Hp + u] * ct[u];
             }
           }
+          if constexpr (C::norm) {
+            const LnSaved<T> sv(st.ws, g, N);
+            const T *xr = sv.xn + rw * GX + u0, *rr = sv.rn + rw * GX + u0;
+            const T *chr = sv.chat + rw * Hp + u0, *dur = st.du.data() + rw * Hp + u0;
+            for (int64_t q = 0; q < 4; ++q)
+              for (int64_t u = 0; u < nu; ++u) {
+                dn[q * nu + u] += dgr[q * Hp + u] * xr[q * Hp + u];
+                dn[(4 + q) * nu + u] += dgr[q * Hp + u] * rr[q * Hp + u];
+              }
+            for (int64_t u = 0; u < nu; ++u) {
+              dn[8 * nu + u] += dur[u] * chr[u];
+              dn[9 * nu + u] += dur[u];
+            }
+          }
         }
       for (int64_t s = 0; s < C::G; ++s)
         for (int64_t u = 0; u < nu; ++u) {
@@ -267,6 +355,17 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
       if (peep)
         for (int64_t q = 0; q < 3; ++q)
           for (int64_t u = 0; u < nu; ++u) gr.w_ph[q * H + u0 + u] += dp[q * nu + u];
+      if constexpr (C::norm) {
+        for (int64_t q = 0; q < 4; ++q)
+          for (int64_t u = 0; u < nu; ++u) {
+            gr.ln_ih[q * H + u0 + u] += dn[q * nu + u];
+            gr.ln_hh[q * H + u0 + u] += dn[(4 + q) * nu + u];
+          }
+        for (int64_t u = 0; u < nu; ++u) {
+          gr.ln_c[u0 + u] += dn[8 * nu + u];
+          gr.ln_cb[u0 + u] += dn[9 * nu + u];
+        }
+      }
     }
   }
   // dW_hr += dh^T r, with r = o * tanh(c_t) recomputed.
@@ -322,6 +421,7 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   for (int dir = 0; dir < d.D; ++dir) {
     gradients<C>(L, st[dir], x, dx, g[dir], nt);
     st[dir].dG = avec<T>();
+    st[dir].dR = avec<T>();
   }
 }
 
@@ -335,12 +435,15 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
   check_layer(d, lengths);
   check_backend(cfg);
   pw.check(d, cfg.isa, true);
-  if (d.cell == Cell::gru)
-    backward_cell<GruStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg,
-                           zoneout_keep);
-  else
-    backward_cell<LstmStep>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg,
-                            zoneout_keep);
+  if (d.cell == Cell::lnlstm)
+    for (int64_t k = 0; k < d.D; ++k)
+      if (!g[k].ln_ih || !g[k].ln_hh || !g[k].ln_c || !g[k].ln_cb)
+        throw std::invalid_argument("grads: the layer-norm LSTM needs ln_ih, ln_hh, ln_c and "
+                                    "ln_cb");
+  on_cell(d.cell, [&](auto c) {
+    backward_cell<decltype(c)>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg,
+                               zoneout_keep);
+  });
 }
 
 }  // namespace detail

@@ -59,7 +59,8 @@ struct FwdDir {
   avec<T> hbuf;           // [2][B,ldh] h double-buffered, slot order
   avec<T> c;              // [B,Hp] (cells with c)
   avec<T> r;              // [B,Hp] o*tanh(c) before the projection
-  avec<T> gx;             // [chunk_rows,GX] projection of a chunk (inference)
+  avec<T> gx;             // [chunk_rows,GX] projection of a chunk (inference; layer norm)
+  avec<T> rb;             // [B,GX] h W_hh^T of a step (layer norm, threads split units)
   std::unique_ptr<SpinBarrier> bar;
 };
 
@@ -69,7 +70,9 @@ void init_state(const FwdLayer<T>& L, FwdDir<T>& s) {
   s.hbuf.assign(static_cast<size_t>(2 * B * ldh), T(0));
   if (C::has_c) s.c.assign(static_cast<size_t>(B * Hp), T(0));
   if (L.d.P > 0) s.r.assign(static_cast<size_t>(B * Hp), T(0));
-  if (!L.train && !L.rows_mode) s.gx.resize(static_cast<size_t>(L.chunk_rows * L.g.GX));
+  if ((!L.train || C::norm) && !L.rows_mode)
+    s.gx.resize(static_cast<size_t>(L.chunk_rows * L.g.GX));
+  if (C::norm && !L.rows_mode) s.rb.resize(static_cast<size_t>(B * L.g.GX));
   for (int64_t j = 0; j < B; ++j) {
     std::memcpy(&s.hbuf[j * ldh], s.h0 + L.sc.perm[j] * Ho, sizeof(T) * Ho);
     if (C::has_c) std::memcpy(&s.c[j * Hp], s.c0 + L.sc.perm[j] * L.d.H, sizeof(T) * L.d.H);
@@ -81,7 +84,9 @@ void init_state(const FwdLayer<T>& L, FwdDir<T>& s) {
 // One thread's part of one direction: thread gtid of a group of gn. It owns
 // rows [j0,j1) and unit blocks [b0,b1): all rows and a slice of the units
 // (one barrier per step), or, with L.rows_mode, a slice of the rows and all
-// units (no barrier at all: rows are independent).
+// units (no barrier at all: rows are independent). A layer-norm step is
+// instead the product h W_hh^T (each thread its share), a barrier, then the
+// row kernels on a share of the rows, and a barrier.
 template <class C, class T>
 void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
                    T* xa /*[chunk_rows,I] this thread's*/,
@@ -98,6 +103,11 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   T* gs = st.ws;                                  // [N,GX] activated gates
   T* cs = train ? st.ws + N * GX : nullptr;       // [N,Hp] LSTM c_t, GRU h W_hn^T + b_hn
   T* hs = train ? cs + N * Hp : nullptr;          // [N,ldh] h_{t-1}
+  // layer norm, saved (Geometry): LN(x W_ih^T), LN(h W_hh^T) [N,GX], LN(c_t) [N,Hp], rstds
+  T* xs = train && C::norm ? hs + N * ldh : nullptr;
+  T* rs = xs ? xs + N * GX : nullptr;
+  T* chs = rs ? rs + N * GX : nullptr;
+  T* sts = chs ? chs + N * Hp : nullptr;
   const int64_t ldy = d.D * Ho;
   T* const yd = L.y + st.dir * Ho;
 
@@ -105,14 +115,19 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const Zoneout<T> zo(d, L.zoneout_keep, st.dir);
   const int64_t j0 = sh.j0, b0 = sh.b0, b1 = sh.b1, u0 = sh.u0, u1 = sh.u1;
   const bool direct_x = !rows && sc.identity && !rev;  // chunk rows are contiguous in x
-  const bool direct_gx = !rows && train;  // projection straight into the saved gates
+  const bool direct_gx = !rows && train && !C::norm;  // projection into the saved gates
   avec<T> abuf = gemm_abuf(kr);
   avec<T> msum(C::has_c ? 0 : static_cast<size_t>(B * W));  // GruRows' k-slice sums
   bool sense = false;
-  const StepKernels<T>& sk = C::of(kr);
-  const bool clip = d.cell_clip > 0.0;
-  const auto block_kernel =
-      L.pw.bf16 ? sk.fwd_block_bf16[peep][clip] : sk.fwd_block[peep][train][clip];
+  void (*block_kernel)(const FwdBlockArgs<T>&) = nullptr;
+  if constexpr (!C::norm) {
+    const StepKernels<T>& sk = C::of(kr);
+    const bool clip = d.cell_clip > 0.0;
+    block_kernel = L.pw.bf16 ? sk.fwd_block_bf16[peep][clip] : sk.fwd_block[peep][train][clip];
+  }
+  // layer norm: this thread's h W_hh^T rows (rows mode) and its rows' scratch
+  avec<T> rbl(C::norm && rows ? static_cast<size_t>(B * GX) : 0);
+  avec<T> lnx(C::norm && !train ? static_cast<size_t>(3 * GX + Hp + 4) : 0);
 
   for (size_t ci = 0; ci + 1 < L.chunk.size(); ++ci) {
     const int64_t s0 = L.chunk[ci], s1 = L.chunk[ci + 1];
@@ -135,7 +150,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
       gm.bp = pw.wih.data();
       gm.bp16 = L.pw.bf16 ? pw.wih16.data() : nullptr;
       gm.c = gxc; gm.ldc = GX;
-      gm.bias = pw.bias.data();
+      gm.bias = C::norm ? nullptr : pw.bias.data();  // layer norm: the bias is after LN
       gm.split_k = !rows;
       // blocks [b0,b1) are GEMM panels [b0*G/4, ceil(b1*G/4)) (see block_grain)
       gemm_panels(kr, gm, b0 * C::G / 4, (b1 * C::G + 3) / 4, abuf.data());
@@ -144,6 +159,57 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
       const int64_t n = sh.rows_at(sc, s), off = sc.off[s] + j0;  // packed row of slot j0
       const T* hprev = st.hbuf.data() + (s & 1) * B * ldh + j0 * ldh;
       T* hnext = st.hbuf.data() + ((s + 1) & 1) * B * ldh + j0 * ldh;
+      // zoneout, y, the saved h_{t-1} of step s+1, and h_n of rows that end at
+      // step s, for slots [ja,jb) and columns [ca,cb)
+      const int64_t nnext = s + 1 < S ? sc.n_at[s + 1] : 0;
+      const auto finish = [&](int64_t ja, int64_t jb, int64_t ca, int64_t cb) {
+        for (int64_t j = ja; j < jb; ++j) {
+          T* hj = hnext + (j - j0) * ldh;
+          const int64_t b = sc.perm[j], t = sc.t_of(s, j, rev);
+          if (zo.on) zo.mix(t, b, B, hprev + (j - j0) * ldh, hj, ca, cb);
+          std::memcpy(yd + (t * B + b) * ldy + ca, hj + ca, sizeof(T) * (cb - ca));
+          if (j >= nnext)
+            std::memcpy(st.hn + b * Ho + ca, hj + ca, sizeof(T) * (cb - ca));
+          else if (train)
+            std::memcpy(hs + (sc.off[s + 1] + j) * ldh + ca, hj + ca, sizeof(T) * (cb - ca));
+        }
+      };
+      if constexpr (C::norm) {
+        T* rb = rows ? rbl.data() : st.rb.data();  // [rows,GX] h W_hh^T, from slot j0
+        if (!rows || n > 0) {
+          Gemm<T> gm;
+          gm.M = rows ? n : sc.n_at[s]; gm.N = GX; gm.K = Ho;
+          gm.a = hprev; gm.rsa = ldh; gm.csa = 1;
+          gm.bp = pw.whh.data();
+          gm.c = rb; gm.ldc = GX;
+          step_gemm(kr, gm, sh, gtid, gn, abuf.data());
+        }
+        st.bar->wait(sense);
+        int64_t ja = j0, jb = j0 + n;
+        if (!rows) split(n, gtid, gn, ja, jb);
+        for (int64_t j = ja; j < jb; ++j) {
+          const int64_t rr = j - j0, o = off + rr;  // row in this thread's buffers, packed row
+          LnFwdRowArgs<T> a;
+          a.H = d.H; a.Hp = Hp;
+          a.ln = pw.ln.data();
+          a.gx = gxc + (lo + rr) * GX;
+          a.r = rb + rr * GX;
+          a.c = st.c.data() + j * Hp;
+          a.h = hnext + rr * ldh;
+          if (train) {
+            a.xn = xs + o * GX; a.rn = rs + o * GX; a.gates = gs + o * GX;
+            a.chat = chs + o * Hp; a.rstd = sts + o * g.lds;
+          } else {
+            a.xn = lnx.data(); a.rn = a.xn + GX; a.gates = a.rn + GX;
+            a.chat = a.gates + GX; a.rstd = a.chat + Hp;
+          }
+          kr.lnlstm.fwd_row(a);
+          if (train) std::memcpy(cs + o * Hp, a.c, sizeof(T) * Hp);
+        }
+        finish(ja, jb, 0, Ho);
+        st.bar->wait(sense);
+        continue;
+      }
       for (int64_t blk = b0; blk < b1 && n > 0; ++blk) {
         FwdBlockArgs<T> a;
         a.n = n;
@@ -181,18 +247,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         step_gemm(kr, gm, sh, gtid, gn, abuf.data());
         st.bar->wait(sense);
       }
-      // zoneout, y, the saved h_{t-1} of step s+1, and h_n of rows that end at step s
-      const int64_t nnext = s + 1 < S ? sc.n_at[s + 1] : 0;
-      for (int64_t j = j0; j < j0 + n; ++j) {
-        T* hj = hnext + (j - j0) * ldh;
-        const int64_t b = sc.perm[j], t = sc.t_of(s, j, rev);
-        if (zo.on) zo.mix(t, b, B, hprev + (j - j0) * ldh, hj, u0, u1);
-        std::memcpy(yd + (t * B + b) * ldy + u0, hj + u0, sizeof(T) * (u1 - u0));
-        if (j >= nnext)
-          std::memcpy(st.hn + b * Ho + u0, hj + u0, sizeof(T) * (u1 - u0));
-        else if (train)
-          std::memcpy(hs + (sc.off[s + 1] + j) * ldh + u0, hj + u0, sizeof(T) * (u1 - u0));
-      }
+      finish(j0, j0 + n, u0, u1);
       // the next step reads all of h: after the projection, wait for every thread's mix
       if (P == 0 || zo.on) st.bar->wait(sense);
     }
@@ -272,10 +327,9 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
   pw.check(d, cfg.isa, false);  // a training forward needs no backward panels
   if (ws != nullptr && pw.bf16)
     throw std::invalid_argument("packed weights: bfloat16 weights are for inference only");
-  if (d.cell == Cell::gru)
-    forward_cell<GruStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg, zoneout_keep);
-  else
-    forward_cell<LstmStep>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg, zoneout_keep);
+  on_cell(d.cell, [&](auto c) {
+    forward_cell<decltype(c)>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg, zoneout_keep);
+  });
 }
 
 template void layer_forward_packed<float>(const LayerDims&, const PackedImpl<float>&,

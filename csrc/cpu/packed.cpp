@@ -37,6 +37,24 @@ void PackedImpl<T>::check(const LayerDims& d, Isa call_isa, bool need_backward) 
 
 namespace {
 
+// The layer-norm LSTM's row constants (PackedDir::ln), zero padded.
+template <class T>
+avec<T> ln_constants(const DirWeights<T>& w, int64_t H, int64_t Hp) {
+  avec<T> out(static_cast<size_t>(14 * Hp), T(0));
+  for (int64_t q = 0; q < 4; ++q)
+    for (int64_t u = 0; u < H; ++u) {
+      const int64_t i = q * Hp + u, k = q * H + u;
+      out[i] = w.ln_ih[k];
+      out[4 * Hp + i] = w.ln_hh[k];
+      out[8 * Hp + i] = (w.b_ih ? w.b_ih[k] : T(0)) + (w.b_hh ? w.b_hh[k] : T(0));
+    }
+  for (int64_t u = 0; u < H; ++u) {
+    out[12 * Hp + u] = w.ln_c[u];
+    out[13 * Hp + u] = w.ln_cb[u];
+  }
+  return out;
+}
+
 template <class C, class T>
 void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& w, Isa isa,
                     bool with_backward, bool bf16, int nt, PackedDir<T>& out) {
@@ -56,6 +74,7 @@ void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& 
   out.bias = interleaved_bias(w, G, C::has_c ? G : 2, H, Hp, W);
   if (!C::has_c) out.ph = interleaved_rows(w.b_hh ? w.b_hh + 2 * H : nullptr, 1, H, Hp, W);
   if (d.peephole) out.ph = interleaved_rows(w.w_ph, 3, H, Hp, W);
+  if constexpr (C::norm) out.ln = ln_constants(w, H, Hp);
   if (P > 0) out.whr = pack_plain(H, P, w.w_hr, 1, H, NR, nt);
   if (with_backward) {
     static constexpr int x_gate[4] = {0, 1, 2, 3};
@@ -77,6 +96,8 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
   const bool bf16 = format == WeightFormat::bfloat16;
   if (bf16 && !std::is_same_v<T, float>)
     throw std::invalid_argument("weights_dtype: bfloat16 weights need a float32 layer");
+  if (bf16 && d.cell == Cell::lnlstm)
+    throw std::invalid_argument("weights_dtype: bfloat16 weights are for the lstm and gru cells");
   if (bf16 && with_backward)
     throw std::invalid_argument("weights_dtype: bfloat16 weights are for inference only");
   LayerDims shape = d;
@@ -94,12 +115,13 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
   for (int64_t k = 0; k < d.D; ++k) {
     if (!w[k].w_ih || !w[k].w_hh || (d.peephole && !w[k].w_ph) || (d.P > 0 && !w[k].w_hr))
       throw std::invalid_argument("weights: a required weight pointer is null");
-    if (d.cell == Cell::gru)
-      detail::pack_direction<detail::GruStep>(shape, g, w[k], isa, with_backward, bf16, nt,
-                                              p_->dir[k]);
-    else
-      detail::pack_direction<detail::LstmStep>(shape, g, w[k], isa, with_backward, bf16, nt,
-                                               p_->dir[k]);
+    if (d.cell == Cell::lnlstm && (!w[k].ln_ih || !w[k].ln_hh || !w[k].ln_c || !w[k].ln_cb))
+      throw std::invalid_argument("weights: the layer-norm LSTM needs ln_ih, ln_hh, ln_c and "
+                                  "ln_cb");
+    detail::on_cell(d.cell, [&](auto c) {
+      detail::pack_direction<decltype(c)>(shape, g, w[k], isa, with_backward, bf16, nt,
+                                          p_->dir[k]);
+    });
   }
 }
 
@@ -122,8 +144,8 @@ template <class T>
 std::size_t PackedLayer<T>::bytes() const {
   std::size_t n = 0;
   for (const auto& dr : p_->dir)
-    for (const auto* v : {&dr.wih, &dr.whh, &dr.bias, &dr.ph, &dr.whr, &dr.whh_t, &dr.wih_t,
-                          &dr.whr_t})
+    for (const auto* v : {&dr.wih, &dr.whh, &dr.bias, &dr.ph, &dr.whr, &dr.ln, &dr.whh_t,
+                          &dr.wih_t, &dr.whr_t})
       n += v->size() * sizeof(T);
   for (const auto& dr : p_->dir) n += (dr.wih16.size() + dr.whh16.size()) * sizeof(uint16_t);
   return n;

@@ -19,6 +19,8 @@ struct PackedDir {
   avec<T> ph;     // the step's block constants: LSTM [nblk][3][W] peepholes i,f,o, or
                   // empty; GRU [nblk][1][W] b_hn (zeros without bias)
   avec<T> whr;    // [ceil(P/NR)][H][NR] B(u,p) = W_hr[p,u], or empty
+  avec<T> ln;     // layer-norm LSTM: [3*GX + 2*Hp] γ_ih, γ_hh, b_ih + b_hh
+                  // (gate-major [4][Hp]), γ_c, β_c [Hp] (LnStepKernels), or empty
   // bfloat16 weights: wih and whh rounded, and those two left empty
   avec<uint16_t> wih16, whh16;
   // with_backward only

@@ -3,9 +3,19 @@
 per-direction order and init of every cell come from here."""
 from __future__ import annotations
 
+import re
+
 from . import _core
 
 SPECS = _core.cell_specs()  # name -> {gates, gate_order, states, proj, peephole, params}
+
+
+def stem(name: str) -> str:
+    """The spec name of a parameter name: 'weight_ln_ih_l2_reverse' -> 'weight_ln_ih'."""
+    m = re.fullmatch(r"(.+)_l\d+(?:_reverse)?", name)
+    if m is None:
+        raise ValueError(f"not a layer parameter name: {name!r}")
+    return m.group(1)
 
 
 def suffixes(bidirectional: bool) -> tuple:

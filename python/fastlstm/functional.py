@@ -1,8 +1,10 @@
-"""Stateless LSTM and GRU forward and backward on explicit weights.
+"""Stateless LSTM, GRU and layer-norm LSTM forward and backward on explicit weights.
 
 `params` is a dict with torch.nn.LSTM's / torch.nn.GRU's state_dict keys
 (``weight_ih_l0``, ``weight_hh_l0_reverse``, ...), plus, for the LSTM,
-``weight_ph_l{k}`` [3,H] (rows i, f, o) for peepholes. Arrays are
+``weight_ph_l{k}`` [3,H] (rows i, f, o) for peepholes, and for the layer-norm
+LSTM its gains and cell-norm bias (``weight_ln_ih_l{k}`` ..., see
+`param_shapes(..., cell="lnlstm")`). Arrays are
 time-major: x [T,B,I], h0 [D*L,B,Ho], c0 [D*L,B,H] (LSTM). The layer classes
 in `fastlstm.layers` are thin wrappers over these calls.
 """
@@ -16,7 +18,8 @@ from . import _checks, _core, _spec
 from ._runtime import get_num_threads, resolve_isa
 
 __all__ = ["param_shapes", "init_params", "pack", "Packed", "lstm_forward", "lstm_backward",
-           "gru_forward", "gru_backward", "Context"]
+           "gru_forward", "gru_backward", "layer_norm_lstm_forward",
+           "layer_norm_lstm_backward", "Context"]
 
 
 def layer_weight_names(k: int, bidirectional: bool, bias: bool, proj: bool,
@@ -34,7 +37,7 @@ def param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional
                               bidirectional, proj_size, peephole)
 
 
-_CELLS = ("lstm", "gru")  # the cells with CPU kernels
+_CELLS = ("lstm", "gru", "lnlstm")  # the cells with CPU kernels
 
 
 def _cell_name(cell) -> str:
@@ -43,11 +46,20 @@ def _cell_name(cell) -> str:
     return cell
 
 
-def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator) -> dict:
-    """torch's default init: every parameter U(-1/sqrt(H), 1/sqrt(H))."""
+def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator,
+                cell: str = "lstm") -> dict:
+    """torch's default init, as the cell spec states it: U(-1/sqrt(H), 1/sqrt(H))
+    (drawn in the order of `shapes`), or ones / zeros (the layer-norm gains and
+    bias, as torch.nn.LayerNorm)."""
     bound = 1.0 / np.sqrt(hidden_size)
-    return {name: np.ascontiguousarray(rng.uniform(-bound, bound, shape).astype(dtype))
-            for name, shape in shapes.items()}
+    init = {p["name"]: p["init"] for p in _spec.SPECS[_cell_name(cell)]["params"]}
+    out = {}
+    for name, shape in shapes.items():
+        how = init[_spec.stem(name)]
+        v = rng.uniform(-bound, bound, shape) if how == "uniform" else \
+            np.full(shape, 1.0 if how == "ones" else 0.0)
+        out[name] = np.ascontiguousarray(v.astype(dtype))
+    return out
 
 
 class Packed:
@@ -238,6 +250,22 @@ def gru_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias
     return y, hn, ctx
 
 
+def layer_norm_lstm_forward(x, params, *, num_layers, hidden_size, bidirectional=False,
+                            bias=True, h0=None, c0=None, lengths=None, dropout=0.0,
+                            training=False, rng=None, isa=None, packed=None, zoneout=0.0,
+                            zoneout_masks=None):
+    """Multi-layer layer-norm LSTM forward (Ba et al. 2016, as haste's LayerNormLSTM):
+    a = LN(x W_ih^T)⊙γ_ih + LN(h W_hh^T)⊙γ_hh + b_ih + b_hh, the LSTM's gates,
+    h = o⊙tanh(LN(c_t)⊙γ_c + β_c); LN over the whole row, eps 1e-5, biased
+    variance. Arguments and returns as `lstm_forward` (no projection,
+    peepholes or cell clip); params as `param_shapes(..., cell="lnlstm")`;
+    `packed` from `pack(..., cell="lnlstm")`. c_n is the un-normalised c.
+    """
+    return _checked_forward("lnlstm", x, params, num_layers, hidden_size, 0, bidirectional,
+                            bias, False, h0, c0, lengths, dropout, training, rng, isa, packed,
+                            zoneout, zoneout_masks, None)
+
+
 def _checked_forward(cell, x, params, num_layers, hidden_size, proj_size, bidirectional, bias,
                      peephole, h0, c0, lengths, dropout, training, rng, isa, packed,
                      zoneout, zoneout_masks, cell_clip):
@@ -302,7 +330,7 @@ def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt, zon
     dtype, isa, cell = packed.dtype, packed.isa, packed.cell
     _, H, num_layers, P, bidirectional, _, peephole = packed.config
     Ho, D = (P or H), (2 if bidirectional else 1)
-    has_c = cell == "lstm"
+    has_c = _spec.SPECS[cell]["states"] == 2
     T, B, _ = x.shape
     fwd = _kernel("forward", dtype)
     if h0 is None:
@@ -363,6 +391,13 @@ def gru_backward(ctx: Context, dy, dh_n=None, grads=None):
     return dx, dh0, grads
 
 
+def layer_norm_lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
+    """BPTT through a training-mode `layer_norm_lstm_forward`, as `lstm_backward`
+    (the gains and the cell-norm bias get their gradients too). Returns dx,
+    dh0, dc0, grads."""
+    return _backward(ctx, "lnlstm", dy, dh_n, dc_n, grads)
+
+
 def _backward(ctx: Context, cell, dy, dh_n, dc_n, grads):
     if ctx is None or ctx.consumed:
         raise RuntimeError("backward: no saved training-mode forward to differentiate "
@@ -370,7 +405,7 @@ def _backward(ctx: Context, cell, dy, dh_n, dc_n, grads):
     if ctx.cell != cell:
         raise ValueError(f"ctx: saved by a {ctx.cell} forward, not a {cell} one")
     dtype, isa, nt = ctx.dtype, ctx.isa, get_num_threads()
-    has_c = cell == "lstm"
+    has_c = _spec.SPECS[cell]["states"] == 2
     bwd = _kernel("backward", dtype)
     grads = {} if grads is None else grads
     d = ctx.layers[0].dims
