@@ -1,13 +1,13 @@
-"""fastlstm: fused LSTM and GRU forward and BPTT kernels (C++, OpenMP, SIMD)
-under a NumPy API that mirrors torch.nn.LSTM and torch.nn.GRU."""
+"""fastlstm: fused LSTM, GRU and layer-norm LSTM forward and BPTT kernels (C++,
+OpenMP, SIMD) under a NumPy API that mirrors torch.nn.LSTM and torch.nn.GRU."""
 from . import _core, functional, reference
 from ._checks import DTypeError, ShapeError
 from ._runtime import available_isas, get_num_threads, set_num_threads
-from .layers import GRU, LSTM, GRUCell, LSTMCell
+from .layers import GRU, LSTM, GRUCell, LayerNormLSTM, LSTMCell
 
 __version__ = _core.build_info()["version"]
 
-__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "functional", "reference", "set_num_threads",
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "LayerNormLSTM", "functional", "reference", "set_num_threads",
            "get_num_threads", "available_isas", "info", "ShapeError", "DTypeError",
            "__version__"]
 

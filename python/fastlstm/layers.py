@@ -11,7 +11,7 @@ from ._runtime import get_num_threads, resolve_isa
 from .functional import (_backward, _forward, _pack_checked, init_params, param_shapes,
                          weights_dtype_of)
 
-__all__ = ["LSTM", "GRU", "LSTMCell", "GRUCell"]
+__all__ = ["LSTM", "GRU", "LayerNormLSTM", "LSTMCell", "GRUCell"]
 
 
 class _Module:
@@ -30,7 +30,7 @@ class _Module:
         self._rng = np.random.default_rng(seed)
         self._cell = VersionCell()
         params = {k: Parameter.wrap(v, self._cell)
-                  for k, v in init_params(shapes, hidden_size, dtype, self._rng).items()}
+                  for k, v in init_params(shapes, hidden_size, dtype, self._rng, self._CELL).items()}
         object.__setattr__(self, "_params", params)
         self._packed = None     # (version, functional.Packed) or None
         self.training = True
@@ -210,7 +210,7 @@ class _Recurrent(_Module):
         """The shape of each state: h, then the LSTM's c."""
         lead = (self._D * self.num_layers, B) if batched else (self._D * self.num_layers,)
         shapes = [lead + (self._Ho,)]
-        if self._CELL == "lstm":
+        if _spec.SPECS[self._CELL]["states"] == 2:
             shapes.append(lead + (self.hidden_size,))
         return shapes
 
@@ -289,7 +289,29 @@ class _Recurrent(_Module):
         return self._out(dx, batched), [s if batched else s[:, 0, :] for s in d0]
 
 
-class LSTM(_Recurrent):
+class _TwoStates(_Recurrent):
+    """The calls of a cell with states (h, c): torch.nn.LSTM's."""
+
+    def forward(self, x, hx=None, lengths=None):
+        """y, (h_n, c_n) = lstm(x, hx=None, lengths=None), shapes as torch.nn.LSTM."""
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError("hx: expected a tuple (h0, c0) of two arrays")
+        h0, c0 = (None, None) if hx is None else hx
+        y, (hn, cn) = self._run(x, [(h0, "hx[0] (h0)"), (c0, "hx[1] (c0)")], lengths)
+        return y, (hn, cn)
+
+    def backward(self, dy, dh_n=None, dc_n=None):
+        """dx, (dh0, dc0) = lstm.backward(dy, dh_n=None, dc_n=None).
+
+        dy, dh_n, dc_n have the shapes of y, h_n, c_n. Parameter gradients are
+        accumulated into ``self.grads``. Needs the last forward in train() mode
+        and consumes it.
+        """
+        dx, (dh0, dc0) = self._run_backward(dy, [dh_n, dc_n])
+        return dx, (dh0, dc0)
+
+
+class LSTM(_TwoStates):
     """Multi-layer LSTM with torch.nn.LSTM's arguments, shapes and parameter names.
 
     Extra: ``peephole`` (weights ``weight_ph_l{k}`` [3,H], rows i, f, o),
@@ -309,23 +331,28 @@ class LSTM(_Recurrent):
                          bidirectional, proj_size, peephole, dtype, seed, weights_dtype,
                          zoneout, cell_clip)
 
-    def forward(self, x, hx=None, lengths=None):
-        """y, (h_n, c_n) = lstm(x, hx=None, lengths=None), shapes as torch.nn.LSTM."""
-        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
-            raise TypeError("hx: expected a tuple (h0, c0) of two arrays")
-        h0, c0 = (None, None) if hx is None else hx
-        y, (hn, cn) = self._run(x, [(h0, "hx[0] (h0)"), (c0, "hx[1] (c0)")], lengths)
-        return y, (hn, cn)
 
-    def backward(self, dy, dh_n=None, dc_n=None):
-        """dx, (dh0, dc0) = lstm.backward(dy, dh_n=None, dc_n=None).
+class LayerNormLSTM(_TwoStates):
+    """Multi-layer layer-norm LSTM (Ba et al. 2016, as haste's LayerNormLSTM)
+    with torch.nn.LSTM's arguments, shapes and calls (no proj_size or
+    peepholes). With LN(v) = (v − mean v)/sqrt(var v + 1e-5) over the last
+    axis (biased variance, as torch.nn.LayerNorm):
 
-        dy, dh_n, dc_n have the shapes of y, h_n, c_n. Parameter gradients are
-        accumulated into ``self.grads``. Needs the last forward in train() mode
-        and consumes it.
-        """
-        dx, (dh0, dc0) = self._run_backward(dy, [dh_n, dc_n])
-        return dx, (dh0, dc0)
+        a = LN(x W_ih^T)⊙weight_ln_ih + LN(h W_hh^T)⊙weight_ln_hh + b_ih + b_hh
+        c_t = σ(a_f)⊙c_{t-1} + σ(a_i)⊙tanh(a_g)
+        h_t = σ(a_o)⊙tanh(LN(c_t)⊙weight_ln_c + bias_ln_c)
+
+    Per layer and direction: the LSTM's four parameters, plus
+    ``weight_ln_ih_l{k}`` [4H], ``weight_ln_hh_l{k}`` [4H], ``weight_ln_c_l{k}``
+    [H] (initialised to 1) and ``bias_ln_c_l{k}`` [H] (to 0). c_n is the
+    un-normalised c. ``zoneout`` as in `LSTM`.
+    """
+    _CELL = "lnlstm"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, zoneout=0.0):
+        self._init_layer(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, False, dtype, seed, None, zoneout, None)
 
 
 class GRU(_Recurrent):
