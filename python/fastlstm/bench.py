@@ -45,9 +45,11 @@ TRAIN_FLOPS_FACTOR = 3  # a training step counts 3x the forward FLOPs
 
 @dataclass(frozen=True)
 class Cell:
-    """A cell the bench times: its fastlstm and torch.nn layer (``layer``, the
-    class name in both), its NumPy reference (module, forward, backward: the
-    forward returns y first and the cache last) and its gate count."""
+    """A cell the bench times: its fastlstm layer (``layer``, and torch.nn's of
+    the same name where torch has one: otherwise the torch peer is
+    `TorchLayerNormLSTM`, the equations in plain torch ops), its NumPy
+    reference (module, forward, backward: the forward returns y first and the
+    cache last) and its gate count."""
 
     name: str
     layer: str
@@ -61,10 +63,9 @@ class Cell:
 CELLS = {c.name: c for c in (
     Cell("lstm", "LSTM", "fastlstm.reference", "lstm_forward", "lstm_backward", 4, True),
     Cell("gru", "GRU", "fastlstm.reference_gru", "gru_forward", "gru_backward", 3, False),
+    Cell("lnlstm", "LayerNormLSTM", "fastlstm.reference_lnlstm", "lnlstm_forward",
+         "lnlstm_backward", 4, False),
 )}
-# cells with a NumPy reference but no compiled kernels: --cell names them, to refuse them
-NOT_COMPILED = {"lnlstm": "no compiled layer-norm LSTM yet (only its NumPy reference, "
-                          "fastlstm.reference_lnlstm): nothing to benchmark"}
 
 
 def optional(module: str):
@@ -204,7 +205,7 @@ class Impl:
     name = ""
 
     @staticmethod
-    def supports(shape: Shape) -> bool:
+    def supports(case: "Case") -> bool:
         return True
 
 
@@ -256,6 +257,55 @@ class FastLSTM(Impl):
         return self.prepare("forward", fastlstm.get_num_threads())()[0]
 
 
+def torch_layer_norm_lstm(torch):
+    """The torch peer of the layer-norm LSTM, which torch.nn lacks: the
+    equations in plain torch ops, as a user would write them (each layer's
+    input products and their layer norm for all steps at once, then a loop
+    over the steps; lengths by masking: a row's state stops at its length and
+    its y is zero past it). Parameters as fastlstm.LayerNormLSTM's."""
+    ln = torch.nn.functional.layer_norm
+
+    class TorchLayerNormLSTM(torch.nn.Module):
+        def __init__(self, state: dict, layers: int, bidirectional: bool, H: int):
+            super().__init__()
+            self.L, self.D, self.H = layers, 2 if bidirectional else 1, H
+            self.p = torch.nn.ParameterDict({k: torch.nn.Parameter(torch.from_numpy(v.copy()))
+                                             for k, v in state.items()})
+
+        def direction(self, x, sfx, rev, mask):
+            p, H = self.p, self.H
+            gx = ln(x @ p["weight_ih" + sfx].T, (4 * H,)) * p["weight_ln_ih" + sfx] \
+                + p["bias_ih" + sfx] + p["bias_hh" + sfx]
+            h = x.new_zeros(x.shape[1], H)
+            c = x.new_zeros(x.shape[1], H)
+            ys = [None] * x.shape[0]
+            for t in (range(x.shape[0] - 1, -1, -1) if rev else range(x.shape[0])):
+                a = gx[t] + ln(h @ p["weight_hh" + sfx].T, (4 * H,)) * p["weight_ln_hh" + sfx]
+                i, f, g, o = a.chunk(4, 1)
+                c1 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h1 = torch.sigmoid(o) * torch.tanh(ln(c1, (H,)) * p["weight_ln_c" + sfx]
+                                                   + p["bias_ln_c" + sfx])
+                if mask is not None:
+                    m = mask[t]
+                    c1, h1 = torch.where(m, c1, c), torch.where(m, h1, h)
+                    ys[t] = h1 * m
+                else:
+                    ys[t] = h1
+                h, c = h1, c1
+            return torch.stack(ys)
+
+        def forward(self, x, lengths=None):
+            mask = None
+            if lengths is not None:
+                mask = (torch.arange(x.shape[0])[:, None] < lengths[None, :])[..., None]
+            for k in range(self.L):
+                x = torch.cat([self.direction(x, f"_l{k}" + ("_reverse" if d else ""), d == 1,
+                                              mask) for d in range(self.D)], dim=-1)
+            return x, None
+
+    return TorchLayerNormLSTM
+
+
 class Torch(Impl):
     name = "torch"
 
@@ -265,9 +315,14 @@ class Torch(Impl):
         s = case.shape
         self.torch, self.T = torch, s.T
         proj = {"proj_size": s.proj} if CELLS[case.cell].proj else {}
-        self.module = getattr(torch.nn, CELLS[case.cell].layer)(
-            s.I, s.H, num_layers=s.layers, bidirectional=s.bidirectional, **proj)
-        self.module.load_state_dict({k: torch.from_numpy(v) for k, v in case.state.items()})
+        self.plain = case.cell == "lnlstm"
+        if self.plain:
+            self.module = torch_layer_norm_lstm(torch)(case.state, s.layers, s.bidirectional,
+                                                       s.H)
+        else:
+            self.module = getattr(torch.nn, CELLS[case.cell].layer)(
+                s.I, s.H, num_layers=s.layers, bidirectional=s.bidirectional, **proj)
+            self.module.load_state_dict({k: torch.from_numpy(v) for k, v in case.state.items()})
         self.x, self.dy = torch.from_numpy(case.x), torch.from_numpy(case.dy)
         self.lengths = None if case.lengths is None else torch.from_numpy(case.lengths.astype(np.int64))
 
@@ -275,6 +330,8 @@ class Torch(Impl):
         """y [T,B,D*H_out]; a variable-length batch is packed, as users do."""
         if self.lengths is None:
             return self.module(x)[0]
+        if self.plain:
+            return self.module(x, self.lengths)[0]
         rnn = self.torch.nn.utils.rnn
         packed = rnn.pack_padded_sequence(x, self.lengths, enforce_sorted=False)
         return rnn.pad_packed_sequence(self.module(packed)[0], total_length=self.T)[0]
@@ -308,8 +365,9 @@ class OnnxRuntime(Impl):
     name = "onnxruntime"
 
     @staticmethod
-    def supports(shape: Shape) -> bool:
-        return not shape.proj  # ONNX LSTM has no projection
+    def supports(case: Case) -> bool:
+        # ONNX LSTM has no projection, and ONNX no layer-norm LSTM
+        return not case.shape.proj and case.cell != "lnlstm"
 
     def __init__(self, case: Case):
         import onnxruntime
@@ -409,7 +467,7 @@ def make_peer(name: str, case: Case):
     cls, modules = PEERS_BY_NAME[name]
     if any(optional(module) is None for module in modules):
         return Unavailable(name, "not installed")
-    if not cls.supports(case.shape):
+    if not cls.supports(case):
         return Unavailable(name, "n/a")
     try:
         return cls(case)
@@ -986,11 +1044,11 @@ def plot(path: str, results: list) -> bool:
 
 def parse_args(argv: list | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fastlstm bench", description=__doc__.splitlines()[0])
-    p.add_argument("--cell", default="lstm", choices=tuple(CELLS) + tuple(NOT_COMPILED),
+    p.add_argument("--cell", default="lstm", choices=tuple(CELLS),
                    help="the recurrent cell to time: lstm (default; fastlstm.LSTM vs "
-                        "torch.nn.LSTM, ONNX LSTM) or gru (fastlstm.GRU vs torch.nn.GRU, ONNX "
-                        "GRU with linear_before_reset=1); lnlstm has no compiled kernels yet "
-                        "and is refused")
+                        "torch.nn.LSTM, ONNX LSTM), gru (fastlstm.GRU vs torch.nn.GRU, ONNX "
+                        "GRU with linear_before_reset=1) or lnlstm (fastlstm.LayerNormLSTM vs "
+                        "the same equations in plain torch ops; ONNX has no such op)")
     p.add_argument("--shapes", help=f"comma-separated subset of {','.join(SHAPES)} (default: "
                                     "all the cell has: the GRU has no projection, so no proj)")
     p.add_argument("--threads", help="comma-separated thread counts (default: 1,2)")
@@ -1004,8 +1062,6 @@ def parse_args(argv: list | None) -> argparse.Namespace:
                    help="bar chart of speedups, peer time / fastlstm time (needs matplotlib; "
                         "skipped with a message without it)")
     args = p.parse_args(argv)
-    if args.cell in NOT_COMPILED:
-        p.error(f"--cell {args.cell}: {NOT_COMPILED[args.cell]}")
     shapes_given = args.shapes is not None
     args.shapes = split(args.shapes or (",".join(QUICK_SHAPES) if args.quick else ",".join(SHAPES)))
     args.modes = split(args.modes)
