@@ -231,6 +231,35 @@ def test_functional_refusals():
         F.lstm_forward(x, None, num_layers=1, hidden_size=4, packed=packed)
 
 
+def test_haste_weights_run_on_the_layer():
+    """haste's LayerNormLSTM weights (its own layout: kernel [I,4H], gamma [2,4H],
+    gates i, g, f, o) through convert.from_haste into the layer, and back."""
+    from fastlstm import convert
+    rng = np.random.default_rng(3)
+    I, H = 5, 6
+    haste = {"kernel": rng.uniform(-.5, .5, (I, 4 * H)),
+             "recurrent_kernel": rng.uniform(-.5, .5, (H, 4 * H)),
+             "bias": rng.uniform(-.5, .5, 4 * H), "gamma": rng.uniform(.5, 1.5, (2, 4 * H)),
+             "gamma_h": rng.uniform(.5, 1.5, H), "beta_h": rng.uniform(-.5, .5, H)}
+    sd = convert.from_haste(haste)
+    m = fastlstm.LayerNormLSTM(I, H, dtype=np.float64)
+    m.load_state_dict(sd)
+    x = rng.standard_normal((7, 2, I))
+    y, (hn, cn) = m(x)
+    yr, _, cr, _ = ref.lnlstm_forward(x, sd, num_layers=1, hidden_size=H)
+    assert_rel_close(y, yr, 1e-10, "y")
+    back = convert.to_haste(m.state_dict())
+    for k, v in haste.items():
+        assert np.array_equal(np.asarray(back[k]), v), k
+
+
+def test_onnx_export_is_refused():
+    pytest.importorskip("onnx")
+    from fastlstm import onnx as fl_onnx
+    with pytest.raises(ValueError, match="no layer-norm LSTM op"):
+        fl_onnx.export(fastlstm.LayerNormLSTM(3, 4), "unused.onnx")
+
+
 # ---------------------------------------------------------------------------- torch
 
 torch = pytest.importorskip("torch")

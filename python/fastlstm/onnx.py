@@ -132,6 +132,9 @@ def export(layer, path, *, lengths: bool = False, initial_state: bool = False,
                          "zoneout > 0 cannot be exported")
     sd = dict(layer.state_dict())
     cell = convert.describe(sd, cell=None)["cell"]  # read off the keys and shapes
+    if cell == "lnlstm":
+        raise ValueError("layer: ONNX has no layer-norm LSTM op; a LayerNormLSTM cannot be "
+                         "exported as standard nodes")
     model = model_from_state_dict(sd, batch_first=bool(layer.batch_first), lengths=lengths,
                                   initial_state=initial_state, opset=opset, cell=cell,
                                   cell_clip=getattr(layer, "cell_clip", None))
