@@ -7,6 +7,11 @@
 // that the layer has, in the spec's order (cell_spec.h; LSTM w_ih, w_hh,
 // b_ih, b_hh, w_hr, w_ph). lengths is int32 [B], or [0] for none. The c
 // state's buffers (c0, c_n, dc_n, dc0) are empty for cells without c.
+// Zoneout and the cell clip (LayerDims::zoneout, cell_clip) are the float
+// attributes `zoneout` and `cell_clip` (0 = none); zoneout_keep is the
+// [T,B,D*Ho] mask of a training forward (the weight of h_{t-1}: 1 keeps it),
+// of x's dtype, or [0] for none (then the weight is `zoneout`). The backward
+// takes the same zoneout_keep as its forward.
 #include "jax/ffi.h"
 
 #include <cstring>
@@ -42,7 +47,7 @@ int64_t count(const ffi::AnyBuffer& b) { return static_cast<int64_t>(b.element_c
 // integer) or [0] for none.
 Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int64_t cell,
               int64_t H, int64_t P, int64_t bidirectional, int64_t bias, int64_t peephole,
-              int64_t isa, int64_t num_threads) {
+              double zoneout, double cell_clip, int64_t isa, int64_t num_threads) {
   const auto dims = x.dimensions();
   require(dims.size() == 3, "x: expected a 3-D [T,B,I] array");
   require(cell == static_cast<int64_t>(Cell::lstm) || cell == static_cast<int64_t>(Cell::gru),
@@ -51,6 +56,10 @@ Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int
   c.d.cell = static_cast<Cell>(cell);
   c.d.T = dims[0]; c.d.B = dims[1]; c.d.I = dims[2];
   c.d.H = H; c.d.P = P; c.d.D = bidirectional ? 2 : 1; c.d.peephole = peephole != 0;
+  require(zoneout >= 0.0 && zoneout <= 1.0, "zoneout: expected a probability in [0, 1]");
+  require(cell_clip >= 0.0, "cell_clip: expected >= 0 (0 = none)");  // NaN fails both
+  c.d.zoneout = zoneout;
+  c.d.cell_clip = cell_clip;
   c.bias = bias != 0;
   require(isa >= 0 && isa <= 2 && isa_supported(static_cast<Isa>(isa)),
           "isa: not supported by this CPU or build");
@@ -127,6 +136,14 @@ T* c_state(const Config& c, ffi::AnyBuffer b, ffi::DataType dtype, const char* n
   return has_c ? static_cast<T*>(b.untyped_data()) : nullptr;
 }
 
+// The zoneout mask: [T,B,D*Ho] of x's dtype (its data), or empty (null).
+template <class T>
+const T* zoneout_keep(const Config& c, const ffi::AnyBuffer& b, ffi::DataType dtype) {
+  if (count(b) == 0) return nullptr;
+  check(b, dtype, c.d.T * c.d.B * c.d.D * c.d.hout(), "zoneout_keep");
+  return static_cast<const T*>(b.untyped_data());
+}
+
 // Elements of the workspace the kernels use; ws must hold at least that many.
 template <class T>
 int64_t workspace_used(const Config& c, const ffi::AnyBuffer& ws, ffi::DataType dtype) {
@@ -137,7 +154,7 @@ int64_t workspace_used(const Config& c, const ffi::AnyBuffer& ws, ffi::DataType 
 
 template <class T>
 void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
-             const ffi::RemainingArgs& wargs, ffi::AnyBuffer y,
+             ffi::AnyBuffer keep, const ffi::RemainingArgs& wargs, ffi::AnyBuffer y,
              ffi::AnyBuffer hn, ffi::AnyBuffer cn, ffi::AnyBuffer ws, bool training) {
   const LayerDims& d = c.d;
   const ffi::DataType dt = x.element_type();
@@ -147,6 +164,7 @@ void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffe
   check(y, dt, d.T * d.B * d.D * Ho, "y");
   check(hn, dt, d.D * d.B * Ho, "h_n");
   T* pcn = c_state<T>(c, cn, dt, "c_n");
+  const T* pkeep = zoneout_keep<T>(c, keep, dt);
   const auto w = weights<T>(c, wargs, dt);
   T* pws = nullptr;
   if (training) {
@@ -158,11 +176,12 @@ void forward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffe
   layer_forward<T>(d, packed, static_cast<const T*>(x.untyped_data()), c.lens(),
                    static_cast<const T*>(h0.untyped_data()), pc0,
                    static_cast<T*>(y.untyped_data()), static_cast<T*>(hn.untyped_data()), pcn,
-                   pws, c.cfg);
+                   pws, c.cfg, pkeep);
 }
 
 template <class T>
-void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
+void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::AnyBuffer keep,
+              ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
               const ffi::RemainingArgs& wargs, ffi::AnyBuffer dx, ffi::AnyBuffer dh0,
               ffi::AnyBuffer dc0, const ffi::RemainingRets& grets) {
   const LayerDims& d = c.d;
@@ -175,6 +194,7 @@ void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::AnyBuff
   check(dx, dt, d.T * d.B * d.I, "dx");
   check(dh0, dt, d.D * d.B * Ho, "dh0");
   T* pdc0 = c_state<T>(c, dc0, dt, "dc0");
+  const T* pkeep = zoneout_keep<T>(c, keep, dt);
   workspace_used<T>(c, ws, dt);
   const auto w = weights<T>(c, wargs, dt);
   const std::vector<int64_t> want = weight_counts(c);
@@ -198,7 +218,7 @@ void backward(const Config& c, ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::AnyBuff
                     static_cast<const T*>(dy.untyped_data()),
                     static_cast<const T*>(dhn.untyped_data()), pdcn,
                     static_cast<T*>(dx.untyped_data()), static_cast<T*>(dh0.untyped_data()), pdc0,
-                    g.data(), c.cfg);
+                    g.data(), c.cfg, pkeep);
 }
 
 // f(float{}) or f(double{}) for x's element type.
@@ -225,33 +245,33 @@ ffi::Error guarded(F&& f) {
 }
 
 ffi::Error layer_fwd(ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
-                     ffi::Buffer<ffi::S32> lengths, ffi::RemainingArgs w,
+                     ffi::Buffer<ffi::S32> lengths, ffi::AnyBuffer keep, ffi::RemainingArgs w,
                      ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> hn,
                      ffi::Result<ffi::AnyBuffer> cn, ffi::Result<ffi::AnyBuffer> ws,
                      int64_t cell, int64_t hidden_size, int64_t proj_size, int64_t bidirectional,
-                     int64_t bias, int64_t peephole, int64_t training, int64_t isa,
-                     int64_t num_threads) {
+                     int64_t bias, int64_t peephole, double zoneout, double cell_clip,
+                     int64_t training, int64_t isa, int64_t num_threads) {
   return guarded([&] {
     const Config c = config(x, lengths, cell, hidden_size, proj_size, bidirectional, bias,
-                            peephole, isa, num_threads);
+                            peephole, zoneout, cell_clip, isa, num_threads);
     by_dtype(x, [&](auto t) {
-      forward<decltype(t)>(c, x, h0, c0, w, *y, *hn, *cn, *ws, training != 0);
+      forward<decltype(t)>(c, x, h0, c0, keep, w, *y, *hn, *cn, *ws, training != 0);
     });
   });
 }
 
 ffi::Error layer_bwd(ffi::AnyBuffer x, ffi::AnyBuffer c0, ffi::Buffer<ffi::S32> lengths,
-                     ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
+                     ffi::AnyBuffer keep, ffi::AnyBuffer ws, ffi::AnyBuffer dy, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
                      ffi::RemainingArgs w, ffi::Result<ffi::AnyBuffer> dx,
                      ffi::Result<ffi::AnyBuffer> dh0, ffi::Result<ffi::AnyBuffer> dc0,
                      ffi::RemainingRets grads, int64_t cell, int64_t hidden_size,
                      int64_t proj_size, int64_t bidirectional, int64_t bias, int64_t peephole,
-                     int64_t isa, int64_t num_threads) {
+                     double zoneout, double cell_clip, int64_t isa, int64_t num_threads) {
   return guarded([&] {
     const Config c = config(x, lengths, cell, hidden_size, proj_size, bidirectional, bias,
-                            peephole, isa, num_threads);
+                            peephole, zoneout, cell_clip, isa, num_threads);
     by_dtype(x, [&](auto t) {
-      backward<decltype(t)>(c, x, c0, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
+      backward<decltype(t)>(c, x, c0, keep, ws, dy, dhn, dcn, w, *dx, *dh0, *dc0, grads);
     });
   });
 }
@@ -266,6 +286,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmRnnLayerFwd, fastlstm::jax_ffi::layer_fwd,
                                   .Arg<ffi::AnyBuffer>()          // h0 [D,B,Ho]
                                   .Arg<ffi::AnyBuffer>()          // c0 [D,B,H] or [0]
                                   .Arg<ffi::Buffer<ffi::S32>>()   // lengths [B] or [0]
+                                  .Arg<ffi::AnyBuffer>()          // zoneout_keep [T,B,D*Ho] or [0]
                                   .RemainingArgs()                // weights
                                   .Ret<ffi::AnyBuffer>()          // y [T,B,D*Ho]
                                   .Ret<ffi::AnyBuffer>()          // h_n [D,B,Ho]
@@ -277,6 +298,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmRnnLayerFwd, fastlstm::jax_ffi::layer_fwd,
                                   .Attr<int64_t>("bidirectional")
                                   .Attr<int64_t>("bias")
                                   .Attr<int64_t>("peephole")
+                                  .Attr<double>("zoneout")
+                                  .Attr<double>("cell_clip")
                                   .Attr<int64_t>("training")
                                   .Attr<int64_t>("isa")
                                   .Attr<int64_t>("num_threads"));
@@ -286,6 +309,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmRnnLayerBwd, fastlstm::jax_ffi::layer_bwd,
                                   .Arg<ffi::AnyBuffer>()          // x [T,B,I]
                                   .Arg<ffi::AnyBuffer>()          // c0 [D,B,H] or [0]
                                   .Arg<ffi::Buffer<ffi::S32>>()   // lengths [B] or [0]
+                                  .Arg<ffi::AnyBuffer>()          // zoneout_keep [T,B,D*Ho] or [0]
                                   .Arg<ffi::AnyBuffer>()          // workspace
                                   .Arg<ffi::AnyBuffer>()          // dy [T,B,D*Ho]
                                   .Arg<ffi::AnyBuffer>()          // dh_n [D,B,Ho]
@@ -301,5 +325,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FastlstmRnnLayerBwd, fastlstm::jax_ffi::layer_bwd,
                                   .Attr<int64_t>("bidirectional")
                                   .Attr<int64_t>("bias")
                                   .Attr<int64_t>("peephole")
+                                  .Attr<double>("zoneout")
+                                  .Attr<double>("cell_clip")
                                   .Attr<int64_t>("isa")
                                   .Attr<int64_t>("num_threads"));
