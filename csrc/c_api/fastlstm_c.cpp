@@ -1,7 +1,16 @@
 // The C ABI (fastlstm/fastlstm_c.h) over the C++ API: checks pointers and
 // codes, catches every exception and turns it into a status and a message.
+// The ABI 1 entry points are the *_ex ones with default options and the six
+// base weights; both generations share one implementation below.
 #include "fastlstm/fastlstm_c.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <utility>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -46,19 +55,145 @@ fastlstm_status guarded(F&& f) {
   }
 }
 
-void require(bool ok, const char* what) {
+void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
 
 LayerDims to_dims(const fastlstm_dims* d) {
   require(d != nullptr, "dims: must not be NULL");
   require(d->peephole == 0 || d->peephole == 1, "dims.peephole: expected 0 or 1");
-  require(d->cell == FASTLSTM_CELL_LSTM || d->cell == FASTLSTM_CELL_GRU,
-          "dims.cell: expected FASTLSTM_CELL_LSTM or FASTLSTM_CELL_GRU");
+  require(d->cell == FASTLSTM_CELL_LSTM || d->cell == FASTLSTM_CELL_GRU ||
+              d->cell == FASTLSTM_CELL_LNLSTM,
+          "dims.cell: expected FASTLSTM_CELL_LSTM, FASTLSTM_CELL_GRU or FASTLSTM_CELL_LNLSTM, "
+          "got " + std::to_string(d->cell));
   LayerDims out;
   out.T = d->T; out.B = d->B; out.I = d->I; out.H = d->H;
   out.P = d->P; out.D = d->D; out.peephole = d->peephole != 0;
-  out.cell = d->cell == FASTLSTM_CELL_GRU ? Cell::gru : Cell::lstm;
+  out.cell = static_cast<Cell>(d->cell);
+  return out;
+}
+
+// A versioned struct of the caller (its leading size_t `size`: the caller's
+// sizeof) as this library's S: the fields the caller's size covers, the rest
+// zero (their defaults). v1_size is the struct's size in ABI 2, the first
+// version; a size beyond sizeof(S) (a newer header) must leave the bytes this
+// library does not know zero. Sizes above kMaxVersioned are garbage (an
+// uninitialised size), refused before anything past `size` is read.
+constexpr size_t kMaxVersioned = 4096;
+
+template <class S>
+S read_versioned(const void* p, size_t v1_size, const std::string& name, const char* type) {
+  static_assert(offsetof(S, size) == 0, "size leads every versioned struct");
+  size_t size = 0;
+  std::memcpy(&size, p, sizeof size);
+  require(size >= v1_size && size <= kMaxVersioned,
+          name + ".size: expected sizeof(" + type + ") = " + std::to_string(sizeof(S)) +
+              ", got " + std::to_string(size) + " (initialise it with the header's _INIT)");
+  S out{};
+  std::memcpy(&out, p, std::min(size, sizeof(S)));
+  const auto* bytes = static_cast<const unsigned char*>(p);
+  for (size_t i = sizeof(S); i < size; ++i)
+    require(bytes[i] == 0, name + ": sets fields that this library (C ABI " +
+                               std::to_string(FASTLSTM_C_ABI_VERSION) + ", sizeof(" + type +
+                               ") = " + std::to_string(sizeof(S)) + ") does not know");
+  out.size = sizeof(S);
+  return out;
+}
+
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// Throws naming the first NULL pointer of the list.
+void not_null(std::initializer_list<std::pair<const void*, const char*>> ptrs, const char* why) {
+  for (const auto& [p, name] : ptrs)
+    require(p != nullptr, std::string(name) + ": must not be NULL" + why);
+}
+
+// dims with the options applied and checked (NULL = defaults).
+LayerDims to_dims(const fastlstm_dims* dims, const fastlstm_options* opts) {
+  LayerDims d = to_dims(dims);
+  if (opts == nullptr) return d;
+  const auto o = read_versioned<fastlstm_options>(
+      opts, offsetof(fastlstm_options, cell_clip) + sizeof(double), "opts", "fastlstm_options");
+  require(!std::isnan(o.zoneout) && o.zoneout >= 0.0 && o.zoneout <= 1.0,
+          "opts.zoneout: expected a probability in [0, 1], got " + num(o.zoneout));
+  require(!std::isnan(o.cell_clip) && o.cell_clip >= 0.0,
+          "opts.cell_clip: expected >= 0 (0 = none), got " + num(o.cell_clip));
+  require(o.cell_clip == 0.0 || d.cell == Cell::lstm,
+          std::string("opts.cell_clip: the ") + cell_spec(d.cell).name +
+              " cell has no cell clip (leave it 0)");
+  d.zoneout = o.zoneout;
+  d.cell_clip = o.cell_clip;
+  return d;
+}
+
+// The extended weight (or gradient) struct of each direction: w is an array
+// of d.D structs of w[0].size bytes each.
+template <class S>
+std::vector<S> read_directions(const S* w, int64_t D, const char* name, const char* type) {
+  require(w != nullptr, std::string(name) + ": must not be NULL");
+  require(D == 1 || D == 2, "dims.D: expected 1 or 2");
+  size_t stride = 0;
+  std::memcpy(&stride, w, sizeof stride);
+  std::vector<S> out;
+  for (int64_t k = 0; k < D; ++k) {
+    const auto* p = reinterpret_cast<const unsigned char*>(w) + static_cast<size_t>(k) * stride;
+    const std::string nk = std::string(name) + "[" + std::to_string(k) + "]";
+    if (k > 0) {
+      size_t size = 0;
+      std::memcpy(&size, p, sizeof size);
+      require(size == stride, nk + ".size: expected " + std::to_string(stride) + " as " + name +
+                                  "[0].size, got " + std::to_string(size));
+    }
+    out.push_back(read_versioned<S>(p, offsetof(S, ln_cb) + sizeof(w->ln_cb), nk, type));
+  }
+  return out;
+}
+
+template <class T, class CW>
+DirWeights<T> dir_weights(const CW& w) {
+  DirWeights<T> out;
+  out.w_ih = w.base.w_ih; out.w_hh = w.base.w_hh; out.b_ih = w.base.b_ih;
+  out.b_hh = w.base.b_hh; out.w_ph = w.base.w_ph; out.w_hr = w.base.w_hr;
+  out.ln_ih = w.ln_ih; out.ln_hh = w.ln_hh; out.ln_c = w.ln_c; out.ln_cb = w.ln_cb;
+  return out;
+}
+
+template <class T, class CG>
+DirGrads<T> dir_grads(const CG& g, const LayerDims& d, int64_t k) {
+  const std::string nk = "g[" + std::to_string(k) + "].";
+  auto need = [&](const void* ptr, bool when, const char* field) {
+    require(!when || ptr != nullptr, nk + field + ": must not be NULL (a required gradient)");
+  };
+  const bool ln = d.cell == Cell::lnlstm;
+  need(g.base.w_ih, true, "w_ih");
+  need(g.base.w_hh, true, "w_hh");
+  need(g.base.w_ph, d.peephole, "w_ph");
+  need(g.base.w_hr, d.P > 0, "w_hr");
+  need(g.ln_ih, ln, "ln_ih");
+  need(g.ln_hh, ln, "ln_hh");
+  need(g.ln_c, ln, "ln_c");
+  need(g.ln_cb, ln, "ln_cb");
+  DirGrads<T> out;
+  out.w_ih = g.base.w_ih; out.w_hh = g.base.w_hh; out.b_ih = g.base.b_ih;
+  out.b_hh = g.base.b_hh; out.w_ph = g.base.w_ph; out.w_hr = g.base.w_hr;
+  out.ln_ih = g.ln_ih; out.ln_hh = g.ln_hh; out.ln_c = g.ln_c; out.ln_cb = g.ln_cb;
+  return out;
+}
+
+// The ABI 1 structs as their ABI 2 extensions (no layer-norm weights).
+template <class EX, class B>
+std::vector<EX> extend(const B* b, int64_t D, const char* name) {
+  require(b != nullptr, std::string(name) + ": must not be NULL");
+  require(D == 1 || D == 2, "dims.D: expected 1 or 2");
+  std::vector<EX> out(static_cast<size_t>(D));
+  for (int64_t k = 0; k < D; ++k) {
+    out[k].size = sizeof(EX);
+    out[k].base = b[k];
+  }
   return out;
 }
 
@@ -99,18 +234,24 @@ struct fastlstm_packed {
 
 namespace {
 
-template <class T, class CW>
-fastlstm_status pack(const fastlstm_dims* dims, const CW* w, int isa, int with_backward,
-                     int num_threads, fastlstm_packed** out) {
+// ex: w is an array of extended structs (ABI 2); else of base ones (ABI 1).
+template <class T, class CWX, bool ex, class CW>
+fastlstm_status pack(const fastlstm_dims* dims, const fastlstm_options* opts, const CW* w,
+                     int isa, int with_backward, int num_threads, fastlstm_packed** out) {
   return guarded([&] {
     require(out != nullptr, "out: must not be NULL");
     *out = nullptr;
-    LayerDims d = to_dims(dims);
-    require(w != nullptr, "w: must not be NULL");
-    require(d.D == 1 || d.D == 2, "dims.D: expected 1 or 2");
-    std::vector<DirWeights<T>> dw(static_cast<size_t>(d.D));
-    for (int64_t k = 0; k < d.D; ++k)
-      dw[k] = {w[k].w_ih, w[k].w_hh, w[k].b_ih, w[k].b_hh, w[k].w_ph, w[k].w_hr};
+    const LayerDims d = to_dims(dims, opts);
+    if constexpr (!ex)
+      require(d.cell != Cell::lnlstm,
+              "dims.cell: the layer-norm LSTM's weights need fastlstm_pack_ex_*");
+    std::vector<CWX> wx;
+    if constexpr (ex) wx = read_directions(w, d.D, "w", std::is_same_v<T, float>
+                                                         ? "fastlstm_weights_ex_f32"
+                                                         : "fastlstm_weights_ex_f64");
+    else wx = extend<CWX>(w, d.D, "w");
+    std::vector<DirWeights<T>> dw;
+    for (const CWX& e : wx) dw.push_back(dir_weights<T>(e));
     const Isa i = to_isa(isa);
     const ExecConfig cfg = config(i, num_threads);
     auto p = std::make_unique<fastlstm_packed>();
@@ -123,42 +264,44 @@ fastlstm_status pack(const fastlstm_dims* dims, const CW* w, int isa, int with_b
 }
 
 template <class T>
-fastlstm_status forward(const fastlstm_dims* dims, const fastlstm_packed* p, const T* x,
-                        const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn,
+fastlstm_status forward(const fastlstm_dims* dims, const fastlstm_options* opts,
+                        const fastlstm_packed* p, const T* x, const int64_t* lengths,
+                        const T* h0, const T* c0, const T* zoneout_keep, T* y, T* hn, T* cn,
                         T* ws, int num_threads) {
   return guarded([&] {
-    const LayerDims d = to_dims(dims);
+    const LayerDims d = to_dims(dims, opts);
     require(p != nullptr, "packed: must not be NULL");
     const PackedLayer<T>& w = p->get<T>();
     const bool has_c = cell_spec(d.cell).states == 2;
-    require(x && h0 && y && hn, "x, h0, y, hn: must not be NULL");
-    require(!has_c || (c0 && cn), "c0, cn: must not be NULL for the LSTM");
-    layer_forward<T>(d, w, x, lengths, h0, c0, y, hn, cn, ws, config(w.isa(), num_threads));
+    not_null({{x, "x"}, {h0, "h0"}, {y, "y"}, {hn, "hn"}}, "");
+    if (has_c) not_null({{c0, "c0"}, {cn, "cn"}}, " (the cell has a c state)");
+    layer_forward<T>(d, w, x, lengths, h0, c0, y, hn, cn, ws, config(w.isa(), num_threads),
+                     zoneout_keep);
   });
 }
 
-template <class T, class CG>
-fastlstm_status backward(const fastlstm_dims* dims, const fastlstm_packed* p, const T* x,
-                         const int64_t* lengths, const T* c0, const T* ws, const T* dy,
+template <class T, class CGX, bool ex, class CG>
+fastlstm_status backward(const fastlstm_dims* dims, const fastlstm_options* opts,
+                         const fastlstm_packed* p, const T* x, const int64_t* lengths,
+                         const T* c0, const T* zoneout_keep, const T* ws, const T* dy,
                          const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0, const CG* g,
                          int num_threads) {
   return guarded([&] {
-    const LayerDims d = to_dims(dims);
+    const LayerDims d = to_dims(dims, opts);
     require(p != nullptr, "packed: must not be NULL");
     const PackedLayer<T>& w = p->get<T>();
     const bool has_c = cell_spec(d.cell).states == 2;
-    require(x && ws && dy && dhn && dx && dh0 && g,
-            "x, ws, dy, dhn, dx, dh0, g: must not be NULL");
-    require(!has_c || (c0 && dcn && dc0), "c0, dcn, dc0: must not be NULL for the LSTM");
-    require(d.D == 1 || d.D == 2, "dims.D: expected 1 or 2");
-    std::vector<DirGrads<T>> dg(static_cast<size_t>(d.D));
-    for (int64_t k = 0; k < d.D; ++k) {
-      require(g[k].w_ih && g[k].w_hh && (!d.peephole || g[k].w_ph) && (d.P == 0 || g[k].w_hr),
-              "g: a required gradient pointer is NULL");
-      dg[k] = {g[k].w_ih, g[k].w_hh, g[k].b_ih, g[k].b_hh, g[k].w_ph, g[k].w_hr};
-    }
+    not_null({{x, "x"}, {ws, "ws"}, {dy, "dy"}, {dhn, "dhn"}, {dx, "dx"}, {dh0, "dh0"}}, "");
+    if (has_c) not_null({{c0, "c0"}, {dcn, "dcn"}, {dc0, "dc0"}}, " (the cell has a c state)");
+    std::vector<CGX> gx;
+    if constexpr (ex) gx = read_directions(g, d.D, "g", std::is_same_v<T, float>
+                                                         ? "fastlstm_grads_ex_f32"
+                                                         : "fastlstm_grads_ex_f64");
+    else gx = extend<CGX>(g, d.D, "g");
+    std::vector<DirGrads<T>> dg;
+    for (int64_t k = 0; k < d.D; ++k) dg.push_back(dir_grads<T>(gx[k], d, k));
     layer_backward<T>(d, w, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, dg.data(),
-                      config(w.isa(), num_threads));
+                      config(w.isa(), num_threads), zoneout_keep);
   });
 }
 
@@ -168,6 +311,7 @@ extern "C" {
 
 const char* fastlstm_version(void) { return FASTLSTM_VERSION; }
 const char* fastlstm_last_error(void) { return last_error.c_str(); }
+int fastlstm_abi_version(void) { return FASTLSTM_C_ABI_VERSION; }
 int fastlstm_best_isa(void) { return static_cast<int>(best_isa()); }
 
 int fastlstm_isa_supported(int isa) {
@@ -175,24 +319,47 @@ int fastlstm_isa_supported(int isa) {
          isa_supported(static_cast<Isa>(isa));
 }
 
-fastlstm_status fastlstm_workspace_size(const fastlstm_dims* dims, const int64_t* lengths,
-                                        int isa, int element_bytes, int64_t* out) {
+fastlstm_status fastlstm_workspace_size_ex(const fastlstm_dims* dims,
+                                           const fastlstm_options* opts,
+                                           const int64_t* lengths, int isa, int element_bytes,
+                                           int64_t* out) {
   return guarded([&] {
     require(out != nullptr, "out: must not be NULL");
-    *out = layer_workspace_size(to_dims(dims), lengths, to_isa(isa), element_bytes);
+    *out = layer_workspace_size(to_dims(dims, opts), lengths, to_isa(isa), element_bytes);
   });
+}
+
+fastlstm_status fastlstm_workspace_size(const fastlstm_dims* dims, const int64_t* lengths,
+                                        int isa, int element_bytes, int64_t* out) {
+  return fastlstm_workspace_size_ex(dims, nullptr, lengths, isa, element_bytes, out);
 }
 
 fastlstm_status fastlstm_pack_f32(const fastlstm_dims* dims, const fastlstm_weights_f32* w,
                                   int isa, int with_backward, int num_threads,
                                   fastlstm_packed** out) {
-  return pack<float>(dims, w, isa, with_backward, num_threads, out);
+  return pack<float, fastlstm_weights_ex_f32, false>(dims, nullptr, w, isa, with_backward,
+                                                     num_threads, out);
 }
 
 fastlstm_status fastlstm_pack_f64(const fastlstm_dims* dims, const fastlstm_weights_f64* w,
                                   int isa, int with_backward, int num_threads,
                                   fastlstm_packed** out) {
-  return pack<double>(dims, w, isa, with_backward, num_threads, out);
+  return pack<double, fastlstm_weights_ex_f64, false>(dims, nullptr, w, isa, with_backward,
+                                                      num_threads, out);
+}
+
+fastlstm_status fastlstm_pack_ex_f32(const fastlstm_dims* dims, const fastlstm_options* opts,
+                                     const fastlstm_weights_ex_f32* w, int isa,
+                                     int with_backward, int num_threads, fastlstm_packed** out) {
+  return pack<float, fastlstm_weights_ex_f32, true>(dims, opts, w, isa, with_backward,
+                                                    num_threads, out);
+}
+
+fastlstm_status fastlstm_pack_ex_f64(const fastlstm_dims* dims, const fastlstm_options* opts,
+                                     const fastlstm_weights_ex_f64* w, int isa,
+                                     int with_backward, int num_threads, fastlstm_packed** out) {
+  return pack<double, fastlstm_weights_ex_f64, true>(dims, opts, w, isa, with_backward,
+                                                     num_threads, out);
 }
 
 void fastlstm_packed_free(fastlstm_packed* p) { delete p; }
@@ -201,14 +368,35 @@ fastlstm_status fastlstm_forward_f32(const fastlstm_dims* dims, const fastlstm_p
                                      const float* x, const int64_t* lengths, const float* h0,
                                      const float* c0, float* y, float* hn, float* cn, float* ws,
                                      int num_threads) {
-  return forward<float>(dims, p, x, lengths, h0, c0, y, hn, cn, ws, num_threads);
+  return forward<float>(dims, nullptr, p, x, lengths, h0, c0, nullptr, y, hn, cn, ws,
+                        num_threads);
 }
 
 fastlstm_status fastlstm_forward_f64(const fastlstm_dims* dims, const fastlstm_packed* p,
                                      const double* x, const int64_t* lengths, const double* h0,
                                      const double* c0, double* y, double* hn, double* cn,
                                      double* ws, int num_threads) {
-  return forward<double>(dims, p, x, lengths, h0, c0, y, hn, cn, ws, num_threads);
+  return forward<double>(dims, nullptr, p, x, lengths, h0, c0, nullptr, y, hn, cn, ws,
+                         num_threads);
+}
+
+fastlstm_status fastlstm_forward_ex_f32(const fastlstm_dims* dims, const fastlstm_options* opts,
+                                        const fastlstm_packed* p, const float* x,
+                                        const int64_t* lengths, const float* h0,
+                                        const float* c0, const float* zoneout_keep, float* y,
+                                        float* hn, float* cn, float* ws, int num_threads) {
+  return forward<float>(dims, opts, p, x, lengths, h0, c0, zoneout_keep, y, hn, cn, ws,
+                        num_threads);
+}
+
+fastlstm_status fastlstm_forward_ex_f64(const fastlstm_dims* dims, const fastlstm_options* opts,
+                                        const fastlstm_packed* p, const double* x,
+                                        const int64_t* lengths, const double* h0,
+                                        const double* c0, const double* zoneout_keep,
+                                        double* y, double* hn, double* cn, double* ws,
+                                        int num_threads) {
+  return forward<double>(dims, opts, p, x, lengths, h0, c0, zoneout_keep, y, hn, cn, ws,
+                         num_threads);
 }
 
 fastlstm_status fastlstm_backward_f32(const fastlstm_dims* dims, const fastlstm_packed* p,
@@ -216,8 +404,9 @@ fastlstm_status fastlstm_backward_f32(const fastlstm_dims* dims, const fastlstm_
                                       const float* ws, const float* dy, const float* dhn,
                                       const float* dcn, float* dx, float* dh0, float* dc0,
                                       const fastlstm_grads_f32* g, int num_threads) {
-  return backward<float>(dims, p, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
-                         num_threads);
+  return backward<float, fastlstm_grads_ex_f32, false>(dims, nullptr, p, x, lengths, c0,
+                                                       nullptr, ws, dy, dhn, dcn, dx, dh0, dc0,
+                                                       g, num_threads);
 }
 
 fastlstm_status fastlstm_backward_f64(const fastlstm_dims* dims, const fastlstm_packed* p,
@@ -226,8 +415,33 @@ fastlstm_status fastlstm_backward_f64(const fastlstm_dims* dims, const fastlstm_
                                       const double* dhn, const double* dcn, double* dx,
                                       double* dh0, double* dc0, const fastlstm_grads_f64* g,
                                       int num_threads) {
-  return backward<double>(dims, p, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
-                          num_threads);
+  return backward<double, fastlstm_grads_ex_f64, false>(dims, nullptr, p, x, lengths, c0,
+                                                        nullptr, ws, dy, dhn, dcn, dx, dh0,
+                                                        dc0, g, num_threads);
+}
+
+fastlstm_status fastlstm_backward_ex_f32(const fastlstm_dims* dims, const fastlstm_options* opts,
+                                         const fastlstm_packed* p, const float* x,
+                                         const int64_t* lengths, const float* c0,
+                                         const float* zoneout_keep, const float* ws,
+                                         const float* dy, const float* dhn, const float* dcn,
+                                         float* dx, float* dh0, float* dc0,
+                                         const fastlstm_grads_ex_f32* g, int num_threads) {
+  return backward<float, fastlstm_grads_ex_f32, true>(dims, opts, p, x, lengths, c0,
+                                                      zoneout_keep, ws, dy, dhn, dcn, dx, dh0,
+                                                      dc0, g, num_threads);
+}
+
+fastlstm_status fastlstm_backward_ex_f64(const fastlstm_dims* dims, const fastlstm_options* opts,
+                                         const fastlstm_packed* p, const double* x,
+                                         const int64_t* lengths, const double* c0,
+                                         const double* zoneout_keep, const double* ws,
+                                         const double* dy, const double* dhn, const double* dcn,
+                                         double* dx, double* dh0, double* dc0,
+                                         const fastlstm_grads_ex_f64* g, int num_threads) {
+  return backward<double, fastlstm_grads_ex_f64, true>(dims, opts, p, x, lengths, c0,
+                                                       zoneout_keep, ws, dy, dhn, dcn, dx, dh0,
+                                                       dc0, g, num_threads);
 }
 
 }  // extern "C"
