@@ -1,7 +1,8 @@
 """The C ABI's second generation (fastlstm_c.h, the *_ex entry points) through
-ctypes: zoneout (LSTM, GRU) with masks and the deterministic mix, the LSTM's
-cell clip, against the float64 references (fastlstm.reference, reference_gru)
-and the NumPy layers; the versioned structs (a leading `size`: shorter,
+ctypes: zoneout (LSTM, GRU, layer-norm LSTM) with masks and the deterministic
+mix, the LSTM's cell clip, the layer-norm LSTM's extra weights, against the
+float64 references (fastlstm.reference, reference_gru, reference_lnlstm) and
+the NumPy layers; the versioned structs (a leading `size`: shorter,
 longer, garbage); every bad argument a status and a message naming it; the
 ABI 1 entry points unchanged beside them.
 
@@ -19,6 +20,7 @@ import pytest
 import fastlstm
 from fastlstm import reference as ref
 from fastlstm import reference_gru as ref_gru
+from fastlstm import reference_lnlstm as ref_ln
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL64 = 1e-12  # float64, relative to max|reference|
@@ -112,6 +114,8 @@ def err(lib):
 # torch's names of one direction's parameters, in the struct's order
 NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
          "w_ph": "weight_ph", "w_hr": "weight_hr"}
+LN_NAMES = {"ln_ih": "weight_ln_ih", "ln_hh": "weight_ln_hh", "ln_c": "weight_ln_c",
+            "ln_cb": "bias_ln_c"}
 
 
 def ex_array(params, D, cls=WeightsEx, zeros=False):
@@ -121,12 +125,12 @@ def ex_array(params, D, cls=WeightsEx, zeros=False):
     for d in range(D):
         sfx = "_reverse" if d else ""
         arr[d].size = ctypes.sizeof(cls)
-        for f, stem in NAMES.items():
+        for f, stem in list(NAMES.items()) + list(LN_NAMES.items()):
             k = f"{stem}_l0{sfx}"
             if k in params:
                 a = np.zeros_like(params[k]) if zeros else np.ascontiguousarray(params[k])
                 bufs[k] = a
-                setattr(arr[d].base, f, a.ctypes.data)
+                setattr(arr[d].base if f in NAMES else arr[d], f, a.ctypes.data)
     return arr, bufs
 
 
@@ -152,7 +156,7 @@ class Layer:
         T, B = x.shape[:2]
         D, Ho, H, dt = self.D, self.Ho, self.H, self.dtype
         y, hn = np.full((T, B, D * Ho), np.nan, dt), np.full((D, B, Ho), np.nan, dt)
-        cn = np.full((D, B, H), np.nan, dt) if self.cell == "lstm" else None
+        cn = np.full((D, B, H), np.nan, dt) if self.cell != "gru" else None
         ws = None
         if training:
             n = i64()
@@ -279,6 +283,41 @@ def test_gru_matches_the_reference(lib, bid, with_lengths, train):
     assert set(g) == set(gr)
     for k in gr:
         close(g[k], gr[k], k)
+
+
+@pytest.mark.parametrize("bid, with_lengths", [(False, False), (True, True)],
+                         ids=["uni-full", "bi-len"])
+@pytest.mark.parametrize("train", [True, False], ids=["masks", "eval_mix"])
+def test_layer_norm_lstm_matches_the_reference(lib, bid, with_lengths, train):
+    """The layer-norm LSTM's gains and norm bias come through
+    fastlstm_weights_ex_* (and their gradients through fastlstm_grads_ex_*)."""
+    T, B, I, H, p = 6, 4, 5, 8, 0.35
+    D = 2 if bid else 1
+    rng = np.random.default_rng(9)
+    params = {k: rng.uniform(-0.8, 0.8, v) if "ln" not in k else
+              (1 if k.startswith("weight") else 0) + 0.3 * rng.standard_normal(v)
+              for k, v in ref_ln.lnlstm_param_shapes(I, H, 1, True, bid).items()}
+    x = rng.standard_normal((T, B, I))
+    h0, c0 = rng.standard_normal((D, B, H)), rng.standard_normal((D, B, H))
+    lengths = rng.integers(1, T + 1, B).astype(np.int64) if with_lengths else None
+    keep = (rng.random((T, B, D * H)) < p).astype(np.float64) if train else None
+    layer = Layer(lib, "lnlstm", params, T, B, I, H, 0, D)
+    opts = options(p)
+    y, hn, cn = layer.forward(x, h0, c0, lengths, ctypes.byref(opts), keep)
+    yr, hr, cr, cache = ref_ln.lnlstm_forward(x, params, num_layers=1, hidden_size=H,
+                                              bidirectional=bid, h0=h0, c0=c0, lengths=lengths,
+                                              zoneout=p, zoneout_masks=[keep] if train else None,
+                                              training=train)
+    for name, a, b in (("y", y, yr), ("h_n", hn, hr), ("c_n", cn, cr)):
+        close(a, b, name)
+    dy, dhn, dcn = (rng.standard_normal(a.shape) for a in (yr, hr, cr))
+    dx, dh0, dc0, g = layer.backward(dy, dhn, dcn)
+    dxr, dh0r, dc0r, gr = ref_ln.lnlstm_backward(cache, dy, dhn, dcn)
+    for name, a, b in (("dx", dx, dxr), ("dh0", dh0, dh0r), ("dc0", dc0, dc0r)):
+        close(a, b, name)
+    assert set(g) == set(gr) and any("ln" in k for k in g)
+    for k in gr:
+        close(g[k], gr[k], k, tol=1e-11)
 
 
 def test_float32_same_bits_as_the_numpy_layer(lib):
@@ -436,17 +475,30 @@ def test_bad_arguments(lib):
     s = lib.fastlstm_workspace_size_ex(by(gdims), by(options(0.1, 1.0)), None, -1, 8, by(n))
     assert (s, err(lib)) == (INVALID, "opts.cell_clip: the gru cell has no cell clip "
                                       "(leave it 0)")
-    # the layer-norm LSTM: the cell code is known, its kernels are not there yet
-    ldims = Dims(T, B, I, H, 0, 1, 0, CELL["lnlstm"])
-    s = lib.fastlstm_workspace_size_ex(by(ldims), None, None, -1, 8, by(n))
-    assert s == INVALID and "layer-norm LSTM has no CPU kernels" in err(lib), err(lib)
-    lw, _ = ex_array({k: v for k, v in params.items() if "reverse" not in k}, 1)
+    # the layer-norm LSTM: its gains only through pack_ex, each one required; no clip
+    ldims = Dims(T, B, I, H, 0, 2, 0, CELL["lnlstm"])
+    s = lib.fastlstm_workspace_size_ex(by(ldims), by(options(0.1, 1.0)), None, -1, 8, by(n))
+    assert (s, err(lib)) == (INVALID, "opts.cell_clip: the lnlstm cell has no cell clip "
+                                      "(leave it 0)")
+    lparams = {k: np.ones(v) for k, v in ref_ln.lnlstm_param_shapes(I, H, 1, True, True).items()}
+    lw, _ = ex_array(lparams, 2)
     q = vp()
-    s = lib.fastlstm_pack_ex_f64(by(ldims), None, lw, -1, 0, 1, by(q))
-    assert s == INVALID and "layer-norm" in err(lib) and not q.value, err(lib)
+    assert lib.fastlstm_pack_ex_f64(by(ldims), None, lw, -1, 0, 1, by(q)) == OK, err(lib)
+    lib.fastlstm_packed_free(q)
+    q = vp()
+    for f in ("ln_ih", "ln_hh", "ln_c", "ln_cb"):
+        lw, _ = ex_array(lparams, 2)
+        setattr(lw[1], f, None)
+        s = lib.fastlstm_pack_ex_f64(by(ldims), None, lw, -1, 0, 1, by(q))
+        assert (s, err(lib)) == (INVALID, f"w[1].{f}: must not be NULL (a required weight pointer)")
+        assert not q.value
     s = lib.fastlstm_pack_f64(by(ldims), by(lw[0].base), -1, 0, 1, by(q))
     assert (s, err(lib)) == (INVALID, "dims.cell: the layer-norm LSTM's weights need "
                                       "fastlstm_pack_ex_*")
+    w, _ = ex_array(layer.params, 2)
+    w[0].base.w_hh = None
+    s = lib.fastlstm_pack_ex_f64(by(dims), None, w, -1, 0, 1, by(q))
+    assert (s, err(lib)) == (INVALID, "w[0].w_hh: must not be NULL (a required weight pointer)")
     bad = Dims(T, B, I, H, 0, 2, 0, 7)
     s = lib.fastlstm_pack_ex_f64(by(bad), None, layer.w, -1, 0, 1, by(q))
     assert s == INVALID and "dims.cell: expected FASTLSTM_CELL_LSTM" in err(lib) and "got 7" \
@@ -477,7 +529,7 @@ def test_bad_arguments(lib):
 
     g, _ = ex_array(layer.params, 2, zeros=True)
     g[1].base.w_hh = None
-    assert bwd(g) == (INVALID, "g[1].w_hh: must not be NULL (a required gradient)")
+    assert bwd(g) == (INVALID, "g[1].w_hh: must not be NULL (a required gradient pointer)")
     assert bwd(None) == (INVALID, "g: must not be NULL")
     g, _ = ex_array(layer.params, 2, zeros=True)
     g[0].size = 7

@@ -153,8 +153,22 @@ std::vector<S> read_directions(const S* w, int64_t D, const char* name, const ch
   return out;
 }
 
+// One direction's weights, each required pointer checked by name.
 template <class T, class CW>
-DirWeights<T> dir_weights(const CW& w) {
+DirWeights<T> dir_weights(const CW& w, const LayerDims& d, int64_t k) {
+  const std::string nk = "w[" + std::to_string(k) + "].";
+  auto need = [&](const void* ptr, bool when, const char* field) {
+    require(!when || ptr != nullptr, nk + field + ": must not be NULL (a required weight pointer)");
+  };
+  const bool ln = d.cell == Cell::lnlstm;
+  need(w.base.w_ih, true, "w_ih");
+  need(w.base.w_hh, true, "w_hh");
+  need(w.base.w_ph, d.peephole, "w_ph");
+  need(w.base.w_hr, d.P > 0, "w_hr");
+  need(w.ln_ih, ln, "ln_ih");
+  need(w.ln_hh, ln, "ln_hh");
+  need(w.ln_c, ln, "ln_c");
+  need(w.ln_cb, ln, "ln_cb");
   DirWeights<T> out;
   out.w_ih = w.base.w_ih; out.w_hh = w.base.w_hh; out.b_ih = w.base.b_ih;
   out.b_hh = w.base.b_hh; out.w_ph = w.base.w_ph; out.w_hr = w.base.w_hr;
@@ -166,7 +180,7 @@ template <class T, class CG>
 DirGrads<T> dir_grads(const CG& g, const LayerDims& d, int64_t k) {
   const std::string nk = "g[" + std::to_string(k) + "].";
   auto need = [&](const void* ptr, bool when, const char* field) {
-    require(!when || ptr != nullptr, nk + field + ": must not be NULL (a required gradient)");
+    require(!when || ptr != nullptr, nk + field + ": must not be NULL (a required gradient pointer)");
   };
   const bool ln = d.cell == Cell::lnlstm;
   need(g.base.w_ih, true, "w_ih");
@@ -245,13 +259,17 @@ fastlstm_status pack(const fastlstm_dims* dims, const fastlstm_options* opts, co
     if constexpr (!ex)
       require(d.cell != Cell::lnlstm,
               "dims.cell: the layer-norm LSTM's weights need fastlstm_pack_ex_*");
+    require(d.D == 1 || d.D == 2, "dims.D: expected 1 or 2");
+    LayerDims shape = d;  // the sizes first (packing reads I, H, P, D and the cell)
+    shape.T = shape.B = 1;
+    check_layer(shape, nullptr);
     std::vector<CWX> wx;
     if constexpr (ex) wx = read_directions(w, d.D, "w", std::is_same_v<T, float>
                                                          ? "fastlstm_weights_ex_f32"
                                                          : "fastlstm_weights_ex_f64");
     else wx = extend<CWX>(w, d.D, "w");
     std::vector<DirWeights<T>> dw;
-    for (const CWX& e : wx) dw.push_back(dir_weights<T>(e));
+    for (int64_t k = 0; k < d.D; ++k) dw.push_back(dir_weights<T>(wx[k], d, k));
     const Isa i = to_isa(isa);
     const ExecConfig cfg = config(i, num_threads);
     auto p = std::make_unique<fastlstm_packed>();

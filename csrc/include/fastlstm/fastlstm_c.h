@@ -55,9 +55,9 @@ typedef enum fastlstm_status {
 /* The C ABI generation of this header: 2 adds the *_ex entry points. */
 #define FASTLSTM_C_ABI_VERSION 2
 
-/* Cells (dims.cell); projection and peepholes are LSTM options. The
- * layer-norm LSTM takes its ln_* weights through fastlstm_pack_ex_* (this
- * build refuses it until its CPU kernels land). */
+/* Cells (dims.cell); projection, peepholes and the cell clip are LSTM
+ * options. The layer-norm LSTM takes its ln_* weights through
+ * fastlstm_pack_ex_* (fastlstm_pack_* refuses it). */
 enum { FASTLSTM_CELL_LSTM = 0, FASTLSTM_CELL_GRU = 1, FASTLSTM_CELL_LNLSTM = 2 };
 
 /* Kernel paths; FASTLSTM_ISA_BEST picks the best this CPU supports. */
