@@ -5,8 +5,11 @@ torch.nn.LSTM / torch.nn.GRU, and `LSTMCell` / `GRUCell` for the cells.
 graph breaks on instances of those classes, so they are not subclasses):
 same constructor, parameters, state_dict, `.to()`/`.double()`,
 `flatten_parameters()`, PackedSequence, unbatched and batch_first input, `hx`,
-and torch's exceptions for bad input; for the LSTM, `peephole=True` and
-`weights_dtype="bfloat16"` are the extra keywords. On the CPU in
+and torch's exceptions for bad input; the extra keywords are
+`weights_dtype="bfloat16"` and `zoneout=p` (haste's zoneout on h: Bernoulli
+keep masks from torch's default generator in training, the mix
+p*h_{t-1} + (1-p)*h_t in eval()), and for the LSTM `peephole=True` and
+`cell_clip=c` (ONNX's clip of the gate pre-activations). On the CPU in
 float32/float64 every layer runs fastlstm's kernels:
 - under torch.compile/export, torch.jit.trace and torch.func transforms
   (vmap, grad), through custom operators, ``torch.ops.fastlstm.lstm_layer``

@@ -6,9 +6,12 @@ their own: a backward with ``create_graph=True`` (double backward, gradient
 penalties, Hessian-vector products), forward-mode AD (``torch.func.jvp``,
 ``jacfwd``, ``torch.autograd.forward_ad``) and an empty batch. Layers that
 torch's own op covers (``torch.lstm`` / ``torch.gru``: no lengths, no
-peepholes, no torch.func transform, under which those ops fail) run it; the
-rest run a step loop at the speed of a Python RNN, over the equations of
-torch.nn.LSTM / torch.nn.GRU (one step function per cell, one loop).
+peepholes, no zoneout or cell clip, no torch.func transform, under which
+those ops fail) run it; the rest run a step loop at the speed of a Python
+RNN, over the equations of torch.nn.LSTM / torch.nn.GRU (one step function
+per cell, one loop), with zoneout on h (h_t = k*h_{t-1} + (1-k)*h~_t) and the
+LSTM's cell clip (every gate pre-activation, peepholes added, clamped to
+[-clip, clip]: zero gradient where clamped), as `fastlstm.reference`.
 """
 from typing import Optional
 
@@ -16,25 +19,30 @@ import torch
 from torch import Tensor
 
 
-def _lstm_step(xw_t, state, w):
-    """One LSTM step: xw_t = x_t W_ih^T + b_ih + b_hh [B,4H]; state (h, c)."""
+def _lstm_step(xw_t, state, w, clip=0.0):
+    """One LSTM step: xw_t = x_t W_ih^T + b_ih + b_hh [B,4H]; state (h, c);
+    clip > 0: ONNX's clip of the gate pre-activations (peepholes added)."""
     h, c = state
     gi, gf, gg, go = (xw_t + torch.matmul(h, w["w_hh"].t())).chunk(4, dim=-1)
     w_ph = w["w_ph"]
     if w_ph is not None:
         gi, gf = gi + w_ph[0] * c, gf + w_ph[1] * c
+    if clip:
+        gi, gf, gg = (torch.clamp(a, -clip, clip) for a in (gi, gf, gg))
     c_new = torch.sigmoid(gf) * c + torch.sigmoid(gi) * torch.tanh(gg)
     if w_ph is not None:
         go = go + w_ph[2] * c_new
+    if clip:
+        go = torch.clamp(go, -clip, clip)
     h_new = torch.sigmoid(go) * torch.tanh(c_new)
     if w["w_hr"] is not None:
         h_new = torch.matmul(h_new, w["w_hr"].t())
     return (h_new, c_new)
 
 
-def _gru_step(xw_t, state, w):
+def _gru_step(xw_t, state, w, clip=0.0):
     """One GRU step (torch.nn.GRU: gates r, z, n; b_hn inside r ⊙ (.)):
-    xw_t = x_t W_ih^T + b_ih [B,3H]; state (h,)."""
+    xw_t = x_t W_ih^T + b_ih [B,3H]; state (h,). (The GRU has no clip.)"""
     h, = state
     hw = torch.matmul(h, w["w_hh"].t())
     if w["b_hh"] is not None:
@@ -63,12 +71,20 @@ _TORCH_OP = {"lstm": torch.lstm, "gru": torch.gru}
 
 
 def layer(cell: str, x: Tensor, weights: list, states: list, lengths: Optional[Tensor],
-          hidden_size: int, proj_size: int, bidirectional: bool, bias: bool, peephole: bool):
+          hidden_size: int, proj_size: int, bidirectional: bool, bias: bool, peephole: bool,
+          zoneout_mask: Optional[Tensor] = None, zoneout: float = 0.0, cell_clip: float = 0.0):
     """x [T,B,I], weights as the layer op takes them, states [h0 [D,B,Ho]] plus
     c0 [D,B,H] for the LSTM, lengths int [B] or None -> y [T,B,D*Ho] and the
     list of final states. Past a row's length its output is zero and its
-    state is held; the reverse direction starts at each row's last element."""
-    if lengths is None and not peephole and torch._C._functorch.peek_interpreter_stack() is None:
+    state is held; the reverse direction starts at each row's last element.
+    Zoneout: h_t = k*h_{t-1} + (1-k)*h~_t, k = zoneout_mask[t, :, d*Ho:(d+1)*Ho]
+    (1 keeps h_{t-1}; a constant, not differentiated) or k = zoneout without a
+    mask (0: none); the zoned h is the output and the next state, c is not
+    zoned. cell_clip > 0: the LSTM's gate pre-activations clamped to
+    [-cell_clip, cell_clip] (0: none)."""
+    zoned = zoneout_mask is not None or zoneout > 0.0
+    if (lengths is None and not peephole and not zoned and not cell_clip
+            and torch._C._functorch.peek_interpreter_stack() is None):
         # the same weights in the same order as torch.nn.LSTM's / GRU's _flat_weights
         hx = tuple(states) if cell == "lstm" else states[0]
         out = _TORCH_OP[cell](x, hx, list(weights), bias, 1, 0.0, False, bidirectional, False)
@@ -81,6 +97,10 @@ def layer(cell: str, x: Tensor, weights: list, states: list, lengths: Optional[T
     if lengths is not None:  # [T,B,1]: step t is inside row b
         steps = torch.arange(T, device=x.device)
         valid = (steps[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)
+    Ho = proj_size or hidden_size
+    keep = None
+    if zoneout_mask is not None:  # a constant of this call: no gradient flows into it
+        keep = zoneout_mask.detach()
     ys, finals = [], [[] for _ in states]
     for d in range(D):
         w = _direction(cell, list(weights[d * per_dir:(d + 1) * per_dir]), bias,
@@ -91,7 +111,10 @@ def layer(cell: str, x: Tensor, weights: list, states: list, lengths: Optional[T
         state = tuple(s[d] for s in states)
         out = [None] * T
         for t in (range(T) if d == 0 else reversed(range(T))):
-            new = step(xw[t], state, w)
+            new = step(xw[t], state, w, cell_clip)
+            if zoned:  # zoneout on h: the zoned h is the output and the next state
+                k = zoneout if keep is None else keep[t, :, d * Ho:(d + 1) * Ho]
+                new = (k * state[0] + (1 - k) * new[0],) + tuple(new[1:])
             if valid is None:
                 state, out[t] = new, new[0]
             else:

@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .. import _spec, functional
+from .. import _checks, _spec, functional
 from .._checks import DTypeError, ShapeError
 from . import _autodiff
-from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, cached_pack,
-                   call_layer, route)
+from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, _transforms_active,
+                   cached_pack, call_layer, route)
 
 __all__ = ["LSTM", "GRU"]
 
@@ -65,12 +65,15 @@ class _Recurrent(KernelModule):
     _CELL = "lstm"
 
     def _setup(self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-               bidirectional, proj_size, device, dtype, peephole, weights_dtype):
+               bidirectional, proj_size, device, dtype, peephole, weights_dtype, zoneout=0.0,
+               cell_clip=None):
         check_rnn_config(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, peephole)
         if weights_dtype not in (None, "bfloat16"):
             raise ValueError(f"weights_dtype: expected None or 'bfloat16', got "
                              f"{weights_dtype!r}")
+        self.zoneout, self.cell_clip = _checks.zoneout_config(zoneout, cell_clip)
+        self.zoneout_masks = []
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
@@ -127,7 +130,7 @@ class _Recurrent(KernelModule):
         for name, default in (("proj_size", 0), ("num_layers", 1), ("bias", True),
                               ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False), ("peephole", False),
-                              ("weights_dtype", None)):
+                              ("weights_dtype", None), ("zoneout", 0.0), ("cell_clip", None)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
@@ -138,11 +141,38 @@ class _Recurrent(KernelModule):
     def _runs_here(self, x: Tensor) -> bool:
         ok = x.device.type == "cpu" and x.dtype in _DTYPES and all(
             p.device.type == "cpu" and p.dtype == x.dtype for p in self.parameters())
-        if not ok and self.peephole:
-            raise DTypeError(f"fastlstm.torch.{type(self).__name__}: peepholes need CPU "
-                             f"float32/float64 input and parameters of the same dtype, got "
-                             f"{x.dtype} on {x.device}")
+        if not ok:  # torch's op would run it, but has none of these
+            what = [w for w, on in (("peepholes", self.peephole), ("zoneout", self.zoneout),
+                                    ("cell_clip", self.cell_clip is not None)) if on]
+            if what:
+                raise DTypeError(f"fastlstm.torch.{type(self).__name__}: {' and '.join(what)} "
+                                 f"need CPU float32/float64 input and parameters of the same "
+                                 f"dtype, got {x.dtype} on {x.device}")
         return ok
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["zoneout_masks"] = []  # the last forward's draws are not part of the model
+        return state
+
+    def __setstate__(self, state):
+        # pickled before zoneout and cell_clip existed
+        state.setdefault("zoneout", 0.0)
+        state.setdefault("cell_clip", None)
+        state.setdefault("zoneout_masks", [])
+        super().__setstate__(state)
+
+    def _layer_zoneout(self, x: Tensor) -> list:
+        """Per layer, the zoneout of its call: (mask, zoneout, cell_clip) (see
+        fastlstm.torch._ops.NO_ZONEOUT). In training each layer gets a fresh
+        keep mask [T,B,D*Ho] ~ Bernoulli(zoneout) from torch's default
+        generator; in eval() none, and the kernels mix with the constant p."""
+        clip = self.cell_clip or 0.0
+        if not (self.zoneout > 0.0 and self.training):
+            return [(None, self.zoneout, clip)] * self.num_layers
+        shape = (x.shape[0], x.shape[1], self._D * (self.proj_size or self.hidden_size))
+        return [((torch.rand(shape, dtype=x.dtype, device=x.device) < self.zoneout).to(x.dtype),
+                 self.zoneout, clip) for _ in range(self.num_layers)]
 
     # how a state is given and returned: a tuple (h, c) (LSTM) or a tensor h (GRU)
     def _states_out(self, states: list):
@@ -259,17 +289,22 @@ class _Recurrent(KernelModule):
         # mode (jit.trace's check reruns under no_grad); eval-mode traces then
         # raise on backward rather than save workspaces
         save = self.training if torch.jit.is_tracing() else grad
+        zos = self._layer_zoneout(x)
+        if (self.training and self.zoneout > 0.0 and not torch.compiler.is_compiling()
+                and not torch.jit.is_tracing() and not _transforms_active()):
+            self.zoneout_masks = [zo[0] for zo in zos]  # eager only: plain tensors
         finals, inp = [[] for _ in states], x
         for k in range(L):
             s0 = [s[k * D:(k + 1) * D] for s in states]
+            zo = zos[k]
             if path == "autodiff":
-                y, sn = _autodiff.layer(cell, inp, weights[k], s0, lengths, *cfg)
+                y, sn = _autodiff.layer(cell, inp, weights[k], s0, lengths, *cfg, *zo)
             elif path == "ops":
-                y, sn, _ = call_layer(cell, inp, weights[k], s0, lengths, cfg, save)
+                y, sn, _ = call_layer(cell, inp, weights[k], s0, lengths, cfg, save, zo)
             elif path == "eager":
-                y, *sn = _EagerLayer.apply(inp, lengths, (cell, *cfg), *s0, *weights[k])
+                y, *sn = _EagerLayer.apply(inp, lengths, (cell, *cfg, *zo), *s0, *weights[k])
             else:
-                y, sn = _infer_layer(packed, k, inp, s0, lengths)
+                y, sn = _infer_layer(packed, k, inp, s0, lengths, zo)
             if k < L - 1 and self.dropout > 0 and self.training:
                 y = torch.nn.functional.dropout(y, self.dropout, training=True)
             for f, s in zip(finals, sn):
@@ -294,6 +329,12 @@ class LSTM(_Recurrent):
     `peephole=True` adds ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows
     i, f, o) after them. `weights_dtype="bfloat16"` runs eager inference
     (no autograd) with W_ih and W_hh rounded to bfloat16, as fastlstm.LSTM.
+    `zoneout=p` is haste's zoneout on h, as fastlstm.LSTM's: in training
+    h_t = m*h_{t-1} + (1-m)*h~_t with a keep mask m ~ Bernoulli(p) per
+    element and step, drawn from torch's default generator (one [T,B,D*Ho]
+    mask per layer, kept as `zoneout_masks` after an eager call); in eval()
+    h_t = p*h_{t-1} + (1-p)*h~_t. `cell_clip=c` clips every gate
+    pre-activation (peepholes added) to [-c, c], as ONNX LSTM's `clip`.
 
     It mirrors torch.nn.LSTM rather than subclassing it: torch.compile graph
     breaks on every torch.nn.LSTM instance, subclasses included."""
@@ -304,10 +345,12 @@ class LSTM(_Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
-                 peephole: bool = False, weights_dtype=None):
+                 peephole: bool = False, weights_dtype=None, zoneout: float = 0.0,
+                 cell_clip=None):
         super().__init__()
         self._setup("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, proj_size, device, dtype, peephole, weights_dtype)
+                    bidirectional, proj_size, device, dtype, peephole, weights_dtype, zoneout,
+                    cell_clip)
 
     def _states_out(self, states: list):
         return tuple(states)
@@ -339,7 +382,8 @@ class GRU(_Recurrent):
     parameters (names, shapes, order, init: gates r, z, n), forward and
     errors: ``y, h_n = gru(input, h_0=None)``. `weights_dtype="bfloat16"`
     runs eager inference (no autograd) with W_ih and W_hh rounded to
-    bfloat16, as fastlstm.GRU.
+    bfloat16, as fastlstm.GRU. `zoneout=p` is haste's zoneout on h, as in
+    `LSTM` (the GRU has no cell clip).
 
     It mirrors torch.nn.GRU rather than subclassing it: torch.compile graph
     breaks on every torch.nn.RNNBase instance, subclasses included."""
@@ -350,7 +394,7 @@ class GRU(_Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, weights_dtype=None,
-                 **kwargs):
+                 zoneout: float = 0.0, **kwargs):
         if "proj_size" in kwargs:  # torch's check and words
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if kwargs:
@@ -358,7 +402,7 @@ class GRU(_Recurrent):
                             f"{next(iter(kwargs))!r}")
         super().__init__()
         self._setup("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, 0, device, dtype, False, weights_dtype)
+                    bidirectional, 0, device, dtype, False, weights_dtype, zoneout)
 
     def _states_out(self, states: list):
         return states[0]

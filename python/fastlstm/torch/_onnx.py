@@ -18,7 +18,12 @@ r,z,n -> ONNX z,r,h, from `fastlstm.convert.onnx_gate_rows`) is done by
 Gather nodes in the graph, which constant folding removes when they are
 constants. Lengths become ``sequence_lens`` (int32). The layer's last output
 (the training workspace, only read by the backward op) is exported empty.
-ONNX's LSTM has no projection: a layer with ``proj_size > 0`` is refused.
+An LSTM's ``cell_clip`` becomes the node's ``clip`` attribute (the same
+clip of the gate pre-activations). ONNX's LSTM has no projection and neither
+op has zoneout: a layer with ``proj_size > 0``, and a layer with zoneout
+(``zoneout > 0``, in eval() a deterministic mix of h_{t-1} into h_t that the
+ops cannot express, or a zoneout mask in training), are refused with an
+error rather than exported as a different model.
 """
 from typing import Optional, Sequence, TypeVar
 
@@ -32,9 +37,16 @@ _INT32 = 6  # onnx.TensorProto.INT32
 
 
 def _build(e, cell, x, weights, states, lengths, H: int, P: int, bidirectional: bool,
-           bias: bool, peephole: bool):
+           bias: bool, peephole: bool, zoned: bool = False, cell_clip: float = 0.0):
     """One ONNX LSTM or GRU node (and its weight reorder) for one layer op
-    call through the emitter `e` -> y [T,B,D*H], [h_n (, c_n)] [D,B,H]."""
+    call through the emitter `e` -> y [T,B,D*H], [h_n (, c_n)] [D,B,H].
+    zoned: the call has a zoneout mask or zoneout > 0 (refused); cell_clip > 0:
+    the LSTM node's clip."""
+    if zoned:
+        raise ValueError(f"fastlstm::{cell}_layer with zoneout cannot be exported to ONNX: "
+                         f"ONNX's {cell.upper()} op has no zoneout (in eval() zoneout=p mixes "
+                         f"p*h_(t-1) into every h_t, which the op cannot express); export a "
+                         f"model without zoneout (zoneout=0.0)")
     if P:
         raise ValueError("fastlstm::lstm_layer with proj_size > 0 cannot be exported to "
                          "ONNX: ONNX's LSTM op has no projection (weight_hr)")
@@ -71,7 +83,9 @@ def _build(e, cell, x, weights, states, lengths, H: int, P: int, bidirectional: 
         inputs.append(stack(Ph))
     direction = "bidirectional" if D == 2 else "forward"
     if cell == "lstm":
-        y, *finals = e.op("LSTM", *inputs, outputs=3, hidden_size=H, direction=direction)
+        clip = {"clip": float(cell_clip)} if cell_clip else {}
+        y, *finals = e.op("LSTM", *inputs, outputs=3, hidden_size=H, direction=direction,
+                          **clip)
     else:  # torch's GRU: r applied after the recurrent product (linear_before_reset=1)
         y, *finals = e.op("GRU", *inputs, outputs=2, hidden_size=H, direction=direction,
                           linear_before_reset=1)
@@ -108,22 +122,29 @@ class _TorchScriptEmitter:
         return n
 
 
-def _symbolic(cell: str, g, x, weights, states, lengths, cfg_values, training):
+def _symbolic(cell: str, g, x, weights, states, lengths, cfg_values, training,
+              zoneout_mask=None, zoneout=None, cell_clip=None):
     """The TorchScript exporter's translation of one layer op; cfg_values: the
-    op's configuration arguments, which must be graph constants."""
+    op's configuration arguments, zoneout and cell_clip: graph constants."""
     from torch.onnx import JitScalarType, symbolic_helper as sh
+
+    def is_none(v):
+        return v is None or sh._is_none(v)
 
     kinds = "iibbb" if cell == "lstm" else "ibb"  # (H, P,) bidirectional, bias(, peephole)
     cfg = [sh._maybe_get_const(v, k) for v, k in zip(cfg_values, kinds)]
-    if not all(isinstance(v, (int, bool)) for v in cfg):
+    floats = [0.0 if is_none(v) else sh._maybe_get_const(v, "f") for v in (zoneout, cell_clip)]
+    if not all(isinstance(v, (int, bool)) for v in cfg) or not all(
+            isinstance(v, (int, float)) for v in floats):
         raise torch.onnx.errors.SymbolicValueError(
-            f"fastlstm::{cell}_layer: its size and flag arguments must be constants of the "
-            f"traced graph", x)
+            f"fastlstm::{cell}_layer: its size, flag, zoneout and cell_clip arguments must be "
+            f"constants of the traced graph", x)
     full = cfg if cell == "lstm" else [cfg[0], 0, cfg[1], cfg[2], False]
     lens = None if sh._is_none(lengths) else lengths
+    zoned = not is_none(zoneout_mask) or floats[0] != 0.0
     try:
         y, finals = _build(_TorchScriptEmitter(g), cell, x, sh._unpack_list(weights), states,
-                           lens, *full)
+                           lens, *full, zoned, floats[1])
     except ValueError as err:
         raise torch.onnx.errors.SymbolicValueError(str(err), x) from None
     dtype = JitScalarType.from_value(x, JitScalarType.FLOAT).dtype()
@@ -131,14 +152,17 @@ def _symbolic(cell: str, g, x, weights, states, lengths, cfg_values, training):
 
 
 def _torchscript_lstm(g, x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional,
-                      bias, peephole, training):
+                      bias, peephole, training, zoneout_mask=None, zoneout=None,
+                      cell_clip=None):
     return _symbolic("lstm", g, x, weights, [h0, c0], lengths,
-                     (hidden_size, proj_size, bidirectional, bias, peephole), training)
+                     (hidden_size, proj_size, bidirectional, bias, peephole), training,
+                     zoneout_mask, zoneout, cell_clip)
 
 
-def _torchscript_gru(g, x, weights, h0, lengths, hidden_size, bidirectional, bias, training):
+def _torchscript_gru(g, x, weights, h0, lengths, hidden_size, bidirectional, bias, training,
+                     zoneout_mask=None, zoneout=None):
     return _symbolic("gru", g, x, weights, [h0], lengths, (hidden_size, bidirectional, bias),
-                     training)
+                     training, zoneout_mask, zoneout)
 
 
 def _register_torchscript() -> None:
@@ -179,20 +203,24 @@ class _OnnxscriptEmitter:
 
 def _lstm_layer_onnxscript(x: _T, weights: Sequence[_T], h0: _T, c0: _T,
                            lengths: Optional[_TInt], hidden_size: int, proj_size: int,
-                           bidirectional: bool, bias: bool, peephole: bool, training: bool):
+                           bidirectional: bool, bias: bool, peephole: bool, training: bool,
+                           zoneout_mask: Optional[_T] = None, zoneout: float = 0.0,
+                           cell_clip: float = 0.0):
     """The dynamo exporter's translation of ``fastlstm::lstm_layer``."""
     e = _OnnxscriptEmitter()
     y, (hn, cn) = _build(e, "lstm", x, list(weights), [h0, c0], lengths, hidden_size,
-                         proj_size, bidirectional, bias, peephole)
+                         proj_size, bidirectional, bias, peephole,
+                         zoneout_mask is not None or zoneout != 0.0, cell_clip)
     return y, hn, cn, e.const(np.empty(0, x.dtype.numpy()))
 
 
 def _gru_layer_onnxscript(x: _T, weights: Sequence[_T], h0: _T, lengths: Optional[_TInt],
-                          hidden_size: int, bidirectional: bool, bias: bool, training: bool):
+                          hidden_size: int, bidirectional: bool, bias: bool, training: bool,
+                          zoneout_mask: Optional[_T] = None, zoneout: float = 0.0):
     """The dynamo exporter's translation of ``fastlstm::gru_layer``."""
     e = _OnnxscriptEmitter()
     y, (hn,) = _build(e, "gru", x, list(weights), [h0], lengths, hidden_size, 0,
-                      bidirectional, bias, False)
+                      bidirectional, bias, False, zoneout_mask is not None or zoneout != 0.0)
     return y, hn, e.const(np.empty(0, x.dtype.numpy()))
 
 

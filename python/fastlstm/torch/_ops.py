@@ -8,6 +8,7 @@ Only the op schemas are per cell (the GRU has no c state, projection or
 peepholes); everything behind them is one code path that takes the cell
 name and reads its facts (states, parameter order, shapes) from the cell spec
 (`fastlstm._spec`)."""
+import numbers
 from typing import Optional
 
 import numpy as np
@@ -32,6 +33,16 @@ _TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch
 # which are present. `states` is [h] plus [c] for the LSTM. Internally a layer's
 # configuration is cfg = (hidden_size, proj_size, bidirectional, bias, peephole)
 # for every cell (0 / False where a cell has no such option).
+#
+# Zoneout and the cell clip ride beside cfg as zo = (zoneout_mask, zoneout,
+# cell_clip): zoneout_mask [T,B,D*Ho] (the op's dtype; 1 keeps h_{t-1}) or
+# None, the float zoneout (the weight of h_{t-1} wherever no mask is given:
+# eval()'s deterministic mix; 0 = none) and the float cell_clip (the LSTM's
+# clip of the gate pre-activations to [-cell_clip, cell_clip]; 0 = none). The
+# mask is an input of the ops, so the backward reuses exactly the forward's
+# draws; it is not differentiated.
+
+NO_ZONEOUT = (None, 0.0, 0.0)
 
 
 def n_states(cell: str) -> int:
@@ -49,8 +60,39 @@ def _names(cell: str, bidirectional: bool, bias: bool, proj: bool, peephole: boo
     return _spec.layer_weight_names(cell, 0, bidirectional, bias, proj, peephole)
 
 
-def _dims(cell: str, T: int, B: int, I: int, H: int, P: int, D: int, peephole) -> object:
-    return _core.LayerDims(T=T, B=B, I=I, H=H, P=P, D=D, peephole=bool(peephole), cell=cell)
+def _dims(cell: str, T: int, B: int, I: int, H: int, P: int, D: int, peephole,
+          zoneout: float = 0.0, cell_clip: float = 0.0) -> object:
+    return _core.LayerDims(T=T, B=B, I=I, H=H, P=P, D=D, peephole=bool(peephole), cell=cell,
+                           zoneout=zoneout, cell_clip=cell_clip)
+
+
+def check_zo(cell: str, zo) -> tuple:
+    """zo = (zoneout_mask, zoneout, cell_clip) checked: the mask a CPU Tensor or
+    None, zoneout a float in [0, 1], cell_clip a float >= 0 (0 = none; LSTM
+    only). None stands for no zoneout and no clip."""
+    if zo is None:
+        return NO_ZONEOUT
+    mask, zoneout, clip = zo
+    if mask is not None and (not isinstance(mask, Tensor) or mask.device.type != "cpu"):
+        raise TypeError(f"zoneout_mask: expected None or a CPU tensor, got "
+                        f"{getattr(mask, 'device', type(mask).__name__)}")
+    zoneout, _ = _checks.zoneout_config(zoneout)
+    if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
+        raise TypeError(f"cell_clip: expected a float >= 0 (0 = none), got "
+                        f"{type(clip).__name__}")
+    if not clip >= 0.0:
+        raise ValueError(f"cell_clip: expected a float >= 0 (0 = none), got {clip}")
+    if clip and cell != "lstm":
+        raise ValueError(f"cell_clip: the {cell} cell has no cell clip")
+    return mask, zoneout, float(clip)
+
+
+def _mask_array(mask, dtype, dims):
+    """The zoneout mask as the kernels' keep array [T,B,D*Ho], or None."""
+    if mask is None:
+        return None
+    return _checks.shaped(_np(mask), "zoneout_mask", dtype,
+                          (dims.T, dims.B, dims.D * (dims.P or dims.H)))
 
 
 def _state_shapes(cell: str, D: int, B: int, H: int, P: int) -> list:
@@ -58,8 +100,9 @@ def _state_shapes(cell: str, D: int, B: int, H: int, P: int) -> list:
     return [(D, B, P or H), (D, B, H)][:n_states(cell)]
 
 
-def _layer_args(cell, x, weights, hidden_size, proj_size, bidirectional, bias, peephole):
-    """Checked (dims, params dict, dtype, config) of one layer call."""
+def _layer_args(cell, x, weights, hidden_size, proj_size, bidirectional, bias, peephole,
+                zo=NO_ZONEOUT):
+    """Checked (dims, params dict, dtype, config) of one layer call; zo checked."""
     if x.device.type != "cpu" or x.dtype not in _DTYPES:
         raise TypeError(f"x: expected a CPU float32 or float64 tensor, got {x.dtype} on "
                         f"{x.device}")
@@ -79,7 +122,7 @@ def _layer_args(cell, x, weights, hidden_size, proj_size, bidirectional, bias, p
                                            1, bias, bidirectional, P, peephole, dtype,
                                            cell=cell)
     config = (I, H, 1, P, bool(bidirectional), bool(bias), bool(peephole))
-    return _dims(cell, T, B, I, H, P, D, peephole), params, dtype, config
+    return _dims(cell, T, B, I, H, P, D, peephole, zo[1], zo[2]), params, dtype, config
 
 
 def _state(t: Tensor, name: str, dtype, shape) -> np.ndarray:
@@ -98,10 +141,12 @@ def _workspace_per_row(cell: str, dims, isa: str, itemsize: int) -> int:
 
 
 def _run_forward(cell, packed_layer, dims, dtype, isa: str, nt: int, x: np.ndarray,
-                 states0: list, lens, training: bool):
+                 states0: list, lens, training: bool, keep=None):
     """The forward kernel of one layer -> y, [h_n (, c_n)], workspace (empty
     unless training; sized for all T*B rows, so its shape does not depend on
-    lengths). states0: [h0 (, c0)] as NumPy arrays (h0 may be None: zeros)."""
+    lengths). states0: [h0 (, c0)] as NumPy arrays (h0 may be None: zeros);
+    keep: the zoneout mask as a NumPy array [T,B,D*Ho] or None (then dims'
+    zoneout is the weight of h_{t-1}, 0 = none)."""
     T, B, H, P, D = dims.T, dims.B, dims.H, dims.P, dims.D
     Ho, tdt = P or H, _TORCH_DTYPE[dtype]
     y = torch.empty((T, B, D * Ho), dtype=tdt)
@@ -116,15 +161,16 @@ def _run_forward(cell, packed_layer, dims, dtype, isa: str, nt: int, x: np.ndarr
     h0, c0 = (list(states0) + [None])[:2]
     hn, cn = ([f.numpy() for f in finals] + [None])[:2]
     functional._kernel("forward", dtype)(dims, packed_layer, x, lens, h0, c0, y.numpy(), hn,
-                                         cn, wsn, nt, isa)
+                                         cn, wsn, nt, isa, keep)
     return y, finals, ws
 
 
 def _run_backward(cell, packed_layer, dims, dtype, isa: str, nt: int, bias: bool,
-                  x: np.ndarray, c0, lens, ws: Tensor, dy, d_states: list) -> list:
+                  x: np.ndarray, c0, lens, ws: Tensor, dy, d_states: list, keep=None) -> list:
     """The BPTT kernel of one layer -> [dx, dh0 (, dc0)] + the weight gradients
     in the order of `_names`. c0: the LSTM's initial cell state (None for the
-    GRU); d_states: [dh_n (, dc_n)]."""
+    GRU); d_states: [dh_n (, dc_n)]; keep: the forward's zoneout mask (NumPy)
+    or None, dims as the forward's (zoneout, cell_clip included)."""
     T, B, I, H, P, D = dims.T, dims.B, dims.I, dims.H, dims.P, dims.D
     peephole = dims.peephole
     tdt = _TORCH_DTYPE[dtype]
@@ -149,37 +195,41 @@ def _run_backward(cell, packed_layer, dims, dtype, isa: str, nt: int, bias: bool
     functional._kernel("backward", dtype)(
         dims, packed_layer, per_dir, x, lens, c0, _np(ws)[:need],
         _state(dy, "dy", dtype, (T, B, D * (P or H))), dh_n, dc_n, dx.numpy(), dh0, dc0, nt,
-        isa)
+        isa, keep)
     return [dx] + d0 + [grads[n] for n in names]
 
 
 def _prepare(cell, x, weights, states, lengths, hidden_size, proj_size, bidirectional, bias,
-             peephole, with_backward):
+             peephole, with_backward, zo=NO_ZONEOUT):
     """Checked arguments of one layer call and its packed weights. states:
-    [h0 (, c0)], each a Tensor or None (not given: the backward needs no h0)."""
+    [h0 (, c0)], each a Tensor or None (not given: the backward needs no h0).
+    zo: see NO_ZONEOUT; the last item returned is the zoneout mask as the
+    kernels' keep array (or None)."""
+    zo = check_zo(cell, zo)
     dims, params, dtype, config = _layer_args(cell, x, weights, hidden_size, proj_size,
-                                              bidirectional, bias, peephole)
+                                              bidirectional, bias, peephole, zo)
     T, B, H, P, D = dims.T, dims.B, dims.H, dims.P, dims.D
     isa, nt = resolve_isa(), torch.get_num_threads()
     s0 = [None if t is None else _state(t, name, dtype, shape)
           for t, name, shape in zip(states, ("h0", "c0"), _state_shapes(cell, D, B, H, P))]
     packed = functional._pack_checked(params, config, dtype, isa, with_backward, nt,
                                       cell=cell)
-    return packed.layers[0], dims, dtype, isa, nt, _np(x), s0, _lengths(lengths, B, T)
+    return (packed.layers[0], dims, dtype, isa, nt, _np(x), s0, _lengths(lengths, B, T),
+            _mask_array(zo[0], dtype, dims))
 
 
-def _layer_impl(cell, x, weights, states, lengths, cfg, training):
-    pl, dims, dtype, isa, nt, xn, s0, lens = _prepare(cell, x, weights, states, lengths, *cfg,
-                                                      False)
-    y, finals, ws = _run_forward(cell, pl, dims, dtype, isa, nt, xn, s0, lens, training)
+def _layer_impl(cell, x, weights, states, lengths, cfg, training, zo):
+    pl, dims, dtype, isa, nt, xn, s0, lens, keep = _prepare(cell, x, weights, states, lengths,
+                                                            *cfg, False, zo)
+    y, finals, ws = _run_forward(cell, pl, dims, dtype, isa, nt, xn, s0, lens, training, keep)
     return (y, *finals, ws)
 
 
-def _backward_impl(cell, x, weights, c0, lengths, ws, dy, d_states, cfg):
-    pl, dims, dtype, isa, nt, xn, s0, lens = _prepare(
-        cell, x, weights, [None, c0][:n_states(cell)], lengths, *cfg, True)
+def _backward_impl(cell, x, weights, c0, lengths, ws, dy, d_states, cfg, zo):
+    pl, dims, dtype, isa, nt, xn, s0, lens, keep = _prepare(
+        cell, x, weights, [None, c0][:n_states(cell)], lengths, *cfg, True, zo)
     return _run_backward(cell, pl, dims, dtype, isa, nt, cfg[3], xn, s0[1] if c0 is not None
-                         else None, lens, ws, dy, d_states)
+                         else None, lens, ws, dy, d_states, keep)
 
 
 def _layer_fake(cell, x, cfg, training):
@@ -205,17 +255,23 @@ def _backward_fake(cell, x, weights, cfg):
 def lstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
                lengths: Optional[Tensor], hidden_size: int, proj_size: int,
                bidirectional: bool, bias: bool, peephole: bool,
-               training: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+               training: bool, zoneout_mask: Optional[Tensor] = None, zoneout: float = 0.0,
+               cell_clip: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One LSTM layer: x [T,B,I], h0 [D,B,Ho], c0 [D,B,H], lengths int64 [B] or
     None -> y [T,B,D*Ho], h_n [D,B,Ho], c_n [D,B,H], workspace (what
-    `lstm_layer_backward` needs when training, else empty)."""
+    `lstm_layer_backward` needs when training, else empty). Zoneout on h:
+    h_t = k*h_{t-1} + (1-k)*h~_t with k = zoneout_mask [T,B,D*Ho] (x's dtype,
+    1 keeps h_{t-1}; not differentiated) or, without a mask, k = zoneout (0 =
+    none). cell_clip > 0 clips the gate pre-activations to [-cell_clip,
+    cell_clip] (0 = none)."""
     return _layer_impl("lstm", x, weights, [h0, c0], lengths,
-                       (hidden_size, proj_size, bidirectional, bias, peephole), training)
+                       (hidden_size, proj_size, bidirectional, bias, peephole), training,
+                       (zoneout_mask, zoneout, cell_clip))
 
 
 @lstm_layer.register_fake
 def _lstm_layer_fake(x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias,
-                     peephole, training):
+                     peephole, training, zoneout_mask=None, zoneout=0.0, cell_clip=0.0):
     return _layer_fake("lstm", x, (hidden_size, proj_size, bidirectional, bias, peephole),
                        training)
 
@@ -224,32 +280,40 @@ def _lstm_layer_fake(x, weights, h0, c0, lengths, hidden_size, proj_size, bidire
 def lstm_layer_backward(x: Tensor, weights: list[Tensor], c0: Tensor, lengths: Optional[Tensor],
                         workspace: Tensor, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
                         hidden_size: int, proj_size: int, bidirectional: bool, bias: bool,
-                        peephole: bool) -> list[Tensor]:
-    """BPTT through `lstm_layer(..., training=True)`: returns [dx, dh0, dc0] and
-    then one gradient per tensor of `weights`, in its order."""
+                        peephole: bool, zoneout_mask: Optional[Tensor] = None,
+                        zoneout: float = 0.0, cell_clip: float = 0.0) -> list[Tensor]:
+    """BPTT through `lstm_layer(..., training=True)` (with the same
+    zoneout_mask, zoneout and cell_clip): returns [dx, dh0, dc0] and then one
+    gradient per tensor of `weights`, in its order."""
     return _backward_impl("lstm", x, weights, c0, lengths, workspace, dy, [dh_n, dc_n],
-                          (hidden_size, proj_size, bidirectional, bias, peephole))
+                          (hidden_size, proj_size, bidirectional, bias, peephole),
+                          (zoneout_mask, zoneout, cell_clip))
 
 
 @lstm_layer_backward.register_fake
 def _lstm_layer_backward_fake(x, weights, c0, lengths, workspace, dy, dh_n, dc_n, hidden_size,
-                              proj_size, bidirectional, bias, peephole):
+                              proj_size, bidirectional, bias, peephole, zoneout_mask=None,
+                              zoneout=0.0, cell_clip=0.0):
     return _backward_fake("lstm", x, weights, (hidden_size, proj_size, bidirectional))
 
 
 @torch.library.custom_op("fastlstm::gru_layer", mutates_args=(), device_types="cpu")
 def gru_layer(x: Tensor, weights: list[Tensor], h0: Tensor, lengths: Optional[Tensor],
               hidden_size: int, bidirectional: bool, bias: bool,
-              training: bool) -> tuple[Tensor, Tensor, Tensor]:
+              training: bool, zoneout_mask: Optional[Tensor] = None,
+              zoneout: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """One GRU layer (torch.nn.GRU's maths): x [T,B,I], h0 [D,B,H], lengths
     int64 [B] or None -> y [T,B,D*H], h_n [D,B,H], workspace (what
-    `gru_layer_backward` needs when training, else empty)."""
+    `gru_layer_backward` needs when training, else empty). zoneout_mask and
+    zoneout as in `lstm_layer`."""
     return _layer_impl("gru", x, weights, [h0], lengths,
-                       _common_cfg("gru", (hidden_size, bidirectional, bias)), training)
+                       _common_cfg("gru", (hidden_size, bidirectional, bias)), training,
+                       (zoneout_mask, zoneout, 0.0))
 
 
 @gru_layer.register_fake
-def _gru_layer_fake(x, weights, h0, lengths, hidden_size, bidirectional, bias, training):
+def _gru_layer_fake(x, weights, h0, lengths, hidden_size, bidirectional, bias, training,
+                    zoneout_mask=None, zoneout=0.0):
     return _layer_fake("gru", x, _common_cfg("gru", (hidden_size, bidirectional, bias)),
                        training)
 
@@ -257,21 +321,25 @@ def _gru_layer_fake(x, weights, h0, lengths, hidden_size, bidirectional, bias, t
 @torch.library.custom_op("fastlstm::gru_layer_backward", mutates_args=(), device_types="cpu")
 def gru_layer_backward(x: Tensor, weights: list[Tensor], lengths: Optional[Tensor],
                        workspace: Tensor, dy: Tensor, dh_n: Tensor, hidden_size: int,
-                       bidirectional: bool, bias: bool) -> list[Tensor]:
-    """BPTT through `gru_layer(..., training=True)`: returns [dx, dh0] and then
-    one gradient per tensor of `weights`, in its order."""
+                       bidirectional: bool, bias: bool, zoneout_mask: Optional[Tensor] = None,
+                       zoneout: float = 0.0) -> list[Tensor]:
+    """BPTT through `gru_layer(..., training=True)` (with the same zoneout_mask
+    and zoneout): returns [dx, dh0] and then one gradient per tensor of
+    `weights`, in its order."""
     return _backward_impl("gru", x, weights, None, lengths, workspace, dy, [dh_n],
-                          _common_cfg("gru", (hidden_size, bidirectional, bias)))
+                          _common_cfg("gru", (hidden_size, bidirectional, bias)),
+                          (zoneout_mask, zoneout, 0.0))
 
 
 @gru_layer_backward.register_fake
 def _gru_layer_backward_fake(x, weights, lengths, workspace, dy, dh_n, hidden_size,
-                             bidirectional, bias):
+                             bidirectional, bias, zoneout_mask=None, zoneout=0.0):
     return _backward_fake("gru", x, weights, (hidden_size, 0, bidirectional))
 
 
 # the op pair of each cell, and how its schema's trailing arguments map to cfg
 _OPS = {"lstm": (lstm_layer, lstm_layer_backward), "gru": (gru_layer, gru_layer_backward)}
+_N_CFG = {"lstm": 5, "gru": 3}  # the op's configuration arguments (after lengths)
 
 
 def _op_cfg(cell: str, cfg: tuple) -> tuple:
@@ -288,21 +356,41 @@ def _common_cfg(cell: str, args: tuple) -> tuple:
     return (H, 0, bidirectional, bias, False)
 
 
-def call_layer(cell: str, x, weights, states: list, lengths, cfg: tuple, training: bool):
-    """The cell's layer op -> y, [h_n (, c_n)], workspace."""
-    out = _OPS[cell][0](x, weights, *states, lengths, *_op_cfg(cell, cfg), training)
+def _op_zo(cell: str, zo) -> tuple:
+    """The op's trailing (zoneout_mask, zoneout[, cell_clip]) from zo."""
+    mask, zoneout, clip = NO_ZONEOUT if zo is None else zo
+    if cell == "lstm":
+        return (mask, float(zoneout), float(clip or 0.0))
+    if clip:
+        raise ValueError(f"cell_clip: the {cell} cell has no cell clip")
+    return (mask, float(zoneout))
+
+
+def _common_zo(cell: str, args) -> tuple:
+    """zo from the op's trailing (zoneout_mask, zoneout[, cell_clip])."""
+    return (args[0], args[1], args[2] if cell == "lstm" else 0.0)
+
+
+def call_layer(cell: str, x, weights, states: list, lengths, cfg: tuple, training: bool,
+               zo=None):
+    """The cell's layer op -> y, [h_n (, c_n)], workspace. zo: see NO_ZONEOUT."""
+    out = _OPS[cell][0](x, weights, *states, lengths, *_op_cfg(cell, cfg), training,
+                        *_op_zo(cell, zo))
     return out[0], list(out[1:-1]), out[-1]
 
 
-def call_backward(cell: str, x, weights, states0: list, lengths, ws, d_out, cfg) -> list:
+def call_backward(cell: str, x, weights, states0: list, lengths, ws, d_out, cfg,
+                  zo=None) -> list:
     """The cell's backward op -> [dx, dh0 (, dc0)] + weight gradients. It reads
     c0 (LSTM), never h0; d_out: (dy, dh_n (, dc_n))."""
-    return _OPS[cell][1](x, weights, *states0[1:], lengths, ws, *d_out, *_op_cfg(cell, cfg))
+    return _OPS[cell][1](x, weights, *states0[1:], lengths, ws, *d_out, *_op_cfg(cell, cfg),
+                         *_op_zo(cell, zo))
 
 
-def _autodiff_grads(cell: str, inputs: list, grads: tuple, lengths, cfg) -> list:
+def _autodiff_grads(cell: str, inputs: list, grads: tuple, lengths, cfg, zo=None) -> list:
     """The vector-Jacobian product of one layer at `inputs` (x, *states,
-    *weights) for `grads` (dy, *d_states), through `_autodiff`'s torch ops.
+    *weights) for `grads` (dy, *d_states), through `_autodiff`'s torch ops
+    (zo: the forward's zoneout mask, zoneout and cell clip).
     Under ``create_graph`` it is a graph that can be differentiated again; it
     also takes grads that the older vmap batched (gradgradcheck's batched
     checks), which have no NumPy view. None where an input needs no gradient."""
@@ -318,7 +406,8 @@ def _autodiff_grads(cell: str, inputs: list, grads: tuple, lengths, cfg) -> list
         # differentiated there, by the outer backward)
         local = [t.view_as(t) if t.requires_grad else t for t in inputs]
         x, states, weights = local[0], local[1:1 + ns], local[1 + ns:]
-        y, finals = _autodiff.layer(cell, x, weights, states, lengths, *cfg)
+        y, finals = _autodiff.layer(cell, x, weights, states, lengths, *cfg,
+                                    *(NO_ZONEOUT if zo is None else zo))
         outs = (y, *finals)
         g = torch.autograd.grad(outs, [local[i] for i in need],
                                 [torch.zeros_like(o) if d is None else d
@@ -399,37 +488,43 @@ def _needs_autodiff(grads) -> bool:
         g is not None and torch._C._functorch.is_legacy_batchedtensor(g) for g in grads)
 
 
-# Both layer ops take (x, weights, *states, lengths, *config, training) and
-# return (y, *final states, workspace); their backward ops take (x, weights,
-# [c0,] lengths, workspace, dy, *d_states, *config). The autograd and vmap
-# rules below read those positions off the cell's state count.
+# Both layer ops take (x, weights, *states, lengths, *config, training,
+# zoneout_mask, zoneout[, cell_clip]) and return (y, *final states,
+# workspace); their backward ops take (x, weights, [c0,] lengths, workspace,
+# dy, *d_states, *config, zoneout_mask, zoneout[, cell_clip]). The autograd
+# and vmap rules below read those positions off the cell's state count and
+# configuration length.
 
 
 def _register_autograd(cell: str) -> None:
     layer_op, backward_op = _OPS[cell]
-    ns = n_states(cell)
+    ns, nc = n_states(cell), _N_CFG[cell]
 
     def setup_context(ctx, inputs, output):
         x, weights, states = inputs[0], inputs[1], inputs[2:2 + ns]
-        ctx.cfg = _common_cfg(cell, inputs[3 + ns:-1])
-        ctx.training = inputs[-1]
-        ctx.n_inputs = len(inputs)
+        ctx.cfg = _common_cfg(cell, inputs[3 + ns:3 + ns + nc])
+        ctx.training = inputs[3 + ns + nc]
+        trailing = inputs[4 + ns + nc:]
+        ctx.zo_floats = _common_zo(cell, trailing)[1:]
         ctx.mark_non_differentiable(output[-1])
-        ctx.save_for_backward(x, output[-1], inputs[2 + ns], *states, *weights)
+        ctx.save_for_backward(x, output[-1], inputs[2 + ns], trailing[0], *states, *weights)
 
     def grad(ctx, dy, *rest):
         d_out = (dy, *rest[:ns])  # (the workspace's grad is never used)
-        x, ws, lengths, *saved = ctx.saved_tensors
+        x, ws, lengths, mask, *saved = ctx.saved_tensors
         states, weights = saved[:ns], saved[ns:]
+        zo = (mask, *ctx.zo_floats)
         if _needs_autodiff(d_out):
-            g = _autodiff_grads(cell, [x, *states, *weights], d_out, lengths, ctx.cfg)
+            g = _autodiff_grads(cell, [x, *states, *weights], d_out, lengths, ctx.cfg, zo)
         elif not ctx.training:
             raise RuntimeError(f"fastlstm::{cell}_layer: backward needs a call with "
                                f"training=True (it saves the workspace BPTT reads)")
         else:
-            g = call_backward(cell, x, weights, states, lengths, ws, d_out, ctx.cfg)
+            g = call_backward(cell, x, weights, states, lengths, ws, d_out, ctx.cfg, zo)
         # -> the op's inputs: x, weights, *states, then none for the rest
-        return (g[0], list(g[1 + ns:]), *g[1:1 + ns]) + (None,) * (ctx.n_inputs - 2 - ns)
+        # (as many as the call passed: its defaulted trailing arguments may be absent)
+        n_inputs = len(ctx.needs_input_grad)
+        return (g[0], list(g[1 + ns:]), *g[1:1 + ns]) + (None,) * (n_inputs - 2 - ns)
 
     layer_op.register_autograd(grad, setup_context=setup_context)
 
@@ -469,10 +564,14 @@ def _has_batch_dim(dim) -> bool:
 
 def _register_vmap(cell: str) -> None:
     layer_op, backward_op = _OPS[cell]
-    ns = n_states(cell)
+    ns, nc = n_states(cell), _N_CFG[cell]
 
     def layer_rule(info, in_dims, x, weights, *rest):
-        training = rest[-1]
+        # trailing arguments left at their defaults may be absent: fill them in
+        full = ns + 2 + nc + len(_op_zo(cell, None))
+        rest = rest + _op_zo(cell, None)[len(rest) - full:] if len(rest) < full else rest
+        in_dims = tuple(in_dims) + (None,) * (2 + full - len(in_dims))
+        training = rest[ns + 1 + nc]
         if training or _has_batch_dim(in_dims[1]):
             return _vmap_loop(layer_op, info, in_dims, (x, weights, *rest))
         # inference with shared weights: the samples are more rows of one batch
@@ -488,7 +587,11 @@ def _register_vmap(cell: str) -> None:
         states = [rows(s, d, 1) for s, d in zip(rest[:ns], in_dims[2:2 + ns])]
         lengths = rest[ns]
         lens = None if lengths is None else rows(lengths, in_dims[2 + ns], 0)
-        out = layer_op(xs, weights, *states, lens, *rest[ns + 1:])
+        mask = rest[ns + 2 + nc]  # the zoneout mask [T,B,D*Ho]: rows like x
+        if mask is not None:
+            mask = rows(mask, in_dims[4 + ns + nc], 1)
+        out = layer_op(xs, weights, *states, lens, *rest[ns + 1:ns + 2 + nc], mask,
+                       *rest[ns + 3 + nc:])
 
         def split(t, axis):  # [.., N*B, ..] -> [N, .., B, ..]
             return t.reshape(*t.shape[:axis], N, B, *t.shape[axis + 1:]).movedim(axis, 0)
@@ -514,45 +617,52 @@ class _EagerLayer(torch.autograd.Function):
     """A layer op + its backward op for eager autograd: the weights are packed
     once (with the backward panels) and kept for the backward, where the op
     pair packs in each (an op cannot pass packed weights on). key: (cell,
-    *cfg); tensors: the states ([h0 (, c0)]) then the weights."""
+    *cfg) or (cell, *cfg, zoneout_mask, zoneout, cell_clip) (see NO_ZONEOUT;
+    the mask is not differentiated); tensors: the states ([h0 (, c0)]) then
+    the weights."""
 
     @staticmethod
     def forward(ctx, x, lengths, key, *tensors):
-        cell, cfg = key[0], key[1:]
+        cell, cfg, zo = key[0], key[1:6], check_zo(key[0], key[6:] or None)
         ns = n_states(cell)
         states, weights = list(tensors[:ns]), list(tensors[ns:])
-        pl, dims, dtype, isa, nt, xn, s0, lens = _prepare(cell, x, weights, states, lengths,
-                                                          *cfg, True)
-        y, finals, ws = _run_forward(cell, pl, dims, dtype, isa, nt, xn, s0, lens, True)
-        ctx.save_for_backward(x, *tensors)  # version-checked by autograd
-        ctx.kernel = (pl, dims, dtype, isa, key, lengths, lens, ws)
+        pl, dims, dtype, isa, nt, xn, s0, lens, keep = _prepare(cell, x, weights, states,
+                                                                lengths, *cfg, True, zo)
+        y, finals, ws = _run_forward(cell, pl, dims, dtype, isa, nt, xn, s0, lens, True, keep)
+        ctx.save_for_backward(x, zo[0], *tensors)  # version-checked by autograd
+        ctx.kernel = (pl, dims, dtype, isa, cell, cfg, zo[1:], lengths, lens, ws, keep)
         return (y, *finals)
 
     @staticmethod
     def backward(ctx, dy, *d_states):
-        x, *tensors = ctx.saved_tensors
-        pl, dims, dtype, isa, key, lengths, lens, ws = ctx.kernel
-        cell, cfg = key[0], key[1:]
+        x, mask, *tensors = ctx.saved_tensors
+        pl, dims, dtype, isa, cell, cfg, zo_floats, lengths, lens, ws, keep = ctx.kernel
+        zo = (mask, *zo_floats)
         ns = n_states(cell)
         states, weights = tensors[:ns], tensors[ns:]
         d_out = (dy, *d_states)
         if _needs_autodiff(d_out):
-            g = _autodiff_grads(cell, [x, *tensors], d_out, lengths, cfg)
+            g = _autodiff_grads(cell, [x, *tensors], d_out, lengths, cfg, zo)
         elif _transforms_active():  # torch.func.vmap over the backward: the op has the rule
-            g = call_backward(cell, x, list(weights), list(states), lengths, ws, d_out, cfg)
+            g = call_backward(cell, x, list(weights), list(states), lengths, ws, d_out, cfg,
+                              zo)
         else:
             c0 = _np(states[1]) if ns > 1 else None
             g = _run_backward(cell, pl, dims, dtype, isa, torch.get_num_threads(), cfg[3],
-                              _np(x), c0, lens, ws, dy, list(d_states))
+                              _np(x), c0, lens, ws, dy, list(d_states), keep)
         return (g[0], None, None) + tuple(g[1:])
 
 
-def _infer_layer(packed, k: int, x: Tensor, states: list, lengths):
-    """Layer k of `packed` without autograd: y, [h_n (, c_n)]."""
+def _infer_layer(packed, k: int, x: Tensor, states: list, lengths, zo=None):
+    """Layer k of `packed` without autograd: y, [h_n (, c_n)]. zo: see
+    NO_ZONEOUT."""
     _, H, _, P, bidirectional, _, peephole = packed.config
     T, B, In = x.shape
-    dims = _dims(packed.cell, T, B, In, H, P, 2 if bidirectional else 1, peephole)
+    mask, zoneout, clip = check_zo(packed.cell, zo)
+    dims = _dims(packed.cell, T, B, In, H, P, 2 if bidirectional else 1, peephole, zoneout,
+                 clip)
     y, finals, _ = _run_forward(packed.cell, packed.layers[k], dims, packed.dtype, packed.isa,
                                 torch.get_num_threads(), _np(x), [_np(s) for s in states],
-                                _lengths(lengths, B, T), False)
+                                _lengths(lengths, B, T), False,
+                                _mask_array(mask, packed.dtype, dims))
     return y, finals
