@@ -88,8 +88,12 @@ class Buf:
         rest[self.idx.ravel()] = False
         assert self._intact(rest), f"{name}: memory outside the kernel's elements was written"
 
+    def untouched(self):
+        """Whether every sentinel, the kernel's elements included, is intact."""
+        return self._intact(np.ones(self.buf.size, bool))
+
     def assert_all_untouched(self, name):
-        assert self._intact(np.ones(self.buf.size, bool)), f"{name}: written"
+        assert self.untouched(), f"{name}: written"
 
 
 def check(got, want, bound, name):
