@@ -19,6 +19,7 @@
 #include "cpu/packed.h"
 #include "fastlstm/cell_spec.h"
 #include "fastlstm/rnn.h"
+#include "python/kernel_entries.h"
 #if defined(FASTLSTM_HAVE_XLA_FFI)
 #include "jax/ffi.h"
 #endif
@@ -28,12 +29,10 @@ using namespace fastlstm;
 
 namespace {
 
-Isa parse_isa(const std::string& s) {
-  if (s == "scalar") return Isa::scalar;
-  if (s == "avx2") return Isa::avx2;
-  if (s == "avx512") return Isa::avx512;
-  throw py::value_error("isa: expected 'scalar', 'avx2' or 'avx512', got '" + s + "'");
-}
+using pyentry::kernel_array;
+using pyentry::kernel_check;
+using pyentry::kernel_span;
+using pyentry::parse_isa;
 
 Cell parse_cell(const std::string& s) {
   for (const CellSpec& c : kCellSpecs)
@@ -275,46 +274,16 @@ void activation(const std::string& kind, py::object x, py::object y, const std::
 }
 
 // ---- internal: the kernel tables, one kernel call at a time -----------------
-// For tests of the kernels on every ISA path (tests/test_kernels.py); not an
-// API. Every array is a C-contiguous, aligned NumPy array of the kernel's
+// For tests of the kernels on every ISA path (tests/test_kernels.py; the
+// GRU's and the layer-norm LSTM's: kernel_cells.cpp, tests/test_kernels_cells.py);
+// not an API. Every array is a C-contiguous, aligned NumPy array of the kernel's
 // element type, already in the kernel's layout (cpu/kernels.h), of at least
 // the elements the kernel reads or writes given the sizes and strides; each
 // size is checked before the call, so no call reads or writes out of bounds.
 // Outputs are written into the given arrays. W, NR = 4W, MR, MR16 and the
 // bfloat16 order come from _kernel_geometry(isa, dtype).
 
-// The data of `o` after checking that it holds at least `need` elements of E.
-template <class E>
-E* kernel_array(const py::object& o, const char* name, int64_t need, bool writable) {
-  if (!py::isinstance<py::array>(o))
-    throw py::type_error(std::string(name) + ": expected a numpy array");
-  py::array a = py::reinterpret_borrow<py::array>(o);
-  if (!a.dtype().equal(py::dtype::of<E>()))
-    throw py::type_error(std::string(name) + ": expected dtype " +
-                         std::string(py::str(py::dtype::of<E>())) + ", got " +
-                         std::string(py::str(a.dtype())));
-  if (!(a.flags() & py::array::c_style) || !a.attr("flags").attr("aligned").cast<bool>())
-    throw py::value_error(std::string(name) + ": expected a C-contiguous, aligned array");
-  if (a.size() < need)
-    throw py::value_error(std::string(name) + ": expected at least " + std::to_string(need) +
-                          " elements, got " + std::to_string(a.size()));
-  if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
-  return static_cast<E*>(const_cast<void*>(a.data()));
-}
-
-// Elements spanned by `rows` rows of `width` elements each, `ld` apart.
-int64_t kernel_span(int64_t rows, int64_t ld, int64_t width, const char* name) {
-  using detail::checked_add;
-  using detail::checked_mul;
-  if (ld < width)
-    throw py::value_error(std::string(name) + ": leading dimension " + std::to_string(ld) +
-                          " < row width " + std::to_string(width));
-  return rows <= 0 || width <= 0 ? 0 : checked_add(checked_mul(rows - 1, ld, name), width, name);
-}
-
-void kernel_check(bool ok, const std::string& what) {
-  if (!ok) throw py::value_error(what);
-}
+// kernel_array, kernel_span, kernel_check: kernel_entries.h.
 
 py::dict kernel_geometry(const std::string& isa, const std::string& dtype) {
   py::dict g;
@@ -635,4 +604,5 @@ PYBIND11_MODULE(_core, m) {
   def_kernel_entries<float>(m, "f32");
   def_kernel_entries<double>(m, "f64");
   def_kernel_entries_bf16(m);
+  pyentry::def_kernel_cell_entries(m);  // the GRU's and layer-norm LSTM's (kernel_cells.cpp)
 }
