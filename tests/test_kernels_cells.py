@@ -564,10 +564,6 @@ def test_ln_fwd_row(isa, dt):
                 buf.assert_rest_untouched(f"{name}: {key}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fwd_row leaves sigmoid(0) = 1/2 in the padding units of the saved i, f, o gates "
-    "(tanh(0) = 0 in g), where kernels.h (LnFwdRowArgs) and lnlstm_rows.inc say every "
-    "output's padding is zero; harmless to bwd_row (test_ln_bwd_row feeds 1/2 there)"))
 @pytest.mark.parametrize("isa", ISAS)
 def test_ln_fwd_row_gates_padding(isa):
     """The activated gates' padding units out of fwd_row are zero, as documented."""
