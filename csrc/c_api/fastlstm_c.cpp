@@ -153,12 +153,14 @@ std::vector<S> read_directions(const S* w, int64_t D, const char* name, const ch
   return out;
 }
 
-// One direction's weights, each required pointer checked by name.
-template <class T, class CW>
-DirWeights<T> dir_weights(const CW& w, const LayerDims& d, int64_t k) {
-  const std::string nk = "w[" + std::to_string(k) + "].";
+// One direction's weights (Out = DirWeights<T>) or gradients (DirGrads<T>)
+// from the C struct, each required pointer checked by name: arr "w" or "g".
+template <class Out, class C>
+Out dir_ptrs(const C& w, const LayerDims& d, int64_t k, const char* arr, const char* what) {
+  const std::string nk = std::string(arr) + "[" + std::to_string(k) + "].";
   auto need = [&](const void* ptr, bool when, const char* field) {
-    require(!when || ptr != nullptr, nk + field + ": must not be NULL (a required weight pointer)");
+    require(!when || ptr != nullptr,
+            nk + field + ": must not be NULL (a required " + what + " pointer)");
   };
   const bool ln = d.cell == Cell::lnlstm;
   need(w.base.w_ih, true, "w_ih");
@@ -169,32 +171,10 @@ DirWeights<T> dir_weights(const CW& w, const LayerDims& d, int64_t k) {
   need(w.ln_hh, ln, "ln_hh");
   need(w.ln_c, ln, "ln_c");
   need(w.ln_cb, ln, "ln_cb");
-  DirWeights<T> out;
+  Out out;
   out.w_ih = w.base.w_ih; out.w_hh = w.base.w_hh; out.b_ih = w.base.b_ih;
   out.b_hh = w.base.b_hh; out.w_ph = w.base.w_ph; out.w_hr = w.base.w_hr;
   out.ln_ih = w.ln_ih; out.ln_hh = w.ln_hh; out.ln_c = w.ln_c; out.ln_cb = w.ln_cb;
-  return out;
-}
-
-template <class T, class CG>
-DirGrads<T> dir_grads(const CG& g, const LayerDims& d, int64_t k) {
-  const std::string nk = "g[" + std::to_string(k) + "].";
-  auto need = [&](const void* ptr, bool when, const char* field) {
-    require(!when || ptr != nullptr, nk + field + ": must not be NULL (a required gradient pointer)");
-  };
-  const bool ln = d.cell == Cell::lnlstm;
-  need(g.base.w_ih, true, "w_ih");
-  need(g.base.w_hh, true, "w_hh");
-  need(g.base.w_ph, d.peephole, "w_ph");
-  need(g.base.w_hr, d.P > 0, "w_hr");
-  need(g.ln_ih, ln, "ln_ih");
-  need(g.ln_hh, ln, "ln_hh");
-  need(g.ln_c, ln, "ln_c");
-  need(g.ln_cb, ln, "ln_cb");
-  DirGrads<T> out;
-  out.w_ih = g.base.w_ih; out.w_hh = g.base.w_hh; out.b_ih = g.base.b_ih;
-  out.b_hh = g.base.b_hh; out.w_ph = g.base.w_ph; out.w_hr = g.base.w_hr;
-  out.ln_ih = g.ln_ih; out.ln_hh = g.ln_hh; out.ln_c = g.ln_c; out.ln_cb = g.ln_cb;
   return out;
 }
 
@@ -269,7 +249,8 @@ fastlstm_status pack(const fastlstm_dims* dims, const fastlstm_options* opts, co
                                                          : "fastlstm_weights_ex_f64");
     else wx = extend<CWX>(w, d.D, "w");
     std::vector<DirWeights<T>> dw;
-    for (int64_t k = 0; k < d.D; ++k) dw.push_back(dir_weights<T>(wx[k], d, k));
+    for (int64_t k = 0; k < d.D; ++k)
+      dw.push_back(dir_ptrs<DirWeights<T>>(wx[k], d, k, "w", "weight"));
     const Isa i = to_isa(isa);
     const ExecConfig cfg = config(i, num_threads);
     auto p = std::make_unique<fastlstm_packed>();
@@ -317,7 +298,8 @@ fastlstm_status backward(const fastlstm_dims* dims, const fastlstm_options* opts
                                                          : "fastlstm_grads_ex_f64");
     else gx = extend<CGX>(g, d.D, "g");
     std::vector<DirGrads<T>> dg;
-    for (int64_t k = 0; k < d.D; ++k) dg.push_back(dir_grads<T>(gx[k], d, k));
+    for (int64_t k = 0; k < d.D; ++k)
+      dg.push_back(dir_ptrs<DirGrads<T>>(gx[k], d, k, "g", "gradient"));
     layer_backward<T>(d, w, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, dg.data(),
                       config(w.isa(), num_threads), zoneout_keep);
   });

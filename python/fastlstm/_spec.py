@@ -11,11 +11,10 @@ SPECS = _core.cell_specs()  # name -> {gates, gate_order, states, proj, peephole
 
 
 def stem(name: str) -> str:
-    """The spec name of a parameter name: 'weight_ln_ih_l2_reverse' -> 'weight_ln_ih'."""
+    """The spec name of a parameter name: 'weight_ln_ih_l2_reverse' -> 'weight_ln_ih';
+    a cell's names ('weight_ih') are their own."""
     m = re.fullmatch(r"(.+)_l\d+(?:_reverse)?", name)
-    if m is None:
-        raise ValueError(f"not a layer parameter name: {name!r}")
-    return m.group(1)
+    return name if m is None else m.group(1)
 
 
 def suffixes(bidirectional: bool) -> tuple:
