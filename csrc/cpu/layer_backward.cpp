@@ -108,16 +108,21 @@ void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
   }
 }
 
-// The layer-norm LSTM's saved rows after the common ones (Geometry).
+// The layer-norm LSTM's saved rows after the common ones (Geometry); all
+// null for other cells.
 template <class T>
 struct LnSaved {
-  const T* xn;    // [N,GX] LN(x W_ih^T), gate-major
-  const T* rn;    // [N,GX] LN(h W_hh^T)
-  const T* chat;  // [N,Hp] LN(c_t)
-  const T* rstd;  // [N,lds]
-  LnSaved(const T* ws, const Geometry& g, int64_t N)
-      : xn(ws + N * (g.GX + g.Hp + g.ldh)), rn(xn + N * g.GX), chat(rn + N * g.GX),
-        rstd(chat + N * g.Hp) {}
+  const T* xn = nullptr;    // [N,GX] LN(x W_ih^T), gate-major
+  const T* rn = nullptr;    // [N,GX] LN(h W_hh^T)
+  const T* chat = nullptr;  // [N,Hp] LN(c_t)
+  const T* rstd = nullptr;  // [N,lds]
+  LnSaved(const T* ws, const Geometry& g, int64_t N) {
+    if (!g.norm) return;
+    xn = ws + N * (g.GX + g.Hp + g.ldh);
+    rn = xn + N * g.GX;
+    chat = rn + N * g.GX;
+    rstd = chat + N * g.Hp;
+  }
 };
 
 // One thread's part of the loop back through time: thread gtid of gn. A
@@ -136,6 +141,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const T* gs = st.ws;                 // [N,GX] activated gates, interleaved
   const T* cs = st.ws + N * GX;        // [N,Hp] LSTM c_t, GRU h W_hn^T + b_hn
   const T* hs = cs + N * Hp;           // [N,ldh] h_{t-1}
+  const LnSaved<T> sv(st.ws, g, N);    // layer norm's saved rows
   const int64_t ldy = d.D * Ho;
   const T* const dyd = L.dy + st.dir * Ho;
   void (*block_kernel)(const BwdBlockArgs<T>&) = nullptr;
@@ -170,7 +176,6 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       st.bar->wait(sense);
     }
     if constexpr (C::norm) {
-      const LnSaved<T> sv(st.ws, g, N);
       st.bar->wait(sense);  // the row kernels read whole rows of dh
       int64_t ja = j0, jb = j0 + n;
       if (!rows) split(n, gtid, gn, ja, jb);
@@ -258,6 +263,7 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   const T* gs = st.ws;
   const T* cs = st.ws + N * GX;
   const T* hs = cs + N * Hp;
+  const LnSaved<T> sv(st.ws, g, N);
   for (int64_t j = 0; j < B; ++j) {
     std::memcpy(st.dh0 + sc.perm[j] * Ho, &st.dh[j * ldh], sizeof(T) * Ho);
     if (C::has_c) std::memcpy(st.dc0 + sc.perm[j] * H, &st.dc[j * Hp], sizeof(T) * H);
@@ -270,7 +276,6 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
     // dL/d(x W_ih^T) = LN's backward of dL/da ⊙ γ_ih
     gate_weight_grad(kr, g, H, N, st.dR.data(), 0, C::h_gate,
                      pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho, gr.w_hh, nt);
-    const LnSaved<T> sv(st.ws, g, N);
     T* dX = st.dR.data();
     const auto norm_backward = kr.lnlstm.norm_backward;
     const T* gih = pw.ln.data();
@@ -333,7 +338,6 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
             }
           }
           if constexpr (C::norm) {
-            const LnSaved<T> sv(st.ws, g, N);
             const T *xr = sv.xn + rw * GX + u0, *rr = sv.rn + rw * GX + u0;
             const T *chr = sv.chat + rw * Hp + u0, *dur = st.du.data() + rw * Hp + u0;
             for (int64_t q = 0; q < 4; ++q)
