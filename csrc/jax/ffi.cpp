@@ -1,5 +1,5 @@
 // XLA FFI handlers (jax.ffi) for one recurrent layer of any cell with CPU
-// kernels (attribute `cell`: 0 LSTM, 1 GRU): forward and BPTT on the CPU,
+// kernels (attribute `cell`: 0 LSTM, 1 GRU, 2 layer-norm LSTM): forward and BPTT on the CPU,
 // over the public C++ API. Built into the Python module when the XLA FFI
 // headers are found (see CMakeLists.txt); fastlstm/jax.py registers them.
 //
@@ -50,8 +50,9 @@ Config config(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::S32>& lengths, int
               double zoneout, double cell_clip, int64_t isa, int64_t num_threads) {
   const auto dims = x.dimensions();
   require(dims.size() == 3, "x: expected a 3-D [T,B,I] array");
-  require(cell == static_cast<int64_t>(Cell::lstm) || cell == static_cast<int64_t>(Cell::gru),
-          "cell: expected 0 (lstm) or 1 (gru)");
+  require(cell == static_cast<int64_t>(Cell::lstm) || cell == static_cast<int64_t>(Cell::gru) ||
+              cell == static_cast<int64_t>(Cell::lnlstm),
+          "cell: expected 0 (lstm), 1 (gru) or 2 (lnlstm)");
   Config c;
   c.d.cell = static_cast<Cell>(cell);
   c.d.T = dims[0]; c.d.B = dims[1]; c.d.I = dims[2];

@@ -1,5 +1,5 @@
-"""fastlstm in JAX: `lstm(params, x, ...)` and `gru(params, x, ...)`,
-differentiable and jit-able.
+"""fastlstm in JAX: `lstm(params, x, ...)`, `gru(params, x, ...)` and
+`layer_norm_lstm(params, x, ...)`, differentiable and jit-able.
 
 Each layer is two XLA FFI custom calls into fastlstm's C++ kernels on the CPU
 (``fastlstm_rnn_layer_fwd`` and ``fastlstm_rnn_layer_bwd``, compiled into
@@ -34,7 +34,7 @@ import numpy as np
 from . import _checks, _core, _spec, convert
 from ._runtime import get_num_threads, resolve_isa
 
-__all__ = ["lstm", "gru", "zoneout_masks"]
+__all__ = ["lstm", "gru", "layer_norm_lstm", "zoneout_masks"]
 
 _TARGETS = _core.jax_ffi_targets()
 if not _TARGETS:
@@ -45,7 +45,7 @@ for _name, _capsule in _TARGETS.items():
     jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
 
 _ISA_CODE = {"scalar": 0, "avx2": 1, "avx512": 2}
-_CELL_CODE = {"lstm": 0, "gru": 1}  # Cell in cell_spec.h
+_CELL_CODE = {"lstm": 0, "gru": 1, "lnlstm": 2}  # Cell in cell_spec.h
 
 
 def _attrs(static) -> dict:
@@ -170,6 +170,26 @@ def gru(params: dict, x, h0=None, lengths=None, *, batch_first: bool = False,
     return y, hn
 
 
+def layer_norm_lstm(params: dict, x, h0=None, c0=None, lengths=None, *,
+                    batch_first: bool = False, zoneout: float = 0.0, key=None,
+                    zoneout_masks=None):
+    """A multi-layer layer-norm LSTM (Ba et al. 2016, as haste's
+    LayerNormLSTM and `fastlstm.LayerNormLSTM`; no dropout).
+
+    params: `fastlstm.LayerNormLSTM`'s state_dict names and shapes (torch's
+    LSTM names plus the norms' ``weight_ln_ih_l{k}``, ``weight_ln_hh_l{k}``
+    [4H], ``weight_ln_c_l{k}``, ``bias_ln_c_l{k}`` [H]) as JAX or NumPy
+    arrays of one float dtype; the configuration is read off them. x, h0, c0,
+    lengths and the result: as in `lstm` (no projection: Ho = H). zoneout,
+    key, zoneout_masks: as in `lstm`. Differentiable in x, h0, c0 and params;
+    works under jax.jit and jax.vmap (sequentially).
+    """
+    zoneout, _ = _checks.zoneout_config(zoneout)
+    y, hn, cn = _run("lnlstm", params, x, h0, c0, lengths, batch_first, zoneout, None, key,
+                     zoneout_masks)
+    return y, (hn, cn)
+
+
 def _masks(zoneout, key, masks, L, T, B, F, dtype) -> list:
     """Per layer, the zoneout mask [T,B,F] of dtype or an empty [0] array."""
     none = [jnp.zeros((0,), dtype)] * L
@@ -225,7 +245,7 @@ def _run(cell, params, x, h0, c0, lengths, batch_first, zoneout, cell_clip, key,
         raise ValueError(f"x: expected input_size {cfg['input_size']}, got shape {x.shape}")
     L, H, P = cfg["num_layers"], cfg["hidden_size"], cfg["proj_size"]
     D, Ho = (2 if cfg["bidirectional"] else 1), (P or H)
-    has_c = cell == "lstm"
+    has_c = _spec.SPECS[cell]["states"] == 2
     h0 = jnp.zeros((D * L, B, Ho), x.dtype) if h0 is None else jnp.asarray(h0)
     states = [("h0", h0, (D * L, B, Ho))]
     if has_c:
