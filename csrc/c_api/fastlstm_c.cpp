@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/require.h"
 #include "fastlstm/rnn.h"
 
 #ifndef FASTLSTM_VERSION
@@ -55,8 +56,17 @@ fastlstm_status guarded(F&& f) {
   }
 }
 
-void require(bool ok, const std::string& what) {
-  if (!ok) throw std::invalid_argument(what);
+using detail::require;
+
+// A struct's name in messages: "opts", or "w[1]" (an array's element k).
+struct Name {
+  const char* arr;
+  int64_t k = -1;
+};
+std::ostream& operator<<(std::ostream& os, const Name& n) {
+  os << n.arr;
+  if (n.k >= 0) os << '[' << n.k << ']';
+  return os;
 }
 
 LayerDims to_dims(const fastlstm_dims* d) {
@@ -65,7 +75,7 @@ LayerDims to_dims(const fastlstm_dims* d) {
   require(d->cell == FASTLSTM_CELL_LSTM || d->cell == FASTLSTM_CELL_GRU ||
               d->cell == FASTLSTM_CELL_LNLSTM,
           "dims.cell: expected FASTLSTM_CELL_LSTM, FASTLSTM_CELL_GRU or FASTLSTM_CELL_LNLSTM, "
-          "got " + std::to_string(d->cell));
+          "got ", d->cell);
   LayerDims out;
   out.T = d->T; out.B = d->B; out.I = d->I; out.H = d->H;
   out.P = d->P; out.D = d->D; out.peephole = d->peephole != 0;
@@ -82,34 +92,27 @@ LayerDims to_dims(const fastlstm_dims* d) {
 constexpr size_t kMaxVersioned = 4096;
 
 template <class S>
-S read_versioned(const void* p, size_t v1_size, const std::string& name, const char* type) {
+S read_versioned(const void* p, size_t v1_size, const Name& name, const char* type) {
   static_assert(offsetof(S, size) == 0, "size leads every versioned struct");
   size_t size = 0;
   std::memcpy(&size, p, sizeof size);
   require(size >= v1_size && size <= kMaxVersioned,
-          name + ".size: expected sizeof(" + type + ") = " + std::to_string(sizeof(S)) +
-              ", got " + std::to_string(size) + " (initialise it with the header's _INIT)");
+          name, ".size: expected sizeof(", type, ") = ", sizeof(S), ", got ", size,
+          " (initialise it with the header's _INIT)");
   S out{};
   std::memcpy(&out, p, std::min(size, sizeof(S)));
   const auto* bytes = static_cast<const unsigned char*>(p);
   for (size_t i = sizeof(S); i < size; ++i)
-    require(bytes[i] == 0, name + ": sets fields that this library (C ABI " +
-                               std::to_string(FASTLSTM_C_ABI_VERSION) + ", sizeof(" + type +
-                               ") = " + std::to_string(sizeof(S)) + ") does not know");
+    require(bytes[i] == 0, name, ": sets fields that this library (C ABI ",
+            FASTLSTM_C_ABI_VERSION, ", sizeof(", type, ") = ", sizeof(S), ") does not know");
   out.size = sizeof(S);
   return out;
-}
-
-std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
 }
 
 // Throws naming the first NULL pointer of the list.
 void not_null(std::initializer_list<std::pair<const void*, const char*>> ptrs, const char* why) {
   for (const auto& [p, name] : ptrs)
-    require(p != nullptr, std::string(name) + ": must not be NULL" + why);
+    require(p != nullptr, name, ": must not be NULL", why);
 }
 
 // dims with the options applied and checked (NULL = defaults).
@@ -117,14 +120,14 @@ LayerDims to_dims(const fastlstm_dims* dims, const fastlstm_options* opts) {
   LayerDims d = to_dims(dims);
   if (opts == nullptr) return d;
   const auto o = read_versioned<fastlstm_options>(
-      opts, offsetof(fastlstm_options, cell_clip) + sizeof(double), "opts", "fastlstm_options");
+      opts, offsetof(fastlstm_options, cell_clip) + sizeof(double), Name{"opts"},
+      "fastlstm_options");
   require(!std::isnan(o.zoneout) && o.zoneout >= 0.0 && o.zoneout <= 1.0,
-          "opts.zoneout: expected a probability in [0, 1], got " + num(o.zoneout));
+          "opts.zoneout: expected a probability in [0, 1], got ", o.zoneout);
   require(!std::isnan(o.cell_clip) && o.cell_clip >= 0.0,
-          "opts.cell_clip: expected >= 0 (0 = none), got " + num(o.cell_clip));
+          "opts.cell_clip: expected >= 0 (0 = none), got ", o.cell_clip);
   require(o.cell_clip == 0.0 || d.cell == Cell::lstm,
-          std::string("opts.cell_clip: the ") + cell_spec(d.cell).name +
-              " cell has no cell clip (leave it 0)");
+          "opts.cell_clip: the ", cell_spec(d.cell).name, " cell has no cell clip (leave it 0)");
   d.zoneout = o.zoneout;
   d.cell_clip = o.cell_clip;
   return d;
@@ -134,19 +137,19 @@ LayerDims to_dims(const fastlstm_dims* dims, const fastlstm_options* opts) {
 // of d.D structs of w[0].size bytes each.
 template <class S>
 std::vector<S> read_directions(const S* w, int64_t D, const char* name, const char* type) {
-  require(w != nullptr, std::string(name) + ": must not be NULL");
+  require(w != nullptr, name, ": must not be NULL");
   require(D == 1 || D == 2, "dims.D: expected 1 or 2");
   size_t stride = 0;
   std::memcpy(&stride, w, sizeof stride);
   std::vector<S> out;
   for (int64_t k = 0; k < D; ++k) {
     const auto* p = reinterpret_cast<const unsigned char*>(w) + static_cast<size_t>(k) * stride;
-    const std::string nk = std::string(name) + "[" + std::to_string(k) + "]";
+    const Name nk{name, k};
     if (k > 0) {
       size_t size = 0;
       std::memcpy(&size, p, sizeof size);
-      require(size == stride, nk + ".size: expected " + std::to_string(stride) + " as " + name +
-                                  "[0].size, got " + std::to_string(size));
+      require(size == stride, nk, ".size: expected ", stride, " as ", name, "[0].size, got ",
+              size);
     }
     out.push_back(read_versioned<S>(p, offsetof(S, ln_cb) + sizeof(w->ln_cb), nk, type));
   }
@@ -157,10 +160,9 @@ std::vector<S> read_directions(const S* w, int64_t D, const char* name, const ch
 // from the C struct, each required pointer checked by name: arr "w" or "g".
 template <class Out, class C>
 Out dir_ptrs(const C& w, const LayerDims& d, int64_t k, const char* arr, const char* what) {
-  const std::string nk = std::string(arr) + "[" + std::to_string(k) + "].";
   auto need = [&](const void* ptr, bool when, const char* field) {
-    require(!when || ptr != nullptr,
-            nk + field + ": must not be NULL (a required " + what + " pointer)");
+    require(!when || ptr != nullptr, Name{arr, k}, '.', field,
+            ": must not be NULL (a required ", what, " pointer)");
   };
   const bool ln = d.cell == Cell::lnlstm;
   need(w.base.w_ih, true, "w_ih");
@@ -181,7 +183,7 @@ Out dir_ptrs(const C& w, const LayerDims& d, int64_t k, const char* arr, const c
 // The ABI 1 structs as their ABI 2 extensions (no layer-norm weights).
 template <class EX, class B>
 std::vector<EX> extend(const B* b, int64_t D, const char* name) {
-  require(b != nullptr, std::string(name) + ": must not be NULL");
+  require(b != nullptr, name, ": must not be NULL");
   require(D == 1 || D == 2, "dims.D: expected 1 or 2");
   std::vector<EX> out(static_cast<size_t>(D));
   for (int64_t k = 0; k < D; ++k) {

@@ -1,19 +1,16 @@
 // Precondition checks of the C++ API. Python validates first; these make the
 // core safe to call on its own.
-#include <stdexcept>
-#include <string>
-
 #include "core/checked.h"
+#include "core/require.h"
 #include "cpu/geometry.h"
 #include "fastlstm/rnn.h"
 
 namespace fastlstm {
 inline namespace v1 {
 
+using detail::require;
+
 namespace {
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw std::invalid_argument(msg);
-}
 int64_t vector_bytes(Isa isa) { return isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16; }
 }  // namespace
 
@@ -26,34 +23,31 @@ const char* backend_name(Backend b) {
 }
 
 void check_backend(const ExecConfig& cfg) {
-  require(cfg.backend == Backend::cpu,
-          std::string("backend: '") + backend_name(cfg.backend) +
-              "' is not built into this fastlstm (backends: cpu)");
+  require(cfg.backend == Backend::cpu, "backend: '", backend_name(cfg.backend),
+          "' is not built into this fastlstm (backends: cpu)");
 }
 
 int64_t check_layer(const LayerDims& d, const int64_t* lengths) {
   using detail::checked_mul;
   require(d.cell == Cell::lstm || d.cell == Cell::gru || d.cell == Cell::lnlstm,
-          "cell: expected lstm, gru or lnlstm, got " + std::to_string(static_cast<int>(d.cell)));
+          "cell: expected lstm, gru or lnlstm, got ", static_cast<int>(d.cell));
   const CellSpec& spec = cell_spec(d.cell);
   require(spec.proj || d.P == 0,
-          std::string("proj_size: the ") + spec.name + " cell has no projection, got " +
-              std::to_string(d.P));
+          "proj_size: the ", spec.name, " cell has no projection, got ", d.P);
   require(spec.peephole || !d.peephole,
-          std::string("peephole: the ") + spec.name + " cell has no peepholes");
+          "peephole: the ", spec.name, " cell has no peepholes");
   require(d.zoneout >= 0.0 && d.zoneout <= 1.0,
-          "zoneout must be in [0, 1], got " + std::to_string(d.zoneout));
-  require(d.cell_clip >= 0.0, "cell_clip must be >= 0 (0 = none), got " +
-                                  std::to_string(d.cell_clip));
+          "zoneout must be in [0, 1], got ", d.zoneout);
+  require(d.cell_clip >= 0.0, "cell_clip must be >= 0 (0 = none), got ", d.cell_clip);
   require(d.cell == Cell::lstm || d.cell_clip == 0.0,
-          std::string("cell_clip: the ") + spec.name + " cell has no cell clip");
-  require(d.T >= 1, "x: the sequence length T must be >= 1, got " + std::to_string(d.T));
-  require(d.B >= 1, "x: the batch size B must be >= 1, got " + std::to_string(d.B));
-  require(d.I >= 1, "input_size must be >= 1, got " + std::to_string(d.I));
-  require(d.H >= 1, "hidden_size must be >= 1, got " + std::to_string(d.H));
+          "cell_clip: the ", spec.name, " cell has no cell clip");
+  require(d.T >= 1, "x: the sequence length T must be >= 1, got ", d.T);
+  require(d.B >= 1, "x: the batch size B must be >= 1, got ", d.B);
+  require(d.I >= 1, "input_size must be >= 1, got ", d.I);
+  require(d.H >= 1, "hidden_size must be >= 1, got ", d.H);
   require(d.P >= 0 && d.P < d.H,
-          "proj_size must be in [0, hidden_size), got " + std::to_string(d.P));
-  require(d.D == 1 || d.D == 2, "directions must be 1 or 2, got " + std::to_string(d.D));
+          "proj_size must be in [0, hidden_size), got ", d.P);
+  require(d.D == 1 || d.D == 2, "directions must be 1 or 2, got ", d.D);
   const int64_t Ho = d.hout();
   const int64_t TB = checked_mul(d.T, d.B, "x");
   checked_mul(checked_mul(TB, d.I, "x"), 8, "x");
@@ -65,8 +59,8 @@ int64_t check_layer(const LayerDims& d, const int64_t* lengths) {
     N = 0;
     for (int64_t b = 0; b < d.B; ++b) {
       require(lengths[b] >= 1 && lengths[b] <= d.T,
-              "lengths: every value must be in [1, " + std::to_string(d.T) + "], got " +
-                  std::to_string(lengths[b]) + " at index " + std::to_string(b));
+              "lengths: every value must be in [1, ", d.T, "], got ", lengths[b],
+              " at index ", b);
       N += lengths[b];
     }
   }

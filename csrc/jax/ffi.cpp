@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/dir_params.h"
+#include "core/require.h"
 #include "fastlstm/rnn.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -37,9 +38,7 @@ struct Config {
   const int64_t* lens() const { return lengths.empty() ? nullptr : lengths.data(); }
 };
 
-void require(bool ok, const std::string& what) {
-  if (!ok) throw std::invalid_argument(what);
-}
+using detail::require;
 
 int64_t count(const ffi::AnyBuffer& b) { return static_cast<int64_t>(b.element_count()); }
 
@@ -105,8 +104,7 @@ std::vector<DirWeights<T>> weights(const Config& c, const ffi::RemainingArgs& ar
                                    ffi::DataType dtype) {
   const std::vector<int64_t> want = weight_counts(c);
   require(args.size() == want.size() * c.d.D,
-          "weights: expected " + std::to_string(want.size() * c.d.D) + " arrays, got " +
-              std::to_string(args.size()));
+          "weights: expected ", want.size() * c.d.D, " arrays, got ", args.size());
   std::vector<DirWeights<T>> w(static_cast<size_t>(c.d.D));
   for (int64_t k = 0; k < c.d.D; ++k) {
     std::vector<const T*> p;
@@ -114,9 +112,8 @@ std::vector<DirWeights<T>> weights(const Config& c, const ffi::RemainingArgs& ar
       auto b = args.get<ffi::AnyBuffer>(k * want.size() + j);
       require(b.has_value(), "weights: expected arrays");
       require(b->element_type() == dtype, "weights: expected the dtype of x");
-      require(count(*b) == want[j], "weights[" + std::to_string(k * want.size() + j) +
-                                        "]: expected " + std::to_string(want[j]) +
-                                        " elements, got " + std::to_string(count(*b)));
+      require(count(*b) == want[j], "weights[", k * want.size() + j, "]: expected ", want[j],
+              " elements, got ", count(*b));
       p.push_back(static_cast<const T*>(b->untyped_data()));
     }
     fill_direction(c, p, w[k]);
@@ -125,8 +122,8 @@ std::vector<DirWeights<T>> weights(const Config& c, const ffi::RemainingArgs& ar
 }
 
 void check(const ffi::AnyBuffer& b, ffi::DataType dtype, int64_t n, const char* name) {
-  require(b.element_type() == dtype, std::string(name) + ": expected the dtype of x");
-  require(count(b) == n, std::string(name) + ": expected " + std::to_string(n) + " elements");
+  require(b.element_type() == dtype, name, ": expected the dtype of x");
+  require(count(b) == n, name, ": expected ", n, " elements");
 }
 
 // A c-state buffer: [D,B,H] for cells with c (its data), empty otherwise (null).
