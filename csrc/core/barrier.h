@@ -1,10 +1,24 @@
-// A sense-reversing spin barrier for a fixed group of threads inside one
-// parallel region. Groups of one thread cost nothing. Waiters spin with a
-// pause, then yield, so an oversubscribed machine still makes progress.
+// A barrier for a fixed group of threads inside one parallel region (one
+// wait per step of the recurrence). Groups of one thread cost nothing.
+// Waiters spin for a bounded time (kSpinNs: a partner that is a little late
+// costs no system call), then sleep on a futex (Linux; elsewhere they
+// yield), so a thread that the OS has preempted does not make its partners
+// burn their cores, and the time slices they hand back go to it. A wait
+// far longer than the waiter's own work since its last wait marks the
+// barrier stalled: a partner was off the CPU (see core/contention.h).
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
 #include <thread>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -16,35 +30,90 @@
 namespace fastlstm {
 namespace detail {
 
-class SpinBarrier {
- public:
-  explicit SpinBarrier(int n) : n_(n) {}
-  SpinBarrier(const SpinBarrier&) = delete;
-  SpinBarrier& operator=(const SpinBarrier&) = delete;
+// Monotonic time in nanoseconds.
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
-  // `sense` is the calling thread's own flag, false before its first wait.
-  void wait(bool& sense) {
+class Barrier {
+ public:
+  // One thread's place at the barrier: when it last left it.
+  struct Seat {
+    int64_t left_ns = now_ns();
+  };
+
+  // How long a waiter spins before it sleeps: several steps' worth of
+  // imbalance at the small shapes, far below a scheduler time slice.
+  static constexpr int64_t kSpinNs = 50000;
+  // A stall: a wait of at least kStallNs and kStallRatio times the work before it.
+  static constexpr int64_t kStallNs = 1000000;
+  static constexpr int64_t kStallRatio = 2;
+
+  explicit Barrier(int n) : n_(n) {}
+  Barrier(const Barrier&) = delete;
+  Barrier& operator=(const Barrier&) = delete;
+
+  void wait(Seat& seat) {
     if (n_ <= 1) return;
-    sense = !sense;
+    const int64_t arrived = now_ns();
+    // The generation cannot move before this thread arrives: read it first.
+    const uint32_t gen = gen_.load(std::memory_order_acquire);
     if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
       count_.store(0, std::memory_order_relaxed);
-      flag_.store(sense, std::memory_order_release);
+      gen_.fetch_add(1, std::memory_order_seq_cst);
+      if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all();
+      seat.left_ns = arrived;
       return;
     }
-    for (int spins = 0; flag_.load(std::memory_order_acquire) != sense; ++spins) {
-      if (spins < 4096) {
+    if (!spin(gen, arrived)) {
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      while (gen_.load(std::memory_order_seq_cst) == gen) sleep(gen);
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    const int64_t left = now_ns(), waited = left - arrived;
+    if (waited >= kStallNs && waited >= kStallRatio * (arrived - seat.left_ns))
+      stalled_.store(true, std::memory_order_relaxed);
+    seat.left_ns = left;
+  }
+
+  int size() const { return n_; }
+  // Whether some wait was a stall (read after the parallel region).
+  bool stalled() const { return stalled_.load(std::memory_order_relaxed); }
+
+
+ private:
+  // Spins until the generation moves (true) or kSpinNs pass (false).
+  bool spin(uint32_t gen, int64_t from) const {
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (gen_.load(std::memory_order_acquire) != gen) return true;
         FASTLSTM_PAUSE();
-      } else {
-        std::this_thread::yield();
       }
+      if (now_ns() - from >= kSpinNs) return false;
     }
   }
 
- private:
+#if defined(__linux__)
+  // std::atomic<uint32_t> is a plain 32-bit word on Linux, the futex's type.
+  uint32_t* word() { return reinterpret_cast<uint32_t*>(&gen_); }
+  void sleep(uint32_t gen) {  // returns at once if gen_ has moved
+    syscall(SYS_futex, word(), FUTEX_WAIT_PRIVATE, gen, nullptr, nullptr, 0);
+  }
+  void wake_all() { syscall(SYS_futex, word(), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0); }
+#else
+  void sleep(uint32_t) { std::this_thread::yield(); }
+  void wake_all() {}
+#endif
+
   const int n_;
   alignas(64) std::atomic<int> count_{0};
-  alignas(64) std::atomic<bool> flag_{false};
+  alignas(64) std::atomic<uint32_t> gen_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stalled_{false};
 };
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word");
 
 }  // namespace detail
 }  // namespace fastlstm

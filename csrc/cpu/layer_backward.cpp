@@ -67,7 +67,7 @@ struct BwdDir {
   avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
   avec<T> dR;              // [N,GD] layer norm: dL/d(h W_hh^T), gate-major
   avec<T> du;              // [N,Hp] layer norm: dL/d(LN(c_t)⊙γ_c + β_c)
-  std::unique_ptr<SpinBarrier> bar;
+  std::unique_ptr<Barrier> bar;
 };
 
 template <class T>
@@ -151,7 +151,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
   const ThreadShare sh = thread_share(sc, g, P, rows, gtid, gn);
   const int64_t j0 = sh.j0, b0 = sh.b0, b1 = sh.b1, u0 = sh.u0, u1 = sh.u1;
   const Zoneout<T> zo(d, L.zoneout_keep, st.dir);
-  bool sense = false;
+  Barrier::Seat seat;  // this thread at the group barrier
   avec<T> abuf = gemm_abuf(kr);
   for (int64_t s = S - 1; s >= 0; --s) {
     const int64_t n = sh.rows_at(sc, s);
@@ -166,17 +166,17 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       if (P > 0) std::memcpy(&st.dH[(off + j) * ldh + u0], o + u0, sizeof(T) * (u1 - u0));
     }
     if (P > 0) {
-      st.bar->wait(sense);
+      st.bar->wait(seat);
       Gemm<T> gm;  // dr = dh W_hr
       gm.M = rows ? n : sc.n_at[s]; gm.N = H; gm.K = P;
       gm.a = dh; gm.rsa = ldh; gm.csa = 1;
       gm.bp = pw.whr_t.data();
       gm.c = st.dr.data() + j0 * Hp; gm.ldc = Hp;
       step_gemm(kr, gm, sh, gtid, gn, abuf.data());
-      st.bar->wait(sense);
+      st.bar->wait(seat);
     }
     if constexpr (C::norm) {
-      st.bar->wait(sense);  // the row kernels read whole rows of dh
+      st.bar->wait(seat);  // the row kernels read whole rows of dh
       int64_t ja = j0, jb = j0 + n;
       if (!rows) split(n, gtid, gn, ja, jb);
       for (int64_t j = ja; j < jb; ++j) {
@@ -197,7 +197,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
         kr.lnlstm.bwd_row(a);
         if (zo.on) std::memcpy(dh + rr * ldh, st.kept.data() + j * ldh, sizeof(T) * Ho);
       }
-      st.bar->wait(sense);
+      st.bar->wait(seat);
       Gemm<T> gm;  // dh_{t-1} (+)= dL/d(h W_hh^T)_t W_hh
       gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = GX;
       gm.a = st.dR.data() + off * GD; gm.rsa = GD; gm.csa = 1;
@@ -205,7 +205,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       gm.c = dh; gm.ldc = ldh;
       gm.accumulate = zo.on;
       if (!rows || n > 0) step_gemm(kr, gm, sh, gtid, gn, abuf.data());
-      st.bar->wait(sense);
+      st.bar->wait(seat);
       continue;
     }
     if (b0 < b1 && n > 0) {
@@ -235,7 +235,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
         const T* k = st.kept.data() + (j0 + j) * ldh;
         for (int64_t u = u0; u < u1; ++u) o[u] = C::dh_direct ? o[u] + k[u] : k[u];
       }
-    st.bar->wait(sense);
+    st.bar->wait(seat);
     Gemm<T> gm;  // dh_{t-1} (+)= dgates_t W_hh
     gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = GX;
     gm.a = st.dG.data() + off * GD; gm.rsa = GD; gm.csa = 1;
@@ -243,7 +243,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
     gm.c = dh; gm.ldc = ldh;
     gm.accumulate = C::dh_direct || zo.on;
     step_gemm(kr, gm, sh, gtid, gn, abuf.data());
-    st.bar->wait(sense);
+    st.bar->wait(seat);
   }
 }
 
@@ -399,7 +399,7 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                    const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
                    const ExecConfig& cfg, const T* zoneout_keep) {
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
-  const int nt = checked_threads(cfg.num_threads);
+  const int nt = call_threads(cfg.num_threads);
   const Geometry geo(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
@@ -422,6 +422,7 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
     recurrence<C>(L, st[dir], gtid, gn);
   });
+  report_stalls(st);
   for (int dir = 0; dir < d.D; ++dir) {
     gradients<C>(L, st[dir], x, dx, g[dir], nt);
     st[dir].dG = avec<T>();

@@ -14,6 +14,7 @@
 
 #include "core/aligned.h"
 #include "core/barrier.h"
+#include "core/contention.h"
 #include "core/schedule.h"
 #include "cpu/gemm.h"
 #include "cpu/geometry.h"
@@ -22,9 +23,23 @@
 namespace fastlstm {
 namespace detail {
 
-inline int checked_threads(int nt) {
+// The threads a call runs with: cfg.num_threads, or one while the process
+// backs off from preempted teams (core/contention.h).
+inline int call_threads(int nt) {
   if (nt < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(nt));
-  return nt;
+  return contention().threads(nt);
+}
+
+// After a layer's recurrence: tells the back-off whether a group of two or
+// more threads stalled (groups of one have nothing to report).
+template <class Dir>
+void report_stalls(const std::vector<Dir>& st) {
+  bool grouped = false, stalled = false;
+  for (const Dir& s : st) {
+    grouped = grouped || (s.bar && s.bar->size() > 1);
+    stalled = stalled || (s.bar && s.bar->stalled());
+  }
+  if (grouped) contention().report(stalled);
 }
 
 // Threads for the per-step recurrence (forward and backward alike): a step is
@@ -126,7 +141,7 @@ void run_directions(int64_t D, bool rows_mode, std::vector<Dir>& st, Run&& run) 
 #pragma omp single
   for (int64_t dir = 0; dir < D; ++dir) {
     const int gn = both ? (dir == 0 ? n0 : nth - n0) : nth;
-    st[dir].bar.reset(new SpinBarrier(rows_mode ? 1 : gn));
+    st[dir].bar.reset(new Barrier(rows_mode ? 1 : gn));
   }
   if (both) {
     if (tid < n0)

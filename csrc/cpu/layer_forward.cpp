@@ -61,7 +61,7 @@ struct FwdDir {
   avec<T> r;              // [B,Hp] o*tanh(c) before the projection
   avec<T> gx;             // [chunk_rows,GX] projection of a chunk (inference; layer norm)
   avec<T> rb;             // [B,GX] h W_hh^T of a step (layer norm, threads split units)
-  std::unique_ptr<SpinBarrier> bar;
+  std::unique_ptr<Barrier> bar;
 };
 
 template <class C, class T>
@@ -116,9 +116,9 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
   const int64_t j0 = sh.j0, b0 = sh.b0, b1 = sh.b1, u0 = sh.u0, u1 = sh.u1;
   const bool direct_x = !rows && sc.identity && !rev;  // chunk rows are contiguous in x
   const bool direct_gx = !rows && train && !C::norm;  // projection into the saved gates
+  Barrier::Seat seat;  // this thread at the group barrier
   avec<T> abuf = gemm_abuf(kr);
   avec<T> msum(C::has_c ? 0 : static_cast<size_t>(B * W));  // GruRows' k-slice sums
-  bool sense = false;
   void (*block_kernel)(const FwdBlockArgs<T>&) = nullptr;
   if constexpr (!C::norm) {
     const StepKernels<T>& sk = C::of(kr);
@@ -184,7 +184,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
           gm.c = rb; gm.ldc = GX;
           step_gemm(kr, gm, sh, gtid, gn, abuf.data());
         }
-        st.bar->wait(sense);
+        st.bar->wait(seat);
         int64_t ja = j0, jb = j0 + n;
         if (!rows) split(n, gtid, gn, ja, jb);
         for (int64_t j = ja; j < jb; ++j) {
@@ -207,7 +207,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
           if (train) std::memcpy(cs + o * Hp, a.c, sizeof(T) * Hp);
         }
         finish(ja, jb, 0, Ho);
-        st.bar->wait(sense);
+        st.bar->wait(seat);
         continue;
       }
       for (int64_t blk = b0; blk < b1 && n > 0; ++blk) {
@@ -238,18 +238,18 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         block_kernel(a);
       }
       if (P > 0) {
-        st.bar->wait(sense);
+        st.bar->wait(seat);
         Gemm<T> gm;  // h_t = r_t W_hr^T
         gm.M = n; gm.N = P; gm.K = d.H;
         gm.a = st.r.data() + j0 * Hp; gm.rsa = Hp; gm.csa = 1;
         gm.bp = pw.whr.data();
         gm.c = hnext; gm.ldc = ldh;
         step_gemm(kr, gm, sh, gtid, gn, abuf.data());
-        st.bar->wait(sense);
+        st.bar->wait(seat);
       }
       finish(j0, j0 + n, u0, u1);
       // the next step reads all of h: after the projection, wait for every thread's mix
-      if (P == 0 || zo.on) st.bar->wait(sense);
+      if (P == 0 || zo.on) st.bar->wait(seat);
     }
   }
 }
@@ -273,7 +273,7 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                   const int64_t* lengths, const T* h0, const T* c0, T* y, T* hn, T* cn, T* ws,
                   const ExecConfig& cfg, const T* zoneout_keep) {
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
-  const int nt = checked_threads(cfg.num_threads);
+  const int nt = call_threads(cfg.num_threads);
   const Geometry g(d, kr.W);
   const Schedule sc(d.T, d.B, lengths);
   if (!sc.identity) std::memset(y, 0, sizeof(T) * d.T * d.B * d.D * g.Ho);
@@ -310,6 +310,7 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     const int tid = omp_get_thread_num();
     run_direction<C>(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
   });
+  report_stalls(st);
   if (C::has_c)
     for (const FwdDir<T>& s : st)
       for (int64_t j = 0; j < d.B; ++j)

@@ -104,7 +104,7 @@ PackedLayer<T>::PackedLayer(const LayerDims& d, const DirWeights<T>* w, Isa isa,
   shape.T = shape.B = 1;
   check_layer(shape, nullptr);
   const detail::Kernels<T>& kr = detail::kernels_for<T>(isa);
-  const int nt = detail::checked_threads(num_threads);
+  const int nt = detail::call_threads(num_threads);
   const detail::Geometry g(shape, kr.W);
   p_->I = d.I; p_->H = d.H; p_->P = d.P; p_->D = d.D;
   p_->cell = d.cell;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/checked.h"
+#include "core/contention.h"
 #include "core/dir_params.h"
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
@@ -596,6 +597,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
   m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); });
   m.def("num_procs", [] { return omp_get_num_procs(); });
+  m.def("set_adaptive_threads", [](bool on) { detail::contention().set_enabled(on); });
+  m.def("adaptive_threads_state", [] {
+    const detail::Contention& c = detail::contention();
+    py::dict d;
+    d["enabled"] = c.enabled();
+    d["stalls"] = c.stalls();
+    d["backing_off"] = c.backing_off();
+    return d;
+  });
   m.def("build_info", &build_info);
   m.def("cell_specs", &cell_specs);
   m.def("cpu_features", &cpu_features);

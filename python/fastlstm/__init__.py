@@ -2,14 +2,15 @@
 OpenMP, SIMD) under a NumPy API that mirrors torch.nn.LSTM and torch.nn.GRU."""
 from . import _core, functional, reference
 from ._checks import DTypeError, ShapeError
-from ._runtime import available_isas, get_num_threads, set_num_threads
+from ._runtime import (adaptive_threads_state, available_isas, get_num_threads,
+                       set_adaptive_threads, set_num_threads)
 from .layers import GRU, LSTM, GRUCell, LayerNormLSTM, LSTMCell
 
 __version__ = _core.build_info()["version"]
 
-__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "LayerNormLSTM", "functional", "reference", "set_num_threads",
-           "get_num_threads", "available_isas", "info", "ShapeError", "DTypeError",
-           "__version__"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "LayerNormLSTM", "functional", "reference",
+           "set_num_threads", "get_num_threads", "set_adaptive_threads", "adaptive_threads_state",
+           "available_isas", "info", "ShapeError", "DTypeError", "__version__"]
 
 
 def info() -> dict:
@@ -23,6 +24,7 @@ def info() -> dict:
         "isa": resolve_isa(),
         "isas_available": available_isas(),
         "num_threads": get_num_threads(),
+        "adaptive_threads": adaptive_threads_state(),
         "num_procs": _core.num_procs(),
         "backends": ["cpu"] + (["cuda"] if build["cuda"] else []),
         "jax_ffi": bool(_core.jax_ffi_targets()),  # fastlstm.jax available

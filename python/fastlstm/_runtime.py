@@ -1,6 +1,7 @@
 """Thread count and kernel path (ISA) used by every call."""
 from __future__ import annotations
 
+import math
 import os
 
 from . import _core
@@ -8,14 +9,61 @@ from . import _core
 _ISAS = ("scalar", "avx2", "avx512")
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return q / p if q > 0 and p > 0 else None
+
+
+def _cgroup_cpus(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup"):
+    """The CPU quota of this process's cgroup in CPUs (quota / period), or None
+    where there is none: cgroup v2's cpu.max ("max 100000" is none; the
+    process's own group, then the root's), else v1's cpu.cfs_quota_us /
+    cpu.cfs_period_us (-1 is none)."""
+    v2, v1 = "", ""  # this process's group: "0::/path" (v2), "N:cpu,cpuacct:/path" (v1)
+    for line in (_read(self_cgroup) or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and parts[0] == "0":
+            v2 = parts[2].strip().lstrip("/")
+        elif len(parts) == 3 and "cpu" in parts[1].split(","):
+            v1 = parts[2].strip().lstrip("/")
+    for d in dict.fromkeys([os.path.join(root, v2), root]):
+        v = (_read(os.path.join(d, "cpu.max")) or "").split()
+        if len(v) == 2:
+            return None if v[0] == "max" else _ratio(v[0], v[1])
+    for ctl in ("cpu", "cpu,cpuacct"):
+        for d in dict.fromkeys([os.path.join(root, ctl, v1), os.path.join(root, ctl)]):
+            q = (_read(os.path.join(d, "cpu.cfs_quota_us")) or "").split()
+            p = (_read(os.path.join(d, "cpu.cfs_period_us")) or "").split()
+            if q and p:
+                return None if q[0] == "-1" else _ratio(q[0], p[0])
+    return None
+
+
 def _default_threads() -> int:
+    """$OMP_NUM_THREADS, else the CPUs this process may run on: its affinity
+    mask, capped by its cgroup's CPU quota (rounded up)."""
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, _core.num_procs())
+        n = max(1, _core.num_procs())
+    quota = _cgroup_cpus()
+    if quota is not None:
+        n = max(1, min(n, math.ceil(quota)))
+    return n
 
 
 _num_threads = _default_threads()
@@ -34,6 +82,31 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads fastlstm kernels use."""
     return _num_threads
+
+
+def set_adaptive_threads(on: bool) -> None:
+    """Whether calls drop to one thread for a while after their threads were
+    preempted (on by default; $FASTLSTM_ADAPTIVE_THREADS=0 turns it off).
+
+    On a busy machine a team of threads stalls at every step when one of them
+    is off the CPU; after such a call, fastlstm runs the next calls on one
+    thread for a back-off time (0.1 s, doubling while stalls repeat, up to
+    3.2 s), then tries the full team again. Results are bitwise identical for
+    every thread count, so this changes speed only. Off: every call uses
+    `get_num_threads()` threads."""
+    if not isinstance(on, bool):
+        raise TypeError(f"on: expected a bool, got {type(on).__name__}")
+    _core.set_adaptive_threads(on)
+
+
+def adaptive_threads_state() -> dict:
+    """{'enabled', 'stalls' (stalled calls so far in this process),
+    'backing_off' (calls run on one thread right now)}."""
+    return dict(_core.adaptive_threads_state())
+
+
+if os.environ.get("FASTLSTM_ADAPTIVE_THREADS", "").strip() == "0":
+    _core.set_adaptive_threads(False)
 
 
 _SUPPORTED = tuple(i for i in _ISAS if _core.isa_supported(i))  # the CPU does not change

@@ -855,6 +855,24 @@ def table(results: list) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def competing_load(n: int):
+    """n other processes that each keep a CPU busy (a pure-Python loop) while
+    the block runs: what a call gets on a shared machine. Stopped on exit."""
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+             for _ in range(n)]
+    try:
+        time.sleep(0.2 if n else 0.0)  # let them reach the CPUs
+        yield
+    finally:
+        for q in procs:
+            q.kill()
+        for q in procs:
+            q.wait()
+
+
 class CpuWatch:
     """How busy other processes kept the CPUs while this one ran (Linux; else unknown)."""
 
@@ -1057,6 +1075,10 @@ def parse_args(argv: list | None) -> argparse.Namespace:
                    help=f"{','.join(QUICK_SHAPES)} on 2 threads with fewer repeats")
     p.add_argument("--min-time", type=float, help="seconds of timed calls per measurement (0.3)")
     p.add_argument("--min-reps", type=int, help="timed calls per measurement at least (5)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="time the shapes while N other processes keep a CPU busy each (a "
+                        "shared machine; try N = the CPU count). The GEMM peak is measured "
+                        "without them")
     p.add_argument("--json", metavar="FILE", help="save all results and samples as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of speedups, peer time / fastlstm time (needs matplotlib; "
@@ -1074,6 +1096,8 @@ def parse_args(argv: list | None) -> argparse.Namespace:
             p.error(f"unknown {name} in {given}; choose from {','.join(known)}")
     if any(n < 1 for n in args.threads):
         p.error("--threads must be >= 1")
+    if args.load < 0:
+        p.error("--load must be >= 0")
     unsupported = [name for name in args.shapes if not SHAPES[name].supports(args.cell)]
     if unsupported and shapes_given:
         p.error(f"--cell {args.cell} has no projection: drop {','.join(unsupported)} from --shapes")
@@ -1098,9 +1122,12 @@ def main(argv: list | None = None) -> int:
     peaks = measure_peaks(args.threads)  # before and after the shapes: the best of both
     for line in args.skipped:
         print(line, file=sys.stderr, flush=True)
-    for shape in shapes:
-        print(f"{shape.name}: {shape.describe()}", file=sys.stderr, flush=True)
-        results += run_shape(shape, args.threads, args.modes, timing, progress, args.cell)
+    stalls0 = fastlstm.adaptive_threads_state()["stalls"]
+    with competing_load(args.load):
+        for shape in shapes:
+            print(f"{shape.name}: {shape.describe()}", file=sys.stderr, flush=True)
+            results += run_shape(shape, args.threads, args.modes, timing, progress, args.cell)
+    stalls = fastlstm.adaptive_threads_state()["stalls"] - stalls0
     peaks = best_peaks(peaks, measure_peaks(args.threads))
     attach_peaks(results, peaks)
     others_share = watch.others_share()
@@ -1111,11 +1138,17 @@ def main(argv: list | None = None) -> int:
           + cell)
     print(peak_line(peaks))
     print(table(results))
-    for line in args.skipped + notes(results, others_share, peaks):
+    extra = [f"--load {args.load}: {args.load} busy processes competed for the CPUs while the "
+             "shapes ran (not while the peak was measured)"] if args.load else []
+    if stalls:
+        extra.append(f"fastlstm: {stalls} multi-thread calls stalled on a preempted thread; "
+                     "each made the calls of the next 0.1-3.2 s run on one thread "
+                     "(fastlstm.set_adaptive_threads)")
+    for line in args.skipped + extra + notes(results, others_share, peaks):
         print(f"note: {line}")
     if args.json:
         settings = {"cell": args.cell, "threads": args.threads, "modes": args.modes,
-                    "quick": args.quick, "timing": asdict(timing),
+                    "quick": args.quick, "load": args.load, "adaptive_stalls": stalls, "timing": asdict(timing),
                     "cold_timing": asdict(timing.cold()),
                     "peak": {"n": GEMM_N, "budget_s": PEAK_BUDGET_S}}
         save_json(args.json, results, settings, others_share, peaks, args.skipped)
