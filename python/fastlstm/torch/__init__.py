@@ -1,5 +1,7 @@
 """fastlstm inside PyTorch: `fastlstm.torch.LSTM` / `GRU`, drop-ins for
-torch.nn.LSTM / torch.nn.GRU, and `LSTMCell` / `GRUCell` for the cells.
+torch.nn.LSTM / torch.nn.GRU, `LSTMCell` / `GRUCell` for the cells, and
+`LayerNormLSTM`, the layer-norm LSTM (Ba et al. 2016, as haste's
+LayerNormLSTM and `fastlstm.LayerNormLSTM`) with torch.nn.LSTM's interface.
 
 `LSTM` and `GRU` mirror `torch.nn.LSTM` and `torch.nn.GRU` (torch.compile
 graph breaks on instances of those classes, so they are not subclasses):
@@ -9,12 +11,18 @@ and torch's exceptions for bad input; the extra keywords are
 `weights_dtype="bfloat16"` and `zoneout=p` (haste's zoneout on h: Bernoulli
 keep masks from torch's default generator in training, the mix
 p*h_{t-1} + (1-p)*h_t in eval()), and for the LSTM `peephole=True` and
-`cell_clip=c` (ONNX's clip of the gate pre-activations). On the CPU in
-float32/float64 every layer runs fastlstm's kernels:
+`cell_clip=c` (ONNX's clip of the gate pre-activations). `LayerNormLSTM`
+takes LSTM's constructor less proj_size, peephole, cell_clip and
+weights_dtype; its parameters are the LSTM's plus the layer-norm gains and
+bias (`weight_ln_ih_l{k}`, `weight_ln_hh_l{k}`, `weight_ln_c_l{k}`,
+`bias_ln_c_l{k}`, from the cell spec), and its state_dict loads into
+`fastlstm.LayerNormLSTM` and back. On the CPU in float32/float64 every layer
+runs fastlstm's kernels:
 - under torch.compile/export, torch.jit.trace and torch.func transforms
   (vmap, grad), through custom operators, ``torch.ops.fastlstm.lstm_layer``
-  / ``lstm_layer_backward`` and ``gru_layer`` / ``gru_layer_backward``, with
-  fake kernels, autograd and vmap rules;
+  / ``lstm_layer_backward``, ``gru_layer`` / ``gru_layer_backward`` and
+  ``lnlstm_layer`` / ``lnlstm_layer_backward``, with fake kernels, autograd
+  and vmap rules;
 - in eager training, through an autograd Function over the same kernels that
   packs the weights once per step and keeps them for backward;
 - in eager inference, on packed weights kept until a parameter's version
@@ -25,18 +33,23 @@ A backward with ``create_graph=True`` (double backward), forward-mode AD
 (jvp, jacfwd) and an empty batch run the same maths in torch ops
 (`_autodiff`), so every derivative is torch's. Elsewhere (CUDA tensors,
 bfloat16, float16 tensors) the layer runs torch's own op (torch.lstm /
-torch.gru). Both cells share one code path (`_ops`, `_module._Recurrent`,
-`_cell._StepCell`); only the op schemas and the state forms differ.
+torch.gru) or, for the layer-norm LSTM, which torch has no op of,
+`_autodiff`'s torch ops. Every cell shares one code path (`_ops`,
+`_module._Recurrent`, `_cell._StepCell`); only the op schemas and the state
+forms differ. ONNX export (`onnx_translation_table`, the TorchScript
+exporter's symbolics) turns LSTM and GRU layers into ONNX LSTM / GRU nodes
+and refuses the layer-norm LSTM, which ONNX has no op for.
 
 Tensors reach the kernels as NumPy views, without copies when they are
 contiguous. Kernels use `torch.get_num_threads()` threads. Importing this
 module imports torch; `import fastlstm` does not.
 """
 from ._cell import GRUCell, LSTMCell
-from ._module import GRU, LSTM
+from ._module import GRU, LSTM, LayerNormLSTM
 from ._onnx import onnx_translation_table
-from ._ops import (_EagerLayer, gru_layer, gru_layer_backward, lstm_layer,  # noqa: F401
-                   lstm_layer_backward)
+from ._ops import (_EagerLayer, gru_layer, gru_layer_backward, lnlstm_layer,  # noqa: F401
+                   lnlstm_layer_backward, lstm_layer, lstm_layer_backward)
 
-__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "lstm_layer", "lstm_layer_backward",
-           "gru_layer", "gru_layer_backward", "onnx_translation_table"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "LayerNormLSTM", "lstm_layer",
+           "lstm_layer_backward", "gru_layer", "gru_layer_backward", "lnlstm_layer",
+           "lnlstm_layer_backward", "onnx_translation_table"]

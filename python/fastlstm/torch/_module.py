@@ -1,6 +1,6 @@
-"""`fastlstm.torch.LSTM` and `fastlstm.torch.GRU`: torch.nn.LSTM's and
-torch.nn.GRU's interfaces on fastlstm's kernels, one module class over both
-cells (`_Recurrent`); the subclasses add only their constructor and the form
+"""`fastlstm.torch.LSTM`, `GRU` and `LayerNormLSTM`: torch.nn.LSTM's and
+torch.nn.GRU's interfaces on fastlstm's kernels, one module class over every
+cell (`_Recurrent`); the subclasses add only their constructor and the form
 of their state (a tuple (h, c) or a tensor h)."""
 import math
 import numbers
@@ -12,11 +12,11 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .. import _checks, _spec, functional
 from .._checks import DTypeError, ShapeError
-from . import _autodiff
+from . import _autodiff, _onnx
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, _transforms_active,
                    cached_pack, call_layer, route)
 
-__all__ = ["LSTM", "GRU"]
+__all__ = ["LSTM", "GRU", "LayerNormLSTM"]
 
 
 def check_rnn_config(input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -59,8 +59,9 @@ def check_input_dtype(x: Tensor, weight: Tensor) -> None:
 class _Recurrent(KernelModule):
     """torch.nn.RNNBase's interface for one of fastlstm's cells (`_CELL`):
     parameters (names, shapes, order, init) from the cell spec, forward on the
-    kernels, torch's own op elsewhere. Subclasses set `_CELL` and `mode` and
-    say how a state is given and returned."""
+    kernels, elsewhere torch's own op (or, for a cell torch has none of,
+    `_autodiff`'s torch ops). Subclasses set `_CELL` and `mode` and say how a
+    state is given and returned."""
 
     _CELL = "lstm"
 
@@ -109,10 +110,19 @@ class _Recurrent(KernelModule):
                                         self.proj_size > 0, self.peephole)
 
     def reset_parameters(self) -> None:
-        """torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in order."""
+        """The cell spec's init, as torch's: U(-1/sqrt(H), 1/sqrt(H)) in
+        order (every LSTM and GRU parameter), ones or zeros (the layer-norm
+        gains and bias, as torch.nn.LayerNorm)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            torch.nn.init.uniform_(p, -bound, bound)
+        init = {p["name"]: p["init"] for p in _spec.SPECS[self._CELL]["params"]}
+        for name, p in self.named_parameters():
+            how = init[_spec.stem(name)]
+            if how == "uniform":
+                torch.nn.init.uniform_(p, -bound, bound)
+            elif how == "ones":
+                torch.nn.init.ones_(p)
+            else:
+                torch.nn.init.zeros_(p)
 
     @property
     def _flat_weights(self) -> list:
@@ -141,7 +151,8 @@ class _Recurrent(KernelModule):
     def _runs_here(self, x: Tensor) -> bool:
         ok = x.device.type == "cpu" and x.dtype in _DTYPES and all(
             p.device.type == "cpu" and p.dtype == x.dtype for p in self.parameters())
-        if not ok:  # torch's op would run it, but has none of these
+        if not ok and _autodiff.has_torch_op(self._CELL):
+            # torch's op would run it, but has none of these
             what = [w for w, on in (("peepholes", self.peephole), ("zoneout", self.zoneout),
                                     ("cell_clip", self.cell_clip is not None)) if on]
             if what:
@@ -183,16 +194,20 @@ class _Recurrent(KernelModule):
 
     def forward(self, input, hx=None):  # noqa: A002 (torch's name)
         x, lengths, unbatched = self._time_major(input)
+        path = None
         if not self._runs_here(x):
-            return self._torch_forward(input, hx)
-        y, finals = self._run(x, self._states_in(hx, x, unbatched), lengths)
+            if _autodiff.has_torch_op(self._CELL):
+                return self._torch_forward(input, hx)
+            path = "autodiff"  # torch has no op of this cell: its maths in torch ops
+        y, finals = self._run(x, self._states_in(hx, x, unbatched), lengths, path)
         if isinstance(input, PackedSequence):
             order = input.sorted_indices
             if order is None:
                 order = torch.arange(x.shape[1])
             # the new pack's batch_sizes (equal to the input's): pack and pad then pair up
             # in a trace, which the ONNX exporter needs
-            p = pack_padded_sequence(y[:, order], lengths[order], enforce_sorted=True)
+            lens = lengths[order if order.device == lengths.device else order.cpu()]
+            p = pack_padded_sequence(y[:, order], lens, enforce_sorted=True)
             return (PackedSequence(p.data, p.batch_sizes, input.sorted_indices,
                                    input.unsorted_indices), self._states_out(finals))
         if unbatched:
@@ -275,15 +290,17 @@ class _Recurrent(KernelModule):
                 raise DTypeError(f"{name}: expected {x.dtype} on {x.device} (the input's), "
                                  f"got {t.dtype} on {t.device}")
 
-    def _run(self, x, states, lengths):
-        """The layers on x [T,B,I] and states [h0 (, c0)] -> y, [h_n (, c_n)]."""
+    def _run(self, x, states, lengths, path=None):
+        """The layers on x [T,B,I] and states [h0 (, c0)] -> y, [h_n (, c_n)].
+        path: None (the one `route` picks) or 'autodiff'."""
+        _onnx.check_exportable(self._CELL)
         L, D = self.num_layers, self._D
         weights = [self._layer_weights(k) for k in range(L)]
         grad = torch.is_grad_enabled() and (
             x.requires_grad or any(s.requires_grad for s in states)
             or any(w.requires_grad for ws in weights for w in ws))
         cell, cfg = self._CELL, self._cfg
-        path = route(grad, x.shape[1])
+        path = path or route(grad, x.shape[1])
         packed = self._packed(weights, x.dtype) if path == "infer" else None
         # a traced graph keeps the op's flag: the module's mode, not this call's grad
         # mode (jit.trace's check reruns under no_grad); eval-mode traces then
@@ -323,34 +340,11 @@ class _Recurrent(KernelModule):
             weights_dtype=self.weights_dtype, cell=self._CELL))
 
 
-class LSTM(_Recurrent):
-    """torch.nn.LSTM on fastlstm's CPU kernels, with the same constructor,
-    parameters (names, shapes, order, init), forward and errors.
-    `peephole=True` adds ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows
-    i, f, o) after them. `weights_dtype="bfloat16"` runs eager inference
-    (no autograd) with W_ih and W_hh rounded to bfloat16, as fastlstm.LSTM.
-    `zoneout=p` is haste's zoneout on h, as fastlstm.LSTM's: in training
-    h_t = m*h_{t-1} + (1-m)*h~_t with a keep mask m ~ Bernoulli(p) per
-    element and step, drawn from torch's default generator (one [T,B,D*Ho]
-    mask per layer, kept as `zoneout_masks` after an eager call); in eval()
-    h_t = p*h_{t-1} + (1-p)*h~_t. `cell_clip=c` clips every gate
-    pre-activation (peepholes added) to [-c, c], as ONNX LSTM's `clip`.
+class _TwoStates(_Recurrent):
+    """A cell with states (h, c) (the LSTMs): torch.nn.LSTM's hx = (h_0, c_0)
+    and (h_n, c_n)."""
 
-    It mirrors torch.nn.LSTM rather than subclassing it: torch.compile graph
-    breaks on every torch.nn.LSTM instance, subclasses included."""
-
-    _CELL = "lstm"
     _STATES = ("h", "c")
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
-                 peephole: bool = False, weights_dtype=None, zoneout: float = 0.0,
-                 cell_clip=None):
-        super().__init__()
-        self._setup("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, proj_size, device, dtype, peephole, weights_dtype, zoneout,
-                    cell_clip)
 
     def _states_out(self, states: list):
         return tuple(states)
@@ -375,6 +369,79 @@ class LSTM(_Recurrent):
                 raise ShapeError(f"Expected hidden[{i}] size {shape}, got {list(t.shape)}")
         self._check_state_types(states, x)
         return states
+
+
+class LSTM(_TwoStates):
+    """torch.nn.LSTM on fastlstm's CPU kernels, with the same constructor,
+    parameters (names, shapes, order, init), forward and errors.
+    `peephole=True` adds ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows
+    i, f, o) after them. `weights_dtype="bfloat16"` runs eager inference
+    (no autograd) with W_ih and W_hh rounded to bfloat16, as fastlstm.LSTM.
+    `zoneout=p` is haste's zoneout on h, as fastlstm.LSTM's: in training
+    h_t = m*h_{t-1} + (1-m)*h~_t with a keep mask m ~ Bernoulli(p) per
+    element and step, drawn from torch's default generator (one [T,B,D*Ho]
+    mask per layer, kept as `zoneout_masks` after an eager call); in eval()
+    h_t = p*h_{t-1} + (1-p)*h~_t. `cell_clip=c` clips every gate
+    pre-activation (peepholes added) to [-c, c], as ONNX LSTM's `clip`.
+
+    It mirrors torch.nn.LSTM rather than subclassing it: torch.compile graph
+    breaks on every torch.nn.LSTM instance, subclasses included."""
+
+    _CELL = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
+                 peephole: bool = False, weights_dtype=None, zoneout: float = 0.0,
+                 cell_clip=None):
+        super().__init__()
+        self._setup("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional, proj_size, device, dtype, peephole, weights_dtype, zoneout,
+                    cell_clip)
+
+
+class LayerNormLSTM(_TwoStates):
+    """The layer-norm LSTM (Ba et al. 2016, as haste's LayerNormLSTM and
+    `fastlstm.LayerNormLSTM`) on fastlstm's CPU kernels, with torch.nn.LSTM's
+    constructor, forward and errors (no proj_size, peepholes, cell clip or
+    bfloat16 weights, which the cell has not). With LN(v) = (v - mean v) /
+    sqrt(var v + 1e-5) over the last axis (biased variance, as
+    torch.nn.LayerNorm):
+
+        a = LN(x W_ih^T)*weight_ln_ih + LN(h W_hh^T)*weight_ln_hh + b_ih + b_hh
+        c_t = sigmoid(a_f)*c_{t-1} + sigmoid(a_i)*tanh(a_g)
+        h_t = sigmoid(a_o)*tanh(LN(c_t)*weight_ln_c + bias_ln_c)
+
+    Parameters per layer and direction, from the cell spec: torch.nn.LSTM's
+    four (U(-1/sqrt(H), 1/sqrt(H))), then ``weight_ln_ih_l{k}`` [4H],
+    ``weight_ln_hh_l{k}`` [4H], ``weight_ln_c_l{k}`` [H] (ones) and
+    ``bias_ln_c_l{k}`` [H] (zeros), present whatever `bias` says; the
+    state_dict loads into `fastlstm.LayerNormLSTM` and back. c_n is the
+    un-normalised c. `zoneout=p` as in `LSTM`. On CPU float32/float64 it runs
+    the kernels (``torch.ops.fastlstm.lnlstm_layer``); elsewhere (CUDA,
+    float16, bfloat16), as torch has no such op, the same maths in torch ops.
+    ONNX has no layer-norm LSTM op: ONNX export refuses it."""
+
+    _CELL = "lnlstm"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device=None, dtype=None, zoneout: float = 0.0,
+                 **kwargs):
+        if kwargs:  # as fastlstm.LayerNormLSTM: a TypeError, with the reason
+            name = next(iter(kwargs))
+            why = _LNLSTM_LACKS.get(name)
+            raise TypeError(f"LayerNormLSTM.__init__() got an unexpected keyword argument "
+                            f"{name!r}" + (f" (the layer-norm LSTM has no {why})" if why
+                                           else ""))
+        super().__init__()
+        self._setup("LayerNormLSTM", input_size, hidden_size, num_layers, bias, batch_first,
+                    dropout, bidirectional, 0, device, dtype, False, None, zoneout)
+
+
+# the LSTM's options the layer-norm LSTM has not (its constructor's error names them)
+_LNLSTM_LACKS = {"proj_size": "projection", "peephole": "peepholes",
+                 "cell_clip": "cell clip", "weights_dtype": "bfloat16 weights"}
 
 
 class GRU(_Recurrent):

@@ -1,4 +1,5 @@
-"""ONNX export of whole models that hold `fastlstm.torch.LSTM` or `GRU`.
+"""ONNX export of whole models that hold `fastlstm.torch.LSTM` or `GRU`
+(`LayerNormLSTM` is refused: ONNX has no layer-norm LSTM op).
 
 Traced and exported graphs run each layer as ``torch.ops.fastlstm.lstm_layer``
 or ``gru_layer``; both of torch's ONNX exporters turn that op into one
@@ -23,7 +24,15 @@ clip of the gate pre-activations). ONNX's LSTM has no projection and neither
 op has zoneout: a layer with ``proj_size > 0``, and a layer with zoneout
 (``zoneout > 0``, in eval() a deterministic mix of h_{t-1} into h_t that the
 ops cannot express, or a zoneout mask in training), are refused with an
-error rather than exported as a different model.
+error rather than exported as a different model. So is the layer-norm LSTM
+(`fastlstm.torch.LayerNormLSTM`, ``fastlstm::lnlstm_layer``): ONNX has no
+such op, and an LSTM node would compute a different model. Its module raises
+when the TorchScript exporter runs it (`check_exportable`), that exporter's
+symbolic of ``fastlstm::lnlstm_layer`` raises (a graph traced before the
+export); under the dynamo exporter its op's fake kernel, which runs while
+the exporter captures the model, raises (`onnx_translation_table` has no
+entry for it, so an ExportedProgram captured before the export stops on the
+untranslatable op).
 """
 from typing import Optional, Sequence, TypeVar
 
@@ -34,6 +43,28 @@ from .. import _spec
 from ..convert import ONNX_PEEPHOLE_ROWS, onnx_gate_rows
 
 _INT32 = 6  # onnx.TensorProto.INT32
+
+# the cells that have an ONNX op (LSTM, GRU); the rest are refused
+ONNX_CELLS = ("lstm", "gru")
+
+
+def refusal(cell: str) -> str:
+    """Why a layer of `cell` (one without an ONNX op: the layer-norm LSTM)
+    cannot be exported."""
+    return (f"fastlstm.torch.LayerNormLSTM (op fastlstm::{cell}_layer) cannot be exported to "
+            f"ONNX: ONNX has no layer-norm LSTM op, and its LSTM op has no layer "
+            f"normalisation, so exporting the layer as one would compute a different model. "
+            f"fastlstm.torch exports LSTM and GRU layers only")
+
+
+def check_exportable(cell: str) -> None:
+    """Raise (RuntimeError) during an ONNX export (either exporter) of a layer
+    whose cell has no ONNX op. Called by the modules' forward and by the
+    layer op's fake kernel (the dynamo exporter captures the model on fake
+    tensors, and its strict capture folds is_in_onnx_export to False in the
+    traced code, not in the fake kernel)."""
+    if cell not in ONNX_CELLS and torch.onnx.is_in_onnx_export():
+        raise RuntimeError(refusal(cell))
 
 
 def _build(e, cell, x, weights, states, lengths, H: int, P: int, bidirectional: bool,
@@ -165,6 +196,11 @@ def _torchscript_gru(g, x, weights, h0, lengths, hidden_size, bidirectional, bia
                      training, zoneout_mask, zoneout)
 
 
+def _torchscript_lnlstm(g, x, *args):
+    """The layer-norm LSTM has no ONNX op: refused, never exported as another model."""
+    raise torch.onnx.errors.SymbolicValueError(refusal("lnlstm"), x)
+
+
 def _register_torchscript() -> None:
     """The symbolics for every opset the TorchScript exporter targets (one
     registered at opset 7 serves 7 and above); skipped where torch no longer
@@ -175,6 +211,7 @@ def _register_torchscript() -> None:
         return
     register_custom_op_symbolic("fastlstm::lstm_layer", _torchscript_lstm, 7)
     register_custom_op_symbolic("fastlstm::gru_layer", _torchscript_gru, 7)
+    register_custom_op_symbolic("fastlstm::lnlstm_layer", _torchscript_lnlstm, 7)
 
 
 # --------------------------------------------------------------------------- dynamo
@@ -229,7 +266,11 @@ def onnx_translation_table() -> dict:
     torch.ops.fastlstm.gru_layer.default: translation}`` for
     ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)``:
     each layer becomes one standard ONNX ``LSTM`` or ``GRU`` node. Merge it
-    with your own entries if you have some. Needs the ``onnxscript`` package."""
+    with your own entries if you have some. Needs the ``onnxscript`` package.
+    The layer-norm LSTM (``torch.ops.fastlstm.lnlstm_layer``) has no ONNX op
+    and no entry: the exporter refuses it while capturing the model (see
+    `check_exportable`), or, for an ExportedProgram captured before, stops
+    on the op it cannot translate."""
     try:
         import onnxscript  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment

@@ -1,13 +1,16 @@
-"""The custom ops ``fastlstm::lstm_layer`` / ``lstm_layer_backward`` and
-``fastlstm::gru_layer`` / ``gru_layer_backward`` (fake kernels, autograd,
-vmap rules) and the eager autograd Function over the same kernels. A backward
-that must itself be differentiable (``create_graph``) runs through
-`_autodiff`, the same maths in torch ops.
+"""The custom ops ``fastlstm::lstm_layer`` / ``lstm_layer_backward``,
+``fastlstm::gru_layer`` / ``gru_layer_backward`` and
+``fastlstm::lnlstm_layer`` / ``lnlstm_layer_backward`` (the layer-norm
+LSTM), with fake kernels, autograd and vmap rules, and the eager autograd
+Function over the same kernels. A backward that must itself be
+differentiable (``create_graph``) runs through `_autodiff`, the same maths
+in torch ops.
 
-Only the op schemas are per cell (the GRU has no c state, projection or
-peepholes); everything behind them is one code path that takes the cell
-name and reads its facts (states, parameter order, shapes) from the cell spec
-(`fastlstm._spec`)."""
+Only the op schemas are per cell (their configuration arguments are the
+options the cell spec says the cell has: the LSTM's projection and
+peepholes; the GRU has no c state); everything behind them is one code path
+that takes the cell name and reads its facts (states, options, parameter
+order, shapes) from the cell spec (`fastlstm._spec`)."""
 import numbers
 from typing import Optional
 
@@ -19,7 +22,7 @@ from torch import Tensor
 from .. import _checks, _core, _spec, functional
 from .._checks import DTypeError
 from .._runtime import resolve_isa
-from . import _autodiff
+from . import _autodiff, _onnx
 
 _DTYPES = (torch.float32, torch.float64)
 _TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -34,6 +37,10 @@ _TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch
 # configuration is cfg = (hidden_size, proj_size, bidirectional, bias, peephole)
 # for every cell (0 / False where a cell has no such option).
 #
+# The op's configuration arguments are cfg's items that the cell has (see
+# `_op_cfg`): (hidden_size, proj_size, bidirectional, bias, peephole) for the
+# LSTM, (hidden_size, bidirectional, bias) for the GRU and the layer-norm LSTM.
+#
 # Zoneout and the cell clip ride beside cfg as zo = (zoneout_mask, zoneout,
 # cell_clip): zoneout_mask [T,B,D*Ho] (the op's dtype; 1 keeps h_{t-1}) or
 # None, the float zoneout (the weight of h_{t-1} wherever no mask is given:
@@ -44,9 +51,18 @@ _TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch
 
 NO_ZONEOUT = (None, 0.0, 0.0)
 
+# The cells with a cell clip (csrc/core/validate.cpp: the LSTM's only; the
+# spec does not list it as an option).
+_CLIP_CELLS = ("lstm",)
+
+
+def has_clip(cell: str) -> bool:
+    """Whether the cell takes a cell clip (its ops then have a cell_clip argument)."""
+    return cell in _CLIP_CELLS
+
 
 def n_states(cell: str) -> int:
-    """The cell's recurrent states: 2 (h, c) for the LSTM, 1 (h) for the GRU."""
+    """The cell's recurrent states: 2 (h, c) for the LSTMs, 1 (h) for the GRU."""
     return _spec.SPECS[cell]["states"]
 
 
@@ -82,7 +98,7 @@ def check_zo(cell: str, zo) -> tuple:
                         f"{type(clip).__name__}")
     if not clip >= 0.0:
         raise ValueError(f"cell_clip: expected a float >= 0 (0 = none), got {clip}")
-    if clip and cell != "lstm":
+    if clip and not has_clip(cell):
         raise ValueError(f"cell_clip: the {cell} cell has no cell clip")
     return mask, zoneout, float(clip)
 
@@ -96,7 +112,7 @@ def _mask_array(mask, dtype, dims):
 
 
 def _state_shapes(cell: str, D: int, B: int, H: int, P: int) -> list:
-    """The shapes of the layer's states: h [D,B,Ho], then c [D,B,H] (LSTM)."""
+    """The shapes of the layer's states: h [D,B,Ho], then c [D,B,H] (LSTMs)."""
     return [(D, B, P or H), (D, B, H)][:n_states(cell)]
 
 
@@ -337,29 +353,87 @@ def _gru_layer_backward_fake(x, weights, lengths, workspace, dy, dh_n, hidden_si
     return _backward_fake("gru", x, weights, (hidden_size, 0, bidirectional))
 
 
+@torch.library.custom_op("fastlstm::lnlstm_layer", mutates_args=(), device_types="cpu")
+def lnlstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
+                 lengths: Optional[Tensor], hidden_size: int, bidirectional: bool, bias: bool,
+                 training: bool, zoneout_mask: Optional[Tensor] = None,
+                 zoneout: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One layer-norm LSTM layer (Ba et al. 2016, as haste's LayerNormLSTM;
+    `fastlstm.reference_lnlstm`): x [T,B,I], h0 [D,B,H], c0 [D,B,H], lengths
+    int64 [B] or None -> y [T,B,D*H], h_n [D,B,H], c_n [D,B,H] (the
+    un-normalised c), workspace (what `lnlstm_layer_backward` needs when
+    training, else empty). `weights` per direction in the cell spec's order:
+    w_ih, w_hh, (b_ih, b_hh with bias), then the gains weight_ln_ih [4H],
+    weight_ln_hh [4H], weight_ln_c [H] and bias_ln_c [H]. zoneout_mask and
+    zoneout as in `lstm_layer` (the cell has no cell clip)."""
+    return _layer_impl("lnlstm", x, weights, [h0, c0], lengths,
+                       _common_cfg("lnlstm", (hidden_size, bidirectional, bias)), training,
+                       (zoneout_mask, zoneout, 0.0))
+
+
+@lnlstm_layer.register_fake
+def _lnlstm_layer_fake(x, weights, h0, c0, lengths, hidden_size, bidirectional, bias, training,
+                       zoneout_mask=None, zoneout=0.0):
+    _onnx.check_exportable("lnlstm")  # the dynamo ONNX exporter captures on fake tensors
+    return _layer_fake("lnlstm", x, _common_cfg("lnlstm", (hidden_size, bidirectional, bias)),
+                       training)
+
+
+@torch.library.custom_op("fastlstm::lnlstm_layer_backward", mutates_args=(),
+                         device_types="cpu")
+def lnlstm_layer_backward(x: Tensor, weights: list[Tensor], c0: Tensor,
+                          lengths: Optional[Tensor], workspace: Tensor, dy: Tensor,
+                          dh_n: Tensor, dc_n: Tensor, hidden_size: int, bidirectional: bool,
+                          bias: bool, zoneout_mask: Optional[Tensor] = None,
+                          zoneout: float = 0.0) -> list[Tensor]:
+    """BPTT through `lnlstm_layer(..., training=True)` (with the same
+    zoneout_mask and zoneout): returns [dx, dh0, dc0] and then one gradient
+    per tensor of `weights`, in its order."""
+    return _backward_impl("lnlstm", x, weights, c0, lengths, workspace, dy, [dh_n, dc_n],
+                          _common_cfg("lnlstm", (hidden_size, bidirectional, bias)),
+                          (zoneout_mask, zoneout, 0.0))
+
+
+@lnlstm_layer_backward.register_fake
+def _lnlstm_layer_backward_fake(x, weights, c0, lengths, workspace, dy, dh_n, dc_n,
+                                hidden_size, bidirectional, bias, zoneout_mask=None,
+                                zoneout=0.0):
+    return _backward_fake("lnlstm", x, weights, (hidden_size, 0, bidirectional))
+
+
 # the op pair of each cell, and how its schema's trailing arguments map to cfg
-_OPS = {"lstm": (lstm_layer, lstm_layer_backward), "gru": (gru_layer, gru_layer_backward)}
-_N_CFG = {"lstm": 5, "gru": 3}  # the op's configuration arguments (after lengths)
+_OPS = {"lstm": (lstm_layer, lstm_layer_backward), "gru": (gru_layer, gru_layer_backward),
+        "lnlstm": (lnlstm_layer, lnlstm_layer_backward)}
+
+
+def _cfg_flags(cell: str) -> tuple:
+    """Which of cfg's items the cell's ops take, from the cell spec: hidden_size,
+    proj_size (a projection), bidirectional, bias, peephole (peepholes)."""
+    spec = _spec.SPECS[cell]
+    return (True, spec["proj"], True, True, spec["peephole"])
+
+
+# the op's configuration arguments (after lengths): 5 for the LSTM, 3 for the others
+_N_CFG = {cell: sum(_cfg_flags(cell)) for cell in _OPS}
 
 
 def _op_cfg(cell: str, cfg: tuple) -> tuple:
     """The op's configuration arguments from cfg."""
-    H, P, bidirectional, bias, peephole = cfg
-    return cfg if cell == "lstm" else (H, bidirectional, bias)
+    return tuple(v for v, on in zip(cfg, _cfg_flags(cell)) if on)
 
 
 def _common_cfg(cell: str, args: tuple) -> tuple:
-    """cfg from the op's configuration arguments."""
-    if cell == "lstm":
-        return tuple(args)
-    H, bidirectional, bias = args
-    return (H, 0, bidirectional, bias, False)
+    """cfg from the op's configuration arguments (0 / False where the cell has
+    no such option)."""
+    it = iter(args)
+    return tuple(next(it) if on else default
+                 for on, default in zip(_cfg_flags(cell), (None, 0, None, None, False)))
 
 
 def _op_zo(cell: str, zo) -> tuple:
     """The op's trailing (zoneout_mask, zoneout[, cell_clip]) from zo."""
     mask, zoneout, clip = NO_ZONEOUT if zo is None else zo
-    if cell == "lstm":
+    if has_clip(cell):
         return (mask, float(zoneout), float(clip or 0.0))
     if clip:
         raise ValueError(f"cell_clip: the {cell} cell has no cell clip")
@@ -368,7 +442,7 @@ def _op_zo(cell: str, zo) -> tuple:
 
 def _common_zo(cell: str, args) -> tuple:
     """zo from the op's trailing (zoneout_mask, zoneout[, cell_clip])."""
-    return (args[0], args[1], args[2] if cell == "lstm" else 0.0)
+    return (args[0], args[1], args[2] if has_clip(cell) else 0.0)
 
 
 def call_layer(cell: str, x, weights, states: list, lengths, cfg: tuple, training: bool,
@@ -488,9 +562,9 @@ def _needs_autodiff(grads) -> bool:
         g is not None and torch._C._functorch.is_legacy_batchedtensor(g) for g in grads)
 
 
-# Both layer ops take (x, weights, *states, lengths, *config, training,
-# zoneout_mask, zoneout[, cell_clip]) and return (y, *final states,
-# workspace); their backward ops take (x, weights, [c0,] lengths, workspace,
+# Every layer op takes (x, weights, *states, lengths, *config, training,
+# zoneout_mask, zoneout[, cell_clip]) and returns (y, *final states,
+# workspace); the backward ops take (x, weights, [c0,] lengths, workspace,
 # dy, *d_states, *config, zoneout_mask, zoneout[, cell_clip]). The autograd
 # and vmap rules below read those positions off the cell's state count and
 # configuration length.
