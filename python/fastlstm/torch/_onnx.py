@@ -30,9 +30,8 @@ such op, and an LSTM node would compute a different model. Its module raises
 when the TorchScript exporter runs it (`check_exportable`), that exporter's
 symbolic of ``fastlstm::lnlstm_layer`` raises (a graph traced before the
 export); under the dynamo exporter its op's fake kernel, which runs while
-the exporter captures the model, raises (`onnx_translation_table` has no
-entry for it, so an ExportedProgram captured before the export stops on the
-untranslatable op).
+the exporter captures the model, raises, and so does its entry in
+`onnx_translation_table` (an ExportedProgram captured before the export).
 """
 from typing import Optional, Sequence, TypeVar
 
@@ -261,16 +260,21 @@ def _gru_layer_onnxscript(x: _T, weights: Sequence[_T], h0: _T, lengths: Optiona
     return y, hn, e.const(np.empty(0, x.dtype.numpy()))
 
 
+def _lnlstm_layer_refused(x, *args, **kwargs):
+    """The layer-norm LSTM's entry: a refusal, never a node."""
+    raise NotImplementedError(refusal("lnlstm"))
+
+
 def onnx_translation_table() -> dict:
     """``{torch.ops.fastlstm.lstm_layer.default: translation,
-    torch.ops.fastlstm.gru_layer.default: translation}`` for
+    torch.ops.fastlstm.gru_layer.default: translation, ...}`` for
     ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)``:
-    each layer becomes one standard ONNX ``LSTM`` or ``GRU`` node. Merge it
-    with your own entries if you have some. Needs the ``onnxscript`` package.
-    The layer-norm LSTM (``torch.ops.fastlstm.lnlstm_layer``) has no ONNX op
-    and no entry: the exporter refuses it while capturing the model (see
-    `check_exportable`), or, for an ExportedProgram captured before, stops
-    on the op it cannot translate."""
+    each LSTM or GRU layer becomes one standard ONNX ``LSTM`` or ``GRU``
+    node. The layer-norm LSTM's entry (``torch.ops.fastlstm.lnlstm_layer``:
+    ONNX has no such op) refuses with a message saying so, also for an
+    ExportedProgram captured before the export (the exporter refuses it
+    while capturing too: see `check_exportable`). Merge the table with your
+    own entries if you have some. Needs the ``onnxscript`` package."""
     try:
         import onnxscript  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -278,7 +282,8 @@ def onnx_translation_table() -> dict:
                           "package (pip install onnxscript), as torch's dynamo ONNX "
                           "exporter does") from err
     return {torch.ops.fastlstm.lstm_layer.default: _lstm_layer_onnxscript,
-            torch.ops.fastlstm.gru_layer.default: _gru_layer_onnxscript}
+            torch.ops.fastlstm.gru_layer.default: _gru_layer_onnxscript,
+            torch.ops.fastlstm.lnlstm_layer.default: _lnlstm_layer_refused}
 
 
 _register_torchscript()
