@@ -62,3 +62,14 @@ def test_layer_weight_names_follow_the_spec_order():
     assert names[6:] == [n + "_reverse" for n in names[:6]]
     assert _spec.direction_slots("lstm", 0, "", False, False, True) == (
         "weight_ih_l0", "weight_hh_l0", None, None, None, "weight_ph_l0")
+
+
+def test_cell_options_and_norm_epsilon():
+    """The clip is the LSTM's alone (ONNX's clip); the layer-norm LSTM's
+    epsilon is the reference's and torch.nn.LayerNorm's default."""
+    torch = pytest.importorskip("torch")
+    assert {c: s["cell_clip"] for c, s in _spec.SPECS.items()} == {
+        "lstm": True, "gru": False, "lnlstm": False}
+    assert _spec.SPECS["lnlstm"]["norm_eps"] == reference_lnlstm.LN_EPS
+    assert _spec.SPECS["lnlstm"]["norm_eps"] == torch.nn.LayerNorm(4).eps
+    assert _spec.SPECS["lstm"]["norm_eps"] == _spec.SPECS["gru"]["norm_eps"] == 0.0

@@ -126,7 +126,7 @@ LayerDims to_dims(const fastlstm_dims* dims, const fastlstm_options* opts) {
           "opts.zoneout: expected a probability in [0, 1], got ", o.zoneout);
   require(!std::isnan(o.cell_clip) && o.cell_clip >= 0.0,
           "opts.cell_clip: expected >= 0 (0 = none), got ", o.cell_clip);
-  require(o.cell_clip == 0.0 || d.cell == Cell::lstm,
+  require(o.cell_clip == 0.0 || cell_spec(d.cell).cell_clip,
           "opts.cell_clip: the ", cell_spec(d.cell).name, " cell has no cell clip (leave it 0)");
   d.zoneout = o.zoneout;
   d.cell_clip = o.cell_clip;

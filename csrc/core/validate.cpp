@@ -2,6 +2,7 @@
 // core safe to call on its own.
 #include "core/checked.h"
 #include "core/require.h"
+#include "cells/lnlstm.h"
 #include "cpu/geometry.h"
 #include "fastlstm/rnn.h"
 
@@ -9,6 +10,7 @@ namespace fastlstm {
 inline namespace v1 {
 
 using detail::require;
+static_assert(cells::kLnEps == cell_spec(Cell::lnlstm).norm_eps, "the spec states the epsilon");
 
 namespace {
 int64_t vector_bytes(Isa isa) { return isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16; }
@@ -39,7 +41,7 @@ int64_t check_layer(const LayerDims& d, const int64_t* lengths) {
   require(d.zoneout >= 0.0 && d.zoneout <= 1.0,
           "zoneout must be in [0, 1], got ", d.zoneout);
   require(d.cell_clip >= 0.0, "cell_clip must be >= 0 (0 = none), got ", d.cell_clip);
-  require(d.cell == Cell::lstm || d.cell_clip == 0.0,
+  require(spec.cell_clip || d.cell_clip == 0.0,
           "cell_clip: the ", spec.name, " cell has no cell clip");
   require(d.T >= 1, "x: the sequence length T must be >= 1, got ", d.T);
   require(d.B >= 1, "x: the batch size B must be >= 1, got ", d.B);

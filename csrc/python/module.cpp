@@ -150,6 +150,8 @@ py::dict cell_specs() {
     d["states"] = c.states;
     d["proj"] = c.proj;
     d["peephole"] = c.peephole;
+    d["cell_clip"] = c.cell_clip;
+    d["norm_eps"] = c.norm_eps;
     d["params"] = ps;
     out[c.name] = d;
   }

@@ -48,6 +48,8 @@ struct CellSpec {
   const char* gate_order;  // one letter a gate: "ifgo", "rzn"
   int states;              // 2: (h, c); 1: (h)
   bool proj, peephole;     // the options the cell takes
+  bool cell_clip;          // takes a clip of the gate pre-activations (LayerDims::cell_clip)
+  double norm_eps;         // its layer norms' epsilon; 0: no layer norm
   const ParamSpec* params; // per direction, in the order the kernels and ops take them
   int n_params;
 };
@@ -80,9 +82,9 @@ constexpr ParamSpec kLnLstm[] = {
 }  // namespace cell_params
 
 constexpr CellSpec kCellSpecs[] = {
-    {Cell::lstm, "lstm", 4, "ifgo", 2, true, true, cell_params::kLstm, 6},
-    {Cell::gru, "gru", 3, "rzn", 1, false, false, cell_params::kGru, 4},
-    {Cell::lnlstm, "lnlstm", 4, "ifgo", 2, false, false, cell_params::kLnLstm, 8},
+    {Cell::lstm, "lstm", 4, "ifgo", 2, true, true, true, 0.0, cell_params::kLstm, 6},
+    {Cell::gru, "gru", 3, "rzn", 1, false, false, false, 0.0, cell_params::kGru, 4},
+    {Cell::lnlstm, "lnlstm", 4, "ifgo", 2, false, false, false, 1e-5, cell_params::kLnLstm, 8},
 };
 
 constexpr const CellSpec& cell_spec(Cell c) { return kCellSpecs[static_cast<int>(c)]; }

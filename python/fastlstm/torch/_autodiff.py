@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from .. import _spec
-from ..reference_lnlstm import LN_EPS
+
+LN_EPS = _spec.SPECS["lnlstm"]["norm_eps"]
 
 
 def _lstm_input(x, w):

@@ -51,14 +51,9 @@ _TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch
 
 NO_ZONEOUT = (None, 0.0, 0.0)
 
-# The cells with a cell clip (csrc/core/validate.cpp: the LSTM's only; the
-# spec does not list it as an option).
-_CLIP_CELLS = ("lstm",)
-
-
 def has_clip(cell: str) -> bool:
     """Whether the cell takes a cell clip (its ops then have a cell_clip argument)."""
-    return cell in _CLIP_CELLS
+    return _spec.SPECS[cell]["cell_clip"]
 
 
 def n_states(cell: str) -> int:
