@@ -472,3 +472,37 @@ def test_cell_gru_refuses_an_explicit_projection_shape(capsys):
     assert args.cell == "lstm" and args.shapes == list(bench.SHAPES) and args.skipped == []
     with pytest.raises(SystemExit):
         bench.parse_args(["--cell", "rnn"])
+
+
+def test_load_option_starts_and_stops_busy_processes(monkeypatch, capsys, tmp_path):
+    """--load N: N busy processes run while the shapes are timed (seen from
+    inside the timed code), are gone afterwards, and the JSON and notes say so."""
+    import subprocess
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--load", "-1"])
+    seen, started = [], []
+    real_popen = subprocess.Popen
+
+    def popen(*a, **k):
+        p = real_popen(*a, **k)
+        started.append(p)
+        return p
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    real_run_shape = bench.run_shape
+
+    def run_shape(*a, **k):
+        seen.append([p.poll() is None for p in started])
+        return real_run_shape(*a, **k)
+
+    monkeypatch.setattr(bench, "run_shape", run_shape)
+    monkeypatch.setattr(bench, "PEERS_BY_NAME", {
+        name: (cls, ("fastlstm_no_such_module",)) for name, (cls, _) in
+        bench.PEERS_BY_NAME.items()})
+    js = tmp_path / "r.json"
+    code, out = _main(monkeypatch, capsys, ["--load", "2", "--json", str(js)], [TINY])
+    assert code == 0
+    assert seen == [[True, True]]  # both alive while the shape ran
+    assert len(started) == 2 and all(p.poll() is not None for p in started)
+    assert "note: --load 2:" in out.out
+    assert json.loads(js.read_text())["settings"]["load"] == 2
