@@ -121,3 +121,32 @@ def test_a_call_under_load_stays_near_its_one_thread_time():
     ratio = min(many) / min(one)
     assert ratio <= 3.0, (f"{nt} threads under load: {min(many):.2f} ms, 1 thread "
                           f"{min(one):.2f} ms ({ratio:.1f}x)")
+
+
+def test_back_off_policy():
+    """A stall halves the team for 0.1 s (halved again if the halved team
+    stalls); the probe after it gets the full team; a clean full team ends
+    the back-off, a stalled probe doubles it."""
+    from fastlstm import _core
+    c = _core._Contention()
+    assert (c.threads(1), c.threads(2), c.threads(16)) == (1, 2, 16)
+    c.report(False, 2, 2)
+    assert c.threads(16) == 16 and c.stalls() == 0
+    c.report(True, 16, 16)
+    assert (c.threads(16), c.threads(2), c.threads(3), c.threads(1)) == (8, 1, 1, 1)
+    c.report(True, 8, 16)  # the halved team stalled too
+    assert c.threads(16) == 4 and c.stalls() == 2
+    c.report(False, 4, 16)  # a clean reduced team keeps the back-off
+    assert c.threads(16) == 4
+    time.sleep(0.12)
+    assert c.threads(16) == 16  # the probe
+    c.report(True, 16, 16)  # the probe stalled: 0.2 s now
+    assert c.threads(16) == 4
+    time.sleep(0.12)
+    assert c.threads(16) == 4
+    time.sleep(0.12)
+    assert c.threads(16) == 16
+    c.report(False, 16, 16)  # clean: back to the full team for good
+    c.report(True, 16, 16)
+    time.sleep(0.12)
+    assert c.threads(16) == 16  # the back-off restarted at 0.1 s

@@ -1,11 +1,13 @@
-// Backing off to one thread while this process's threads are being preempted
-// (a busy machine, a CPU quota): a team whose member is off the CPU stalls
-// at every barrier of the recurrence, so a call on more threads than the
-// machine can give is many times slower than on one.
+// Backing off to fewer threads while this process's threads are being
+// preempted (a busy machine, a CPU quota): a team whose member is off the
+// CPU stalls at every barrier of the recurrence, so a call on more threads
+// than the machine can give is many times slower than on fewer.
 //
-// A call that stalled (Barrier::stalled) makes the calls of the next
-// `backoff` run on one thread; the first call after it probes the full team
-// again, and each stall in a row doubles the back-off, up to kMaxBackoffNs.
+// A call that stalled (Barrier::stalled) halves the team of the calls of the
+// next kMinBackoffNs (2 threads become 1; a stall of the halved team halves
+// it again and restarts the back-off). Then the next call probes the full
+// team: a clean call ends the back-off, a stall doubles it (up to
+// kMaxBackoffNs).
 // This is process-wide state, but a hint only: results are bitwise identical
 // for every team size, so it decides speed, never values.
 #pragma once
@@ -24,22 +26,31 @@ class Contention {
   static constexpr int64_t kMinBackoffNs = 100'000'000;    // 0.1 s
   static constexpr int64_t kMaxBackoffNs = 3'200'000'000;  // 3.2 s
 
-  // The threads a call asked for `requested` runs with: 1 while backing off.
+  // The threads a call that asked for `requested` runs with.
   int threads(int requested) const {
     if (requested <= 1 || !enabled_.load(std::memory_order_relaxed)) return requested;
-    return now_ns() < until_ns_.load(std::memory_order_relaxed) ? 1 : requested;
+    if (now_ns() >= until_ns_.load(std::memory_order_relaxed)) return requested;
+    return std::max(1, requested >> std::min(level_.load(std::memory_order_relaxed), 30));
   }
 
-  // After a call that ran on more than one thread: whether it stalled.
-  void report(bool stalled) {
+  // After a call that ran a team of `used` of the `requested` threads:
+  // whether it stalled.
+  void report(bool stalled, int used, int requested) {
     if (!stalled) {
-      backoff_ns_.store(kMinBackoffNs, std::memory_order_relaxed);
+      if (used == requested) level_.store(0, std::memory_order_relaxed);  // no more back-off
       return;
     }
-    const int64_t b = backoff_ns_.load(std::memory_order_relaxed);
-    until_ns_.store(now_ns() + b, std::memory_order_relaxed);
-    backoff_ns_.store(std::min(2 * b, kMaxBackoffNs), std::memory_order_relaxed);
     stalls_.fetch_add(1, std::memory_order_relaxed);
+    const int level = level_.load(std::memory_order_relaxed);
+    int64_t b = backoff_ns_.load(std::memory_order_relaxed);
+    if (used == requested) {  // the full team: a first stall, or a probe (back off longer)
+      b = level == 0 ? kMinBackoffNs : std::min(2 * b, kMaxBackoffNs);
+      backoff_ns_.store(b, std::memory_order_relaxed);
+      level_.store(std::max(1, level), std::memory_order_relaxed);
+    } else {  // a halved team stalled too: halve again
+      level_.store(level + 1, std::memory_order_relaxed);
+    }
+    until_ns_.store(now_ns() + b, std::memory_order_relaxed);
   }
 
   void set_enabled(bool on) {
@@ -47,14 +58,16 @@ class Contention {
     if (!on) until_ns_.store(0, std::memory_order_relaxed);
   }
   bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
-  // Stalled calls seen so far, and whether calls run on one thread right now.
+  // Stalled calls seen so far, and whether calls run on fewer threads right now.
   int64_t stalls() const { return stalls_.load(std::memory_order_relaxed); }
   bool backing_off() const { return threads(2) == 1; }
+
 
  private:
   std::atomic<bool> enabled_{true};
   std::atomic<int64_t> until_ns_{0};
   std::atomic<int64_t> backoff_ns_{kMinBackoffNs};
+  std::atomic<int> level_{0};  // the team is halved `level` times while backing off
   std::atomic<int64_t> stalls_{0};
 };
 

@@ -422,7 +422,7 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
     recurrence<C>(L, st[dir], gtid, gn);
   });
-  report_stalls(st);
+  report_stalls(st, nt, cfg.num_threads);
   for (int dir = 0; dir < d.D; ++dir) {
     gradients<C>(L, st[dir], x, dx, g[dir], nt);
     st[dir].dG = avec<T>();

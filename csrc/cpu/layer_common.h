@@ -30,16 +30,17 @@ inline int call_threads(int nt) {
   return contention().threads(nt);
 }
 
-// After a layer's recurrence: tells the back-off whether a group of two or
-// more threads stalled (groups of one have nothing to report).
+// After a layer's recurrence on `used` of the `requested` threads: tells
+// the back-off whether a group of two or more threads stalled (groups of
+// one have nothing to report).
 template <class Dir>
-void report_stalls(const std::vector<Dir>& st) {
+void report_stalls(const std::vector<Dir>& st, int used, int requested) {
   bool grouped = false, stalled = false;
   for (const Dir& s : st) {
     grouped = grouped || (s.bar && s.bar->size() > 1);
     stalled = stalled || (s.bar && s.bar->stalled());
   }
-  if (grouped) contention().report(stalled);
+  if (grouped) contention().report(stalled, used, requested);
 }
 
 // Threads for the per-step recurrence (forward and backward alike): a step is

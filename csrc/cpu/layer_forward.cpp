@@ -310,7 +310,7 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     const int tid = omp_get_thread_num();
     run_direction<C>(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
   });
-  report_stalls(st);
+  report_stalls(st, nt, cfg.num_threads);
   if (C::has_c)
     for (const FwdDir<T>& s : st)
       for (int64_t j = 0; j < d.B; ++j)

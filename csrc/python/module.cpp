@@ -600,6 +600,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); });
   m.def("num_procs", [] { return omp_get_num_procs(); });
   m.def("set_adaptive_threads", [](bool on) { detail::contention().set_enabled(on); });
+  // A fresh policy object (not the process's) for the tests.
+  py::class_<detail::Contention>(m, "_Contention")
+      .def(py::init<>())
+      .def("threads", &detail::Contention::threads)
+      .def("report", &detail::Contention::report)
+      .def("stalls", &detail::Contention::stalls);
   m.def("adaptive_threads_state", [] {
     const detail::Contention& c = detail::contention();
     py::dict d;

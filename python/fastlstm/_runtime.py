@@ -85,12 +85,13 @@ def get_num_threads() -> int:
 
 
 def set_adaptive_threads(on: bool) -> None:
-    """Whether calls drop to one thread for a while after their threads were
+    """Whether calls use fewer threads for a while after their threads were
     preempted (on by default; $FASTLSTM_ADAPTIVE_THREADS=0 turns it off).
 
     On a busy machine a team of threads stalls at every step when one of them
-    is off the CPU; after such a call, fastlstm runs the next calls on one
-    thread for a back-off time (0.1 s, doubling while stalls repeat, up to
+    is off the CPU; after such a call, fastlstm runs the next calls on half
+    the threads (one, on two cores; halved again if they stall too) for a
+    back-off time (0.1 s, doubling while the full team keeps stalling, up to
     3.2 s), then tries the full team again. Results are bitwise identical for
     every thread count, so this changes speed only. Off: every call uses
     `get_num_threads()` threads."""
@@ -101,7 +102,7 @@ def set_adaptive_threads(on: bool) -> None:
 
 def adaptive_threads_state() -> dict:
     """{'enabled', 'stalls' (stalled calls so far in this process),
-    'backing_off' (calls run on one thread right now)}."""
+    'backing_off' (calls run on fewer threads right now)}."""
     return dict(_core.adaptive_threads_state())
 
 

@@ -1142,7 +1142,7 @@ def main(argv: list | None = None) -> int:
              "shapes ran (not while the peak was measured)"] if args.load else []
     if stalls:
         extra.append(f"fastlstm: {stalls} multi-thread calls stalled on a preempted thread; "
-                     "each made the calls of the next 0.1-3.2 s run on one thread "
+                     "each made the calls of the next 0.1-3.2 s run on half the threads "
                      "(fastlstm.set_adaptive_threads)")
     for line in args.skipped + extra + notes(results, others_share, peaks):
         print(f"note: {line}")
