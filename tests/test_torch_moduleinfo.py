@@ -216,7 +216,9 @@ ERROR_CASES = [(mod, i) for mod in TWINS for i in range(len(error_samples(torch.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("mod, i", ERROR_CASES, ids=[f"{m}-{i}" for m, i in ERROR_CASES])
 def test_error_inputs(dtype, mod, i):
-    """test_modules.test_errors: the same exception type and message."""
+    """test_modules.test_errors: the same exception type and message; again
+    under no_grad once fastlstm's packed weights are cached (the state in
+    which a cell's streaming step takes its calls)."""
     e = error_samples(dtype, mod=mod)[i]
     fcls = TWINS[mod][1]
     ci, fi = e.module_error_input.constructor_input, e.module_error_input.forward_input
@@ -227,6 +229,12 @@ def test_error_inputs(dtype, mod, i):
     m = fcls(*ci.args, **ci.kwargs)
     with pytest.raises(e.error_type, match=e.error_regex):
         m(*fi.args, **fi.kwargs)
+    with torch.no_grad():
+        m(torch.zeros(1, m.input_size, dtype=m.weight_hh_l0.dtype if mod not in CELLS
+                      else m.weight_hh.dtype))  # one step ([T=1, I] or [B=1, I])
+        assert m._fl_cache is not None
+        with pytest.raises(e.error_type, match=e.error_regex):
+            m(*fi.args, **fi.kwargs)
 
 
 @pytest.mark.parametrize("mod, i", CASES, ids=IDS)
@@ -316,19 +324,25 @@ def assert_metadata_equal(a, b):
 
 @pytest.mark.parametrize("mod", TWINS)
 def test_factory_kwargs_and_meta_device(mod):
-    """test_modules.test_factory_kwargs / test_device_ctx_init: device= and
-    dtype= reach every parameter (torch's names and shapes); under
-    torch.device("meta") every parameter is a meta tensor with the CPU
-    module's metadata."""
+    """test_modules.test_factory_kwargs / test_repr / test_device_ctx_init,
+    over the constructors of the samples and of the error inputs that fail in
+    forward: device= and dtype= reach every parameter (torch's names and
+    shapes), the repr is torch's; under torch.device("meta") every parameter
+    is a meta tensor with the CPU module's metadata."""
     tcls, fcls = TWINS[mod]
-    for s in samples(torch.float64, requires_grad=False, mod=mod):
-        ci = s.constructor_input
+    ctors = [s.constructor_input for s in samples(torch.float64, requires_grad=False, mod=mod)]
+    ctors += [e.module_error_input.constructor_input for e in error_samples(torch.float64, mod)
+              if e.error_on == cm.ModuleErrorEnum.FORWARD_ERROR]
+    for ci in ctors:
         for dtype in (torch.float32, torch.float64):
-            fm = fcls(*ci.args, **ci.kwargs, device="cpu", dtype=dtype)
-            tm = tcls(*ci.args, **ci.kwargs, device="cpu", dtype=dtype)
+            kw = {**ci.kwargs, "device": "cpu", "dtype": dtype}
+            fm, tm = fcls(*ci.args, **kw), tcls(*ci.args, **kw)
             assert [(n, p.shape, p.dtype, p.device) for n, p in fm.named_parameters()] == \
                 [(n, p.shape, p.dtype, p.device) for n, p in tm.named_parameters()]
             assert all(p.dtype == dtype for p in fm.parameters())
+            assert repr(fm) == str(fm) == repr(tm)  # test_modules.test_repr, and torch's text
+        if "device" in ci.kwargs:  # (an explicit device outranks the context)
+            continue
         cpu = fcls(*ci.args, **ci.kwargs)
         with torch.device("meta"):
             meta = fcls(*ci.args, **ci.kwargs)
