@@ -9,6 +9,14 @@ on the paths of _Recurrent._run. Eager inference calls the kernels' streaming en
 its version counter moves, as fastlstm.LSTMCell does; a no_grad call with an
 (h, c) tuple (LSTM) or an h tensor (GRU) and current packed weights goes there
 straight (`_stream`).
+
+Where the kernels cannot give torch's answer, torch's own cell op runs the
+step (its results and its errors): other devices and dtypes, zero sizes,
+float32 under CPU autocast (torch computes the gate products in autocast's
+lower precision) and, under autograd, parameters that are inference tensors
+(built under torch.inference_mode: autograd cannot save them, and torch's op
+saves only what its gradient needs). Inference tensors carry no version
+counter, so their packed weights are rebuilt on each call, never cached.
 """
 import math
 
@@ -35,6 +43,19 @@ def _view(t: Tensor):
     if t.requires_grad:
         t = t.detach()
     return t.numpy() if t.is_contiguous() else t.contiguous().numpy()
+
+
+def _needs_grad(x: Tensor, states: list, weights) -> bool:
+    """The step is recorded by autograd: grad mode, and a tensor that requires grad."""
+    return torch.is_grad_enabled() and (
+        x.requires_grad or any(s.requires_grad for s in states)
+        or any(w.requires_grad for w in weights))
+
+
+def _inference_tensors(weights) -> bool:
+    """A weight is an inference tensor (made under torch.inference_mode).
+    Never while torch.compile traces, which cannot ask (and rejects them)."""
+    return not torch.compiler.is_compiling() and any(w.is_inference() for w in weights)
 
 
 def _kernel_step(packed, x: Tensor, states: list, outs: list) -> list:
@@ -111,12 +132,19 @@ class _StepCell(KernelModule):
     def _runs_here(self, x: Tensor, states: list, weights, batched: bool) -> bool:
         """The kernels take the call: CPU float32/float64 everywhere, one dtype,
         states of rank 2 once batched, sizes > 0. Else torch's op runs it
-        (its result or its error), or, for peepholes, which it lacks, we raise."""
+        (its result or its error), or, for peepholes, which it lacks, we raise.
+        Torch's op also takes float32 under CPU autocast and inference-tensor
+        parameters under autograd (see the module's doc); a peephole cell
+        there computes in float32, and (`_step`) in `_autodiff`'s torch ops."""
         dt = x.dtype
         ok = (dt in _DTYPES and x.is_cpu
               and all(isinstance(s, Tensor) and s.dtype == dt and s.is_cpu for s in states)
               and all(w.dtype == dt and w.is_cpu for w in weights)
               and self.input_size > 0 and self.hidden_size > 0)
+        if ok and not self.peephole and (
+                (dt is torch.float32 and torch.is_autocast_enabled("cpu"))
+                or (_needs_grad(x, states, weights) and _inference_tensors(weights))):
+            return False
         if not ok and self.peephole:
             raise DTypeError(f"fastlstm.torch.{type(self).__name__}: peepholes need CPU "
                              f"float32/float64 input, hx and parameters of one dtype, got "
@@ -147,12 +175,12 @@ class _StepCell(KernelModule):
     def _step(self, x: Tensor, states: list, weights) -> list:
         """One step on checked x [B,I], states [h (, c)] [B,H] -> the new
         states, on the path fastlstm.torch's layer would take for it."""
-        grad = torch.is_grad_enabled() and (
-            x.requires_grad or any(s.requires_grad for s in states)
-            or any(w.requires_grad for w in weights))
+        grad = _needs_grad(x, states, weights)
         path = route(grad, x.shape[0])
         if path == "infer":
             return self._infer(x, states, weights)
+        if path == "eager" and _inference_tensors(weights):
+            path = "autodiff"  # (peepholes) autograd cannot save inference tensors
         cell, cfg = self._CELL, (self.hidden_size, 0, False, bool(self.bias), self.peephole)
         x3, s3 = x.unsqueeze(0), [s.unsqueeze(0) for s in states]
         if path == "autodiff":
@@ -172,7 +200,8 @@ class _StepCell(KernelModule):
         call down the general path, which checks everything."""
         cache = self._fl_cache
         if (cache is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
-                or fwAD._current_level >= 0 or _transforms_active()):
+                or fwAD._current_level >= 0 or _transforms_active()
+                or torch.is_autocast_enabled("cpu")):
             return None
         key, weights, packed = cache
         if type(x) is not Tensor or not all(type(s) is Tensor for s in states):
@@ -206,13 +235,25 @@ class _StepCell(KernelModule):
                             [torch.empty(shape, dtype=x.dtype) for _ in states])
 
     def _packed(self, weights, dtype):
-        """Packed inference weights (see `cached_pack`)."""
+        """Packed inference weights (see `cached_pack`); packed afresh, and
+        not cached, where a weight is an inference tensor (no version counter
+        tells whether it changed)."""
         names = _spec.layer_weight_names(self._CELL, 0, False, bool(self.bias), False,
                                          self.peephole)
-        return cached_pack(self, weights, dtype, lambda isa: functional.pack(
-            {n: _np(w) for n, w in zip(names, weights)}, input_size=self.input_size,
-            hidden_size=self.hidden_size, bias=bool(self.bias), peephole=self.peephole, isa=isa,
-            weights_dtype=self.weights_dtype, cell=self._CELL))
+
+        def build(isa):
+            return functional.pack(
+                {n: _np(w) for n, w in zip(names, weights)}, input_size=self.input_size,
+                hidden_size=self.hidden_size, bias=bool(self.bias), peephole=self.peephole,
+                isa=isa, weights_dtype=self.weights_dtype, cell=self._CELL)
+
+        if _inference_tensors(weights):
+            if self.weights_dtype == "bfloat16" and dtype != torch.float32:
+                raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got "
+                                 f"{dtype}")
+            self._fl_cache = None
+            return build(resolve_isa())
+        return cached_pack(self, weights, dtype, build)
 
 
 class LSTMCell(_StepCell):
