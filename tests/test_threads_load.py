@@ -124,18 +124,22 @@ def test_a_call_under_load_stays_near_its_one_thread_time():
 
 
 def test_back_off_policy():
-    """A stall halves the team for 0.1 s (halved again if the halved team
-    stalls); the probe after it gets the full team; a clean full team ends
-    the back-off, a stalled probe doubles it."""
+    """Two stalled calls in a row halve the team for 0.1 s (halved again if
+    the halved team stalls); the probe after it gets the full team; a clean
+    full team ends the back-off, a stalled probe doubles it."""
     from fastlstm import _core
     c = _core._Contention()
     assert (c.threads(1), c.threads(2), c.threads(16)) == (1, 2, 16)
     c.report(False, 2, 2)
     assert c.threads(16) == 16 and c.stalls() == 0
+    c.report(True, 16, 16)  # a lone stall: a hiccup
+    c.report(False, 16, 16)
     c.report(True, 16, 16)
+    assert c.threads(16) == 16 and c.stalls() == 2
+    c.report(True, 16, 16)  # two in a row
     assert (c.threads(16), c.threads(2), c.threads(3), c.threads(1)) == (8, 1, 1, 1)
     c.report(True, 8, 16)  # the halved team stalled too
-    assert c.threads(16) == 4 and c.stalls() == 2
+    assert c.threads(16) == 4 and c.stalls() == 4
     c.report(False, 4, 16)  # a clean reduced team keeps the back-off
     assert c.threads(16) == 4
     time.sleep(0.12)
@@ -148,5 +152,7 @@ def test_back_off_policy():
     assert c.threads(16) == 16
     c.report(False, 16, 16)  # clean: back to the full team for good
     c.report(True, 16, 16)
+    c.report(True, 16, 16)
+    assert c.threads(16) == 8
     time.sleep(0.12)
     assert c.threads(16) == 16  # the back-off restarted at 0.1 s

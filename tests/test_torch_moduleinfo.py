@@ -831,3 +831,98 @@ def test_cell_with_inference_tensor_parameters(mod):
     with pytest.raises(RuntimeError) as got:
         fm(xg, hx)
     assert str(got.value) == str(want.value)
+
+
+LAYERS = ("LSTM", "GRU")
+
+
+def layer_hx(mod, states):
+    return tuple(states) if mod == "LSTM" else states[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("ac_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("mod", LAYERS)
+def test_layer_under_cpu_autocast(mod, ac_dtype, dtype):
+    """Under torch.autocast("cpu") the layers give torch's results and
+    gradients (torch computes float32 products in autocast's dtype; float64
+    is left alone), also with the packed weights cached."""
+    tm, fm = cell_pair(mod, 6, 8, num_layers=2, dtype=dtype)
+    g = torch.Generator().manual_seed(8)
+    x0 = torch.randn(5, 3, 6, generator=g, dtype=dtype)
+    hx = layer_hx(mod, [torch.randn(2, 3, 8, generator=g, dtype=dtype)
+                        for _ in range(2 if mod == "LSTM" else 1)])
+    with torch.no_grad():
+        fm(x0, hx)
+    assert fm._fl_cache is not None
+    res = []
+    for m in (tm, fm):
+        x = x0.clone().requires_grad_()
+        try:
+            with torch.autocast("cpu", dtype=ac_dtype):
+                out = flat(m(x, hx))
+                with torch.no_grad():
+                    out += flat(m(x0, hx))
+        except RuntimeError as e:  # torch's LSTM has no float16 oneDNN primitive here
+            res.append(e)
+            continue
+        sum((o.float() * (k + 1)).sum() for k, o in enumerate(out[:len(out) // 2])).backward()
+        res.append(out + [x.grad] + [p.grad for p in m.parameters()])
+    if isinstance(res[0], Exception):
+        assert isinstance(res[1], RuntimeError) and str(res[1]) == str(res[0])
+        return
+    for j, (a, b) in enumerate(zip(res[1], res[0])):
+        assert a.dtype == b.dtype, j
+        if dtype == torch.float32:
+            assert torch.equal(a, b), f"tensor {j}"
+        else:
+            close(a, b, dtype, f"tensor {j}")
+
+
+def test_layer_with_zoneout_under_autocast_stays_on_the_kernels():
+    """torch's op has no zoneout: under autocast such a layer computes in
+    float32 on the kernels, never torch's op without the zoneout."""
+    fm = flt.LSTM(6, 8, zoneout=0.3).eval()
+    x = torch.randn(5, 3, 6)
+    with torch.no_grad():
+        want = fm(x)[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fm(x)[0]
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("mod", LAYERS)
+def test_layer_with_inference_tensor_parameters(mod):
+    """A layer built under torch.inference_mode computes as torch's under
+    inference_mode, no_grad and autograd (torch's error where autograd would
+    have to save an inference tensor), and sees in-place weight updates."""
+    tm0, _ = cell_pair(mod, 5, 7)
+    with torch.inference_mode():
+        tm, fm = TWINS[mod][0](5, 7).double(), TWINS[mod][1](5, 7).double()
+        tm.load_state_dict(tm0.state_dict())
+        fm.load_state_dict(tm0.state_dict())
+    assert all(p.is_inference() for p in fm.parameters())
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+    for step in range(3):
+        for ctx in (torch.inference_mode, torch.no_grad, torch.enable_grad):
+            with ctx():
+                for _ in range(2):
+                    try:
+                        want = flat(tm(x))
+                    except RuntimeError as e:  # torch's layer saves them for backward
+                        with pytest.raises(RuntimeError) as got:
+                            fm(x)
+                        assert str(got.value) == str(e)
+                        continue
+                    for name, a, b in zip(out_names(mod), flat(fm(x)), want):
+                        close(a, b, torch.float64, f"{name} ({ctx.__name__}, step {step})")
+        with torch.inference_mode():
+            for m in (tm, fm):
+                m.weight_hh_l0.mul_(0.5)
+    xg = x.clone().requires_grad_()
+    with pytest.raises(RuntimeError) as want:
+        tm(xg)
+    with pytest.raises(RuntimeError) as got:
+        fm(xg)
+    assert str(got.value) == str(want.value)

@@ -4,8 +4,9 @@
 // costs no system call), then sleep on a futex (Linux; elsewhere they
 // yield), so a thread that the OS has preempted does not make its partners
 // burn their cores, and the time slices they hand back go to it. A wait
-// far longer than the waiter's own work since its last wait marks the
-// barrier stalled: a partner was off the CPU (see core/contention.h).
+// past the spin and far longer than the waiter's own work since its last
+// wait is a stall (a partner was off the CPU); the barrier adds up the time
+// stalled (core/contention.h).
 #pragma once
 
 #include <atomic>
@@ -47,8 +48,8 @@ class Barrier {
   // How long a waiter spins before it sleeps: several steps' worth of
   // imbalance at the small shapes, far below a scheduler time slice.
   static constexpr int64_t kSpinNs = 50000;
-  // A stall: a wait of at least kStallNs and kStallRatio times the work before it.
-  static constexpr int64_t kStallNs = 1000000;
+  // A stall: a wait past the spin that lasts kStallRatio times the waiter's
+  // own work since its last wait; its time beyond that work is stalled time.
   static constexpr int64_t kStallRatio = 2;
 
   explicit Barrier(int n) : n_(n) {}
@@ -67,20 +68,21 @@ class Barrier {
       seat.left_ns = arrived;
       return;
     }
-    if (!spin(gen, arrived)) {
+    const bool slept = !spin(gen, arrived);
+    if (slept) {
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
       while (gen_.load(std::memory_order_seq_cst) == gen) sleep(gen);
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    const int64_t left = now_ns(), waited = left - arrived;
-    if (waited >= kStallNs && waited >= kStallRatio * (arrived - seat.left_ns))
-      stalled_.store(true, std::memory_order_relaxed);
+    const int64_t left = now_ns(), waited = left - arrived, work = arrived - seat.left_ns;
+    if (slept && waited > kStallRatio * work)  // beyond what uneven shares explain
+      stalled_ns_.fetch_add(waited - work, std::memory_order_relaxed);
     seat.left_ns = left;
   }
 
   int size() const { return n_; }
-  // Whether some wait was a stall (read after the parallel region).
-  bool stalled() const { return stalled_.load(std::memory_order_relaxed); }
+  // The time its waiters stalled, in all (read after the parallel region).
+  int64_t stalled_ns() const { return stalled_ns_.load(std::memory_order_relaxed); }
 
 
  private:
@@ -111,7 +113,7 @@ class Barrier {
   alignas(64) std::atomic<int> count_{0};
   alignas(64) std::atomic<uint32_t> gen_{0};
   std::atomic<int> sleepers_{0};
-  std::atomic<bool> stalled_{false};
+  std::atomic<int64_t> stalled_ns_{0};
 };
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word");
 

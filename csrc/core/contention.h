@@ -3,11 +3,13 @@
 // CPU stalls at every barrier of the recurrence, so a call on more threads
 // than the machine can give is many times slower than on fewer.
 //
-// A call that stalled (Barrier::stalled) halves the team of the calls of the
-// next kMinBackoffNs (2 threads become 1; a stall of the halved team halves
-// it again and restarts the back-off). Then the next call probes the full
-// team: a clean call ends the back-off, a stall doubles it (up to
-// kMaxBackoffNs).
+// A call stalled when its barriers waited for preempted partners for a
+// quarter of its time or more (Barrier::stalled_ns; one brief competitor in
+// a long call does not count). Two stalled calls in a row (a lone one is a
+// hiccup of the machine) halve the team of the calls of the next
+// kMinBackoffNs (2 threads become 1; a stall of the halved team halves it
+// again and restarts the back-off). Then the next call probes the full team:
+// a clean call ends the back-off, a stall doubles it (up to kMaxBackoffNs).
 // This is process-wide state, but a hint only: results are bitwise identical
 // for every team size, so it decides speed, never values.
 #pragma once
@@ -25,6 +27,7 @@ class Contention {
  public:
   static constexpr int64_t kMinBackoffNs = 100'000'000;    // 0.1 s
   static constexpr int64_t kMaxBackoffNs = 3'200'000'000;  // 3.2 s
+  static constexpr int kStreak = 2;  // stalled calls in a row that start a back-off
 
   // The threads a call that asked for `requested` runs with.
   int threads(int requested) const {
@@ -37,10 +40,15 @@ class Contention {
   // whether it stalled.
   void report(bool stalled, int used, int requested) {
     if (!stalled) {
-      if (used == requested) level_.store(0, std::memory_order_relaxed);  // no more back-off
+      if (used == requested) {  // the full team ran clean: no more back-off
+        level_.store(0, std::memory_order_relaxed);
+        streak_.store(0, std::memory_order_relaxed);
+      }
       return;
     }
     stalls_.fetch_add(1, std::memory_order_relaxed);
+    // A lone stall (a hiccup of the machine) changes nothing: two in a row do.
+    if (streak_.fetch_add(1, std::memory_order_relaxed) + 1 < kStreak) return;
     const int level = level_.load(std::memory_order_relaxed);
     int64_t b = backoff_ns_.load(std::memory_order_relaxed);
     if (used == requested) {  // the full team: a first stall, or a probe (back off longer)
@@ -67,7 +75,8 @@ class Contention {
   std::atomic<bool> enabled_{true};
   std::atomic<int64_t> until_ns_{0};
   std::atomic<int64_t> backoff_ns_{kMinBackoffNs};
-  std::atomic<int> level_{0};  // the team is halved `level` times while backing off
+  std::atomic<int> level_{0};
+  std::atomic<int> streak_{0};  // stalled calls in a row  // the team is halved `level` times while backing off
   std::atomic<int64_t> stalls_{0};
 };
 

@@ -418,11 +418,12 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     }
     init_state<C>(L, C::has_c ? c0 + dir * d.B * d.H : nullptr, s);
   }
+  const int64_t t0 = now_ns();
 #pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode))
   run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
     recurrence<C>(L, st[dir], gtid, gn);
   });
-  report_stalls(st, nt, cfg.num_threads);
+  report_stalls(st, now_ns() - t0, nt, cfg.num_threads);
   for (int dir = 0; dir < d.D; ++dir) {
     gradients<C>(L, st[dir], x, dx, g[dir], nt);
     st[dir].dG = avec<T>();

@@ -30,17 +30,20 @@ inline int call_threads(int nt) {
   return contention().threads(nt);
 }
 
-// After a layer's recurrence on `used` of the `requested` threads: tells
-// the back-off whether a group of two or more threads stalled (groups of
-// one have nothing to report).
+// After a layer's recurrence, which took call_ns on `used` of the
+// `requested` threads: tells the back-off whether it stalled, i.e. its
+// groups of two or more threads waited for preempted partners for a quarter
+// of that time or more (groups of one have nothing to report).
 template <class Dir>
-void report_stalls(const std::vector<Dir>& st, int used, int requested) {
-  bool grouped = false, stalled = false;
-  for (const Dir& s : st) {
-    grouped = grouped || (s.bar && s.bar->size() > 1);
-    stalled = stalled || (s.bar && s.bar->stalled());
-  }
-  if (grouped) contention().report(stalled, used, requested);
+void report_stalls(const std::vector<Dir>& st, int64_t call_ns, int used, int requested) {
+  bool grouped = false;
+  int64_t stalled = 0;  // wall time: the waiters of a group wait for the same late partner
+  for (const Dir& s : st)
+    if (s.bar && s.bar->size() > 1) {
+      grouped = true;
+      stalled = std::max(stalled, s.bar->stalled_ns() / (s.bar->size() - 1));
+    }
+  if (grouped) contention().report(4 * stalled >= call_ns, used, requested);
 }
 
 // Threads for the per-step recurrence (forward and backward alike): a step is

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "core/checked.h"
 #include "core/contention.h"
 #include "core/dir_params.h"
+#include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
 #include "fastlstm/cell_spec.h"
@@ -459,12 +461,46 @@ void kernel_bwd_block(const std::string& isa, bool peephole, int64_t n, int64_t 
   fn(p);
 }
 
+// The blocked GEMM driver (cpu/gemm.h) on its own: c [M,N] = a [M,K] b [K,N]
+// (row-major), b packed once into panels, then `repeats` timed calls on
+// `num_threads` threads. Returns the median seconds of one call, for the
+// GEMM's rate against a BLAS (bench/gemm_rate.py); c holds the product.
+template <class T>
+double kernel_gemm(const std::string& isa, py::object a, py::object b, py::object c, int64_t M,
+                   int64_t N, int64_t K, int num_threads, int repeats) {
+  using detail::checked_mul;
+  kernel_check(M >= 1 && N >= 1 && K >= 1, "M, N, K: expected >= 1");
+  kernel_check(num_threads >= 1 && repeats >= 1, "num_threads, repeats: expected >= 1");
+  const auto& k = detail::kernels_for<T>(parse_isa(isa));
+  const T* pa = kernel_array<T>(a, "a", checked_mul(M, K, "a"), false);
+  const T* pb = kernel_array<T>(b, "b", checked_mul(K, N, "b"), false);
+  T* pc = kernel_array<T>(c, "c", checked_mul(M, N, "c"), true);
+  py::gil_scoped_release nogil;
+  const detail::avec<T> bp = detail::pack_plain(K, N, pb, N, 1, k.NR, num_threads);
+  detail::Gemm<T> g;
+  g.M = M; g.N = N; g.K = K;
+  g.a = pa; g.rsa = K; g.csa = 1;
+  g.bp = bp.data();
+  g.c = pc; g.ldc = N;
+  std::vector<double> secs;
+  for (int r = 0; r < repeats; ++r) {
+    const int64_t t0 = detail::now_ns();
+    detail::gemm(k, g, num_threads);
+    secs.push_back(1e-9 * static_cast<double>(detail::now_ns() - t0));
+  }
+  std::sort(secs.begin(), secs.end());
+  return secs[secs.size() / 2];
+}
+
 template <class T>
 void def_kernel_entries(py::module_& m, const char* suffix) {
   const std::string s(suffix);
   m.def(("_kernel_tile_" + s).c_str(), &kernel_tile<T, T>, py::arg("isa"), py::arg("kc"),
         py::arg("a"), py::arg("rsa"), py::arg("csa"), py::arg("bp"), py::arg("c"),
         py::arg("ldc"), py::arg("mr"), py::arg("nr"), py::arg("acc"), py::arg("split_k"));
+  m.def(("_kernel_gemm_" + s).c_str(), &kernel_gemm<T>, py::arg("isa"), py::arg("a"),
+        py::arg("b"), py::arg("c"), py::arg("M"), py::arg("N"), py::arg("K"),
+        py::arg("num_threads"), py::arg("repeats"));
   m.def(("_kernel_fwd_block_" + s).c_str(), &kernel_fwd_block<T, T>, py::arg("isa"),
         py::arg("peephole"), py::arg("training"), py::arg("n"), py::arg("K"), py::arg("h"),
         py::arg("ldh"), py::arg("w"), py::arg("gx"), py::arg("ldgx"), py::arg("ph"),

@@ -89,7 +89,8 @@ def set_adaptive_threads(on: bool) -> None:
     preempted (on by default; $FASTLSTM_ADAPTIVE_THREADS=0 turns it off).
 
     On a busy machine a team of threads stalls at every step when one of them
-    is off the CPU; after such a call, fastlstm runs the next calls on half
+    is off the CPU; after two calls in a row that spent a quarter or more of
+    their time stalled, fastlstm runs the next calls on half
     the threads (one, on two cores; halved again if they stall too) for a
     back-off time (0.1 s, doubling while the full team keeps stalling, up to
     3.2 s), then tries the full team again. Results are bitwise identical for

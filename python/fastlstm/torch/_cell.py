@@ -29,7 +29,7 @@ from .._checks import DTypeError, ShapeError
 from .._runtime import resolve_isa
 from . import _autodiff
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _np, _transforms_active, cached_pack,
-                   call_layer, route)
+                   call_layer, inference_tensors, route)
 
 __all__ = ["LSTMCell", "GRUCell"]
 
@@ -50,12 +50,6 @@ def _needs_grad(x: Tensor, states: list, weights) -> bool:
     return torch.is_grad_enabled() and (
         x.requires_grad or any(s.requires_grad for s in states)
         or any(w.requires_grad for w in weights))
-
-
-def _inference_tensors(weights) -> bool:
-    """A weight is an inference tensor (made under torch.inference_mode).
-    Never while torch.compile traces, which cannot ask (and rejects them)."""
-    return not torch.compiler.is_compiling() and any(w.is_inference() for w in weights)
 
 
 def _kernel_step(packed, x: Tensor, states: list, outs: list) -> list:
@@ -143,7 +137,7 @@ class _StepCell(KernelModule):
               and self.input_size > 0 and self.hidden_size > 0)
         if ok and not self.peephole and (
                 (dt is torch.float32 and torch.is_autocast_enabled("cpu"))
-                or (_needs_grad(x, states, weights) and _inference_tensors(weights))):
+                or (_needs_grad(x, states, weights) and inference_tensors(weights))):
             return False
         if not ok and self.peephole:
             raise DTypeError(f"fastlstm.torch.{type(self).__name__}: peepholes need CPU "
@@ -179,7 +173,7 @@ class _StepCell(KernelModule):
         path = route(grad, x.shape[0])
         if path == "infer":
             return self._infer(x, states, weights)
-        if path == "eager" and _inference_tensors(weights):
+        if path == "eager" and inference_tensors(weights):
             path = "autodiff"  # (peepholes) autograd cannot save inference tensors
         cell, cfg = self._CELL, (self.hidden_size, 0, False, bool(self.bias), self.peephole)
         x3, s3 = x.unsqueeze(0), [s.unsqueeze(0) for s in states]
@@ -235,9 +229,7 @@ class _StepCell(KernelModule):
                             [torch.empty(shape, dtype=x.dtype) for _ in states])
 
     def _packed(self, weights, dtype):
-        """Packed inference weights (see `cached_pack`); packed afresh, and
-        not cached, where a weight is an inference tensor (no version counter
-        tells whether it changed)."""
+        """Packed inference weights (see `cached_pack`)."""
         names = _spec.layer_weight_names(self._CELL, 0, False, bool(self.bias), False,
                                          self.peephole)
 
@@ -247,12 +239,6 @@ class _StepCell(KernelModule):
                 hidden_size=self.hidden_size, bias=bool(self.bias), peephole=self.peephole,
                 isa=isa, weights_dtype=self.weights_dtype, cell=self._CELL)
 
-        if _inference_tensors(weights):
-            if self.weights_dtype == "bfloat16" and dtype != torch.float32:
-                raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got "
-                                 f"{dtype}")
-            self._fl_cache = None
-            return build(resolve_isa())
         return cached_pack(self, weights, dtype, build)
 
 

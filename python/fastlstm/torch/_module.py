@@ -14,7 +14,7 @@ from .. import _checks, _spec, functional
 from .._checks import DTypeError, ShapeError
 from . import _autodiff, _onnx
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, _transforms_active,
-                   cached_pack, call_layer, route)
+                   cached_pack, call_layer, inference_tensors, route)
 
 __all__ = ["LSTM", "GRU", "LayerNormLSTM"]
 
@@ -148,18 +148,36 @@ class _Recurrent(KernelModule):
     def _layer_weights(self, k: int) -> list:
         return [getattr(self, n) for n in self._layer_names(k)]
 
-    def _runs_here(self, x: Tensor) -> bool:
+    def _path(self, x: Tensor):
+        """Who runs the call: None (the kernels, on the path `route` picks),
+        'torch' (torch's op: its result or its error) or 'autodiff' (the maths
+        in torch ops, for a cell torch has no op of). The kernels take CPU
+        float32/float64 input and parameters of one dtype, except float32
+        under CPU autocast (whose lower-precision products torch computes) and
+        inference-tensor parameters (torch.inference_mode) under autograd
+        (which the kernels' backward cannot save). Peepholes, zoneout and the
+        cell clip, which torch's op lacks, stay on the kernels (in float32
+        under autocast) or raise where the kernels cannot run."""
+        params = list(self.parameters())
+        extras = [w for w, on in (("peepholes", self.peephole), ("zoneout", self.zoneout),
+                                  ("cell_clip", self.cell_clip is not None)) if on]
+        has_op = _autodiff.has_torch_op(self._CELL)
         ok = x.device.type == "cpu" and x.dtype in _DTYPES and all(
-            p.device.type == "cpu" and p.dtype == x.dtype for p in self.parameters())
-        if not ok and _autodiff.has_torch_op(self._CELL):
-            # torch's op would run it, but has none of these
-            what = [w for w, on in (("peepholes", self.peephole), ("zoneout", self.zoneout),
-                                    ("cell_clip", self.cell_clip is not None)) if on]
-            if what:
-                raise DTypeError(f"fastlstm.torch.{type(self).__name__}: {' and '.join(what)} "
+            p.device.type == "cpu" and p.dtype == x.dtype for p in params)
+        if not ok:
+            if has_op and extras:
+                raise DTypeError(f"fastlstm.torch.{type(self).__name__}: {' and '.join(extras)} "
                                  f"need CPU float32/float64 input and parameters of the same "
                                  f"dtype, got {x.dtype} on {x.device}")
-        return ok
+            return "torch" if has_op else "autodiff"
+        autocast = x.dtype is torch.float32 and torch.is_autocast_enabled("cpu")
+        saved_inference = torch.is_grad_enabled() and inference_tensors(params) and (
+            x.requires_grad or any(p.requires_grad for p in params))
+        if autocast and not extras:
+            return "torch" if has_op else "autodiff"
+        if saved_inference:
+            return "torch" if has_op and not extras else "autodiff"
+        return None
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -194,11 +212,9 @@ class _Recurrent(KernelModule):
 
     def forward(self, input, hx=None):  # noqa: A002 (torch's name)
         x, lengths, unbatched = self._time_major(input)
-        path = None
-        if not self._runs_here(x):
-            if _autodiff.has_torch_op(self._CELL):
-                return self._torch_forward(input, hx)
-            path = "autodiff"  # torch has no op of this cell: its maths in torch ops
+        path = self._path(x)
+        if path == "torch":
+            return self._torch_forward(input, hx)
         y, finals = self._run(x, self._states_in(hx, x, unbatched), lengths, path)
         if isinstance(input, PackedSequence):
             order = input.sorted_indices

@@ -506,14 +506,24 @@ def route(grad: bool, rows: int) -> str:
     return "eager" if grad else "infer"
 
 
+def inference_tensors(weights) -> bool:
+    """A weight is an inference tensor (made under torch.inference_mode).
+    Never while torch.compile traces, which cannot ask (and rejects them)."""
+    return not torch.compiler.is_compiling() and any(w.is_inference() for w in weights)
+
+
 def cached_pack(owner, weights: list, dtype, build):
     """`owner`'s packed inference weights (`build(isa)` packs them), kept in
     ``owner._fl_cache`` until the ISA changes, a weight tensor is replaced or
     its data pointer or version moves. The cache holds the tensors themselves,
-    so a freed weight's memory cannot come back under the same address."""
+    so a freed weight's memory cannot come back under the same address.
+    Inference tensors (no version counter) are packed afresh on every call."""
     if owner.weights_dtype == "bfloat16" and dtype != torch.float32:
         raise DTypeError(f"weights_dtype='bfloat16' needs float32 parameters, got {dtype}")
     isa = resolve_isa()
+    if inference_tensors(weights):  # no version counter tells whether they changed
+        owner._fl_cache = None
+        return build(isa)
     key = (isa, dtype, tuple((w.data_ptr(), w._version) for w in weights))
     cache = owner._fl_cache
     if cache is not None and cache[0] == key and all(a is b for a, b in zip(cache[1], weights)):
