@@ -8,7 +8,7 @@ Torch has no layer-norm LSTM, so the oracles are:
   torch autograd and finite differences in tests/test_reference_lnlstm.py):
   outputs, final states and every gradient, with lengths, both directions,
   several layers, zoneout and dropout masks;
-- a plain torch implementation of the same equations written here (`oracle`,
+- a plain torch implementation of the same equations (`oracle`, in _lnlstm_torch.py,
   torch.nn.functional.layer_norm, not fastlstm's `_autodiff`) where the
   reference has no counterpart: second derivatives, forward-mode AD, vmap;
 - torch.autograd.gradcheck / gradgradcheck (finite differences) in float64;
@@ -34,6 +34,7 @@ torch = pytest.importorskip("torch")
 flt = pytest.importorskip("fastlstm.torch")
 
 import fastlstm  # noqa: E402
+from _lnlstm_torch import oracle  # noqa: E402
 from _tolerance import assert_rel_close  # noqa: E402
 from fastlstm import reference_lnlstm as ref  # noqa: E402
 
@@ -86,48 +87,6 @@ def reference(m, x, h0=None, c0=None, lengths=None, training=False, zoneout_mask
                               [np64(z) for z in zoneout_masks],
                               dropout_masks=None if dropout_masks is None else
                               [np64(z) for z in dropout_masks], training=training)
-
-
-def oracle(x, p, H, L, bid, bias, h0, c0, lengths=None):
-    """The layer-norm LSTM's equations in plain torch ops, written here: x
-    [T,B,I], p keyed by the state_dict's names, h0/c0 [D*L,B,H]. Past a row's
-    length its output is zero and its state held; the reverse direction
-    starts at the row's last element. Autograd (any order), forward AD and
-    torch.func differentiate it."""
-    def ln(v):
-        return torch.nn.functional.layer_norm(v, v.shape[-1:], eps=1e-5)
-
-    T, D = x.shape[0], 2 if bid else 1
-    valid = None
-    if lengths is not None:
-        valid = (torch.arange(T)[:, None] < torch.as_tensor(lengths)[None, :])[..., None]
-    inp, hs, cs = x, [], []
-    for k in range(L):
-        outs = []
-        for d in range(D):
-            s = f"_l{k}" + ("_reverse" if d else "")
-            h, c = h0[k * D + d], c0[k * D + d]
-            ys = [None] * T
-            for t in (range(T) if d == 0 else reversed(range(T))):
-                a = (ln(inp[t] @ p["weight_ih" + s].T) * p["weight_ln_ih" + s]
-                     + ln(h @ p["weight_hh" + s].T) * p["weight_ln_hh" + s])
-                if bias:
-                    a = a + p["bias_ih" + s] + p["bias_hh" + s]
-                i, f, g, o = a.chunk(4, dim=-1)
-                c1 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h1 = torch.sigmoid(o) * torch.tanh(ln(c1) * p["weight_ln_c" + s]
-                                                   + p["bias_ln_c" + s])
-                if valid is None:
-                    h, c, ys[t] = h1, c1, h1
-                else:
-                    m = valid[t]
-                    h, c = torch.where(m, h1, h), torch.where(m, c1, c)
-                    ys[t] = torch.where(m, h1, torch.zeros_like(h1))
-            outs.append(torch.stack(ys))
-            hs.append(h)
-            cs.append(c)
-        inp = torch.cat(outs, dim=-1)
-    return inp, torch.stack(hs), torch.stack(cs)
 
 
 def oracle_of(m, x, hx=None, lengths=None, params=None):

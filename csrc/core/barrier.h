@@ -84,7 +84,6 @@ class Barrier {
   // The time its waiters stalled, in all (read after the parallel region).
   int64_t stalled_ns() const { return stalled_ns_.load(std::memory_order_relaxed); }
 
-
  private:
   // Spins until the generation moves (true) or kSpinNs pass (false).
   bool spin(uint32_t gen, int64_t from) const {

@@ -32,8 +32,9 @@ class Contention {
   // The threads a call that asked for `requested` runs with.
   int threads(int requested) const {
     if (requested <= 1 || !enabled_.load(std::memory_order_relaxed)) return requested;
-    if (now_ns() >= until_ns_.load(std::memory_order_relaxed)) return requested;
-    return std::max(1, requested >> std::min(level_.load(std::memory_order_relaxed), 30));
+    const int level = level_.load(std::memory_order_relaxed);  // 0 unless backing off
+    if (level == 0 || now_ns() >= until_ns_.load(std::memory_order_relaxed)) return requested;
+    return std::max(1, requested >> std::min(level, 30));
   }
 
   // After a call that ran a team of `used` of the `requested` threads:
@@ -70,13 +71,12 @@ class Contention {
   int64_t stalls() const { return stalls_.load(std::memory_order_relaxed); }
   bool backing_off() const { return threads(2) == 1; }
 
-
  private:
   std::atomic<bool> enabled_{true};
   std::atomic<int64_t> until_ns_{0};
   std::atomic<int64_t> backoff_ns_{kMinBackoffNs};
-  std::atomic<int> level_{0};
-  std::atomic<int> streak_{0};  // stalled calls in a row  // the team is halved `level` times while backing off
+  std::atomic<int> level_{0};   // the team is halved `level` times while backing off
+  std::atomic<int> streak_{0};  // stalled calls in a row
   std::atomic<int64_t> stalls_{0};
 };
 

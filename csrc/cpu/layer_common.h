@@ -23,7 +23,7 @@
 namespace fastlstm {
 namespace detail {
 
-// The threads a call runs with: cfg.num_threads, or one while the process
+// The threads a call runs with: cfg.num_threads, or fewer while the process
 // backs off from preempted teams (core/contention.h).
 inline int call_threads(int nt) {
   if (nt < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(nt));

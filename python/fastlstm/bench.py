@@ -1148,7 +1148,8 @@ def main(argv: list | None = None) -> int:
         print(f"note: {line}")
     if args.json:
         settings = {"cell": args.cell, "threads": args.threads, "modes": args.modes,
-                    "quick": args.quick, "load": args.load, "adaptive_stalls": stalls, "timing": asdict(timing),
+                    "quick": args.quick, "load": args.load, "adaptive_stalls": stalls,
+                    "timing": asdict(timing),
                     "cold_timing": asdict(timing.cold()),
                     "peak": {"n": GEMM_N, "budget_s": PEAK_BUDGET_S}}
         save_json(args.json, results, settings, others_share, peaks, args.skipped)
