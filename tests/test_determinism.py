@@ -77,6 +77,37 @@ def test_bitwise_identical_across_runs_and_threads(dtype, cfg):
     assert_bitwise(ref, full_run(dtype, cfg, 3), "1 vs 3 threads")
 
 
+CELLS = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU, "lnlstm": fastlstm.LayerNormLSTM}
+
+
+def cell_run(cell, dims, threads):
+    """Training forward + backward and an eval forward of a bidirectional
+    layer with lengths and zoneout; every output and gradient."""
+    fastlstm.set_num_threads(threads)
+    t, b, i, h = dims
+    layer = CELLS[cell](i, h, bidirectional=True, zoneout=0.2, seed=5)
+    x = rand((t, b, i), np.float32, 1)
+    lengths = np.maximum(1, t - np.arange(b) % t).astype(np.int64)
+    y, state = layer(x, lengths=lengths)
+    out = dict(y=y, dx=layer.backward(rand(y.shape, np.float32, 2))[0])
+    states = state if isinstance(state, tuple) else (state,)
+    out.update(("state%d" % k, v) for k, v in enumerate(states))
+    out.update(("grad_" + k, v.copy()) for k, v in layer.grads.items())
+    layer.eval()
+    out["y_eval"] = layer(x, lengths=lengths)[0]
+    return out
+
+
+# B = 1, H = 256 splits the forward's units between two threads; B = 9,
+# H = 130 splits the backward's too.
+@pytest.mark.parametrize("dims", [(12, 1, 40, 256), (10, 9, 30, 130)], ids=["b1", "b9"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_every_cell_bitwise_identical_across_threads(cell, dims):
+    ref = cell_run(cell, dims, 1)
+    assert_bitwise(ref, cell_run(cell, dims, 2), "1 vs 2 threads")
+    assert_bitwise(ref, cell_run(cell, dims, 3), "1 vs 3 threads")
+
+
 def test_repeated_calls_on_one_layer_are_bitwise_identical():
     lstm = fastlstm.LSTM(I, H, num_layers=L, bidirectional=True, seed=7)
     x = rand((T, B, I), np.float32, 1)

@@ -419,7 +419,7 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     init_state<C>(L, C::has_c ? c0 + dir * d.B * d.H : nullptr, s);
   }
   const int64_t t0 = now_ns();
-#pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode))
+#pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode, kStepFlopsBackward))
   run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
     recurrence<C>(L, st[dir], gtid, gn);
   });

@@ -298,7 +298,7 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     s.ws = ws ? ws + dir * sc.N * g.saved_per_row() : nullptr;
     init_state<C>(L, s);
   }
-  const int team = layer_team(d, nt, L.rows_mode);
+  const int team = layer_team(d, nt, L.rows_mode, kStepFlopsForward);
   const bool gather = !sc.identity || d.D == 2 || L.rows_mode;
   std::vector<avec<T>> xa(static_cast<size_t>(team)), gxl(static_cast<size_t>(team));
   for (int t = 0; t < team; ++t) {
