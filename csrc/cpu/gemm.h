@@ -12,6 +12,7 @@
 
 #include "core/aligned.h"
 #include "cpu/kernels.h"
+#include "cpu/prefetch.h"
 
 namespace fastlstm {
 namespace detail {
@@ -249,6 +250,10 @@ void gemm_rows(const GemmKernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m
         pack_a_tile(kc, mr, g.a + m * g.rsa + k0 * g.csa, g.rsa, g.csa, slice + (m - m0) * kc);
       }
     }
+    const int64_t tiles = (rows + MR - 1) / MR;  // at most: the prefetch shares
+    const char* panels = g.bp16 ? reinterpret_cast<const char*>(g.bp16)
+                                : reinterpret_cast<const char*>(g.bp);
+    const int64_t elem = g.bp16 ? 2 : int64_t(sizeof(T));
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * NR;
       const int nr = static_cast<int>(std::min(NR, g.N - n0));
@@ -259,8 +264,16 @@ void gemm_rows(const GemmKernels<T>& kr, const Gemm<T>& g, int64_t m0, int64_t m
         const int64_t at = p * g.K * NR + k0 * NR;  // this panel's rows k0..
         if (widen) kr.widen_bf16(kc, g.bp16 + at, wide.data());
         const T* bp = widen ? wide.data() : g.bp + at;
-        for (int64_t m = m0, mr; m < m1; m += mr) {
+        // the slice after this one: the panel's next k-slice, or the next panel's first
+        int64_t next = -1, next_rows = 0;
+        if (tiles > 1 && k0 + KC < w1)
+          next = at + kc * NR, next_rows = std::min(KC, w1 - k0 - KC);
+        else if (tiles > 1 && p + 1 < p1)
+          next = (p + 1) * g.K * NR + w0 * NR, next_rows = std::min(KC, w1 - w0);
+        int64_t tile = 0;
+        for (int64_t m = m0, mr; m < m1; m += mr, ++tile) {
           mr = tile_rows_for(m1 - m, MR);
+          if (next >= 0) prefetch_share(panels + next * elem, next_rows * NR * elem, tile, tiles);
           const T* a = in_place ? g.a + m * g.rsa + k0 : abuf + rows * (k0 - w0) + (m - m0) * kc;
           const int64_t rsa = in_place ? g.rsa : 1, csa = in_place ? 1 : mr;
           if (tile16)

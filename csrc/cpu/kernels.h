@@ -27,6 +27,8 @@ struct FwdBlockArgs {
   const T* hself = nullptr;       // [n,ldh] h_{t-1} of this block's units (GRU)
   const T* w = nullptr;           // [K,G*W] packed W_hh panel of this block
   const uint16_t* w16 = nullptr;  // [K,NR] the same panel in bfloat16 (bf16 kernels)
+  const void* w_next = nullptr;   // the panel (w or w16) of the block run next, or
+                                  // null: prefetched during this block's last slice
   T* gx = nullptr;                // [n,ldgx] x W_ih^T + b, interleaved, this block
                                   // (scratch: may hold running sums on return)
   int64_t ldgx = 0;

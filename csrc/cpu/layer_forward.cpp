@@ -217,10 +217,14 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         a.h = hprev; a.ldh = ldh;
         a.hself = hprev + blk * W;
         a.msum = msum.data();
-        if (L.pw.bf16)
+        const bool more = blk + 1 < b1;
+        if (L.pw.bf16) {
           a.w16 = pw.whh16.data() + blk * Ho * NR;
-        else
+          a.w_next = more ? a.w16 + Ho * NR : nullptr;
+        } else {
           a.w = pw.whh.data() + blk * Ho * GW;
+          a.w_next = more ? a.w + Ho * GW : nullptr;
+        }
         a.gx = gxc + lo * GX + blk * GW; a.ldgx = GX;
         a.ph = pw.ph.empty() ? nullptr : pw.ph.data() + blk * nph * W;
         if (C::has_c) {
