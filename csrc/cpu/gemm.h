@@ -36,11 +36,11 @@ inline int threads_for(double flops, int nt) {
 // n < N, into panels [ceil(N/NR)][K][NR], zero padded. The maps make every
 // layout below one loop with no index arithmetic per element.
 template <class T>
-avec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
-                    int64_t NR, int nt) {
+pvec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
+                    int64_t NR, int nt, bool huge = false) {
   const int64_t K = static_cast<int64_t>(row.size()), N = static_cast<int64_t>(col.size());
   const int64_t np = (N + NR - 1) / NR;
-  avec<T> out(static_cast<size_t>(np * K * NR));
+  pvec<T> out(static_cast<size_t>(np * K * NR), HugeAlloc<T>(huge));
   T* o = out.data();
   // Rows contiguous in the source (row[k+1] = row[k] + 1, e.g. W[4H,K] read
   // down its columns): copy each column's run of 64 k at a time, reading in
@@ -99,8 +99,8 @@ inline uint16_t to_bf16(float f) {
 // Panels of floats in the bfloat16 layout the kernels read: each group of 2W
 // consecutive values permuted by order(s) (see Kernels::bf16_order).
 template <class T>
-avec<uint16_t> to_bf16(const avec<T>& src, int64_t W, int (*order)(int), int nt) {
-  avec<uint16_t> out(src.size());
+pvec<uint16_t> to_bf16(const pvec<T>& src, int64_t W, int (*order)(int), int nt) {
+  pvec<uint16_t> out(src.size(), HugeAlloc<uint16_t>(src.get_allocator()));
   const int64_t G = 2 * W, ng = static_cast<int64_t>(src.size()) / G;
   std::vector<int> perm(static_cast<size_t>(G));
   for (int64_t s = 0; s < G; ++s) perm[s] = order(static_cast<int>(s));
@@ -119,32 +119,32 @@ inline std::vector<int64_t> strided_rows(int64_t K, int64_t stride) {
 
 // B(k,n) = src[k*sk + n*sn]
 template <class T>
-avec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn, int64_t NR,
-                   int nt) {
+pvec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn, int64_t NR,
+                   int nt, bool huge = false) {
   std::vector<const T*> col(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) col[n] = src + n * sn;
-  return pack_panels(strided_rows(K, sk), col, NR, nt);
+  return pack_panels(strided_rows(K, sk), col, NR, nt, huge);
 }
 
 // Gate-interleaved columns of G gates in blocks of S >= G slots (zero slots
 // past G): B(k, blk*S*W + q*W + l) = src[(q*H + u)*K + k] with u = blk*W + l
 // (0 for u >= H), in panels of NR columns. src: [G*H,K], e.g. W_ih or W_hh.
 template <class T>
-avec<T> pack_gate_cols(int64_t K, int64_t H, int64_t G, const T* src, int64_t W, int64_t NR,
-                       int nt, int64_t S = 0) {
+pvec<T> pack_gate_cols(int64_t K, int64_t H, int64_t G, const T* src, int64_t W, int64_t NR,
+                       int nt, int64_t S = 0, bool huge = false) {
   const int64_t Hp = (H + W - 1) / W * W;
   if (S == 0) S = G;
   std::vector<const T*> col(static_cast<size_t>(S * Hp), nullptr);
   for (int64_t u = 0; u < Hp; ++u)
     for (int64_t q = 0; q < G; ++q)
       col[(u / W) * S * W + q * W + u % W] = u < H ? src + (q * H + u) * K : nullptr;
-  return pack_panels(strided_rows(K, 1), col, NR, nt);
+  return pack_panels(strided_rows(K, 1), col, NR, nt, huge);
 }
 
 // Gate-major padded rows: B(s*Hp + u, n) = src[(gate[s]*H + u)*N + n] (0 for
 // u >= H), s < G. src: [G*H,N], e.g. W_hh or W_ih, for products with dgates.
 template <class T>
-avec<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, int64_t G, const int* gate,
+pvec<T> pack_gate_rows(int64_t H, int64_t Hp, int64_t N, int64_t G, const int* gate,
                        const T* src, int64_t NR, int nt) {
   std::vector<int64_t> row(static_cast<size_t>(G * Hp));
   for (int64_t s = 0; s < G; ++s)

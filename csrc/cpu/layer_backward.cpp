@@ -28,7 +28,7 @@ namespace {
 // or a slot order other than the gates' goes through a [G*Hp,ncols] temp.
 template <class T>
 void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_t N,
-                      const T* dG, int64_t s0, const int* gate, const avec<T>& bpk,
+                      const T* dG, int64_t s0, const int* gate, const pvec<T>& bpk,
                       int64_t ncols, T* grad, int nt) {
   bool direct = g.Hp == H;
   for (int64_t s = 0; s < g.G; ++s) direct = direct && gate[s] == s;
@@ -385,7 +385,7 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
     Gemm<T> gm;
     gm.M = P; gm.N = H; gm.K = N;
     gm.a = st.dH.data(); gm.rsa = 1; gm.csa = ldh;
-    const avec<T> rpk = pack_plain(N, H, rp, H, 1, NR, nt);
+    const pvec<T> rpk = pack_plain(N, H, rp, H, 1, NR, nt);
     gm.bp = rpk.data();
     gm.c = gr.w_hr; gm.ldc = H;
     gm.accumulate = true;

@@ -59,23 +59,26 @@ template <class C, class T>
 void pack_direction(const LayerDims& d, const Geometry& g, const DirWeights<T>& w, Isa isa,
                     bool with_backward, bool bf16, int nt, PackedDir<T>& out) {
   const int64_t I = d.I, H = d.H, P = d.P, Ho = g.Ho, W = g.W, NR = g.NR, Hp = g.Hp, G = C::G;
-  out.wih = pack_gate_cols(I, H, G, w.w_ih, W, NR, nt);
+  // inference panels live long and are streamed every call: huge pages (see
+  // HugeAlloc); training repacks every step
+  const bool huge = !with_backward;
+  out.wih = pack_gate_cols(I, H, G, w.w_ih, W, NR, nt, 0, huge);
   // the step tile reads one block's G*W columns; bfloat16 panels are NR wide
-  out.whh = bf16 ? pack_gate_cols(Ho, H, G, w.w_hh, W, NR, nt, 4)
-                 : pack_gate_cols(Ho, H, G, w.w_hh, W, G * W, nt);
+  out.whh = bf16 ? pack_gate_cols(Ho, H, G, w.w_hh, W, NR, nt, 4, huge)
+                 : pack_gate_cols(Ho, H, G, w.w_hh, W, G * W, nt, 0, huge);
   if (bf16) {
     const auto order = kernels_for<T>(isa).bf16_order;
     out.wih16 = to_bf16(out.wih, W, order, nt);
     out.whh16 = to_bf16(out.whh, W, order, nt);
-    out.wih = avec<T>();
-    out.whh = avec<T>();
+    out.wih = pvec<T>();
+    out.whh = pvec<T>();
   }
   // the GRU's b_hn stays apart: r multiplies it with h W_hn^T
   out.bias = interleaved_bias(w, G, C::has_c ? G : 2, H, Hp, W);
   if (!C::has_c) out.ph = interleaved_rows(w.b_hh ? w.b_hh + 2 * H : nullptr, 1, H, Hp, W);
   if (d.peephole) out.ph = interleaved_rows(w.w_ph, 3, H, Hp, W);
   if constexpr (C::norm) out.ln = ln_constants(w, H, Hp);
-  if (P > 0) out.whr = pack_plain(H, P, w.w_hr, 1, H, NR, nt);
+  if (P > 0) out.whr = pack_plain(H, P, w.w_hr, 1, H, NR, nt, huge);
   if (with_backward) {
     static constexpr int x_gate[4] = {0, 1, 2, 3};
     out.whh_t = pack_gate_rows(H, Hp, Ho, G, C::h_gate, w.w_hh, NR, nt);
@@ -143,11 +146,12 @@ WeightFormat PackedLayer<T>::format() const {
 template <class T>
 std::size_t PackedLayer<T>::bytes() const {
   std::size_t n = 0;
-  for (const auto& dr : p_->dir)
-    for (const auto* v : {&dr.wih, &dr.whh, &dr.bias, &dr.ph, &dr.whr, &dr.ln, &dr.whh_t,
-                          &dr.wih_t, &dr.whr_t})
+  for (const auto& dr : p_->dir) {
+    for (const auto* v : {&dr.wih, &dr.whh, &dr.whr, &dr.whh_t, &dr.wih_t, &dr.whr_t})
       n += v->size() * sizeof(T);
-  for (const auto& dr : p_->dir) n += (dr.wih16.size() + dr.whh16.size()) * sizeof(uint16_t);
+    for (const auto* v : {&dr.bias, &dr.ph, &dr.ln}) n += v->size() * sizeof(T);
+    n += (dr.wih16.size() + dr.whh16.size()) * sizeof(uint16_t);
+  }
   return n;
 }
 

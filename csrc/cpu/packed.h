@@ -13,20 +13,20 @@ namespace detail {
 
 template <class T>
 struct PackedDir {
-  avec<T> wih;    // [ceil(GX/NR)][I][NR] W_ih, gate-interleaved columns (input projection)
-  avec<T> whh;    // [nblk][Ho][G*W] W_hh, gate-interleaved columns (recurrence)
+  pvec<T> wih;    // [ceil(GX/NR)][I][NR] W_ih, gate-interleaved columns (input projection)
+  pvec<T> whh;    // [nblk][Ho][G*W] W_hh, gate-interleaved columns (recurrence)
   avec<T> bias;   // [nblk][G][W] the input side's bias (interleaved_bias)
   avec<T> ph;     // the step's block constants: LSTM [nblk][3][W] peepholes i,f,o, or
                   // empty; GRU [nblk][1][W] b_hn (zeros without bias)
-  avec<T> whr;    // [ceil(P/NR)][H][NR] B(u,p) = W_hr[p,u], or empty
+  pvec<T> whr;    // [ceil(P/NR)][H][NR] B(u,p) = W_hr[p,u], or empty
   avec<T> ln;     // layer-norm LSTM: [3*GX + 2*Hp] γ_ih, γ_hh, b_ih + b_hh
                   // (gate-major [4][Hp]), γ_c, β_c [Hp] (LnStepKernels), or empty
   // bfloat16 weights: wih and whh rounded, and those two left empty
-  avec<uint16_t> wih16, whh16;
+  pvec<uint16_t> wih16, whh16;
   // with_backward only
-  avec<T> whh_t;  // [ceil(Ho/NR)][GX][NR] B(s*Hp+u, n) = W_hh[h_gate[s]*H+u, n]
-  avec<T> wih_t;  // [ceil(I/NR)][GX][NR] B(q*Hp+u, n) = W_ih[q*H+u, n]
-  avec<T> whr_t;  // [ceil(H/NR)][P][NR] B(p,u) = W_hr[p,u], or empty
+  pvec<T> whh_t;  // [ceil(Ho/NR)][GX][NR] B(s*Hp+u, n) = W_hh[h_gate[s]*H+u, n]
+  pvec<T> wih_t;  // [ceil(I/NR)][GX][NR] B(q*Hp+u, n) = W_ih[q*H+u, n]
+  pvec<T> whr_t;  // [ceil(H/NR)][P][NR] B(p,u) = W_hr[p,u], or empty
 };
 
 template <class T>

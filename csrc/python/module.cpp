@@ -476,7 +476,7 @@ double kernel_gemm(const std::string& isa, py::object a, py::object b, py::objec
   const T* pb = kernel_array<T>(b, "b", checked_mul(K, N, "b"), false);
   T* pc = kernel_array<T>(c, "c", checked_mul(M, N, "c"), true);
   py::gil_scoped_release nogil;
-  const detail::avec<T> bp = detail::pack_plain(K, N, pb, N, 1, k.NR, num_threads);
+  const detail::pvec<T> bp = detail::pack_plain(K, N, pb, N, 1, k.NR, num_threads);
   detail::Gemm<T> g;
   g.M = M; g.N = N; g.K = K;
   g.a = pa; g.rsa = K; g.csa = 1;
