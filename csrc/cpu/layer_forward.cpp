@@ -287,7 +287,12 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                 zoneout_keep, {}, 0};
   // ~2 MB of projection per chunk (at least one step); training writes the
   // projection straight into the saved gates, so chunks only order the work.
-  const int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / (g.GX * int64_t(sizeof(T))));
+  // Each chunk streams all of W_ih: past 32 MB (beyond the last-level cache)
+  // a chunk has at least min(512, I) rows, so that the stream is amortised
+  // (GRU, I = H = 2048, B = 32: 400 -> 365 ms on one thread, 197 -> 176 on two).
+  const int64_t row_bytes = g.GX * int64_t(sizeof(T));
+  int64_t target = std::max<int64_t>(64, (int64_t(2) << 20) / row_bytes);
+  if (d.I * row_bytes >= (int64_t(32) << 20)) target = std::max(target, std::min<int64_t>(512, d.I));
   L.chunk = chunk_steps(sc, target, L.chunk_rows);
   std::vector<FwdDir<T>> st(static_cast<size_t>(d.D));
   for (int dir = 0; dir < d.D; ++dir) {
