@@ -4,13 +4,14 @@ from . import _core, functional, reference
 from ._checks import DTypeError, ShapeError
 from ._runtime import (adaptive_threads_state, available_isas, get_num_threads,
                        set_adaptive_threads, set_num_threads)
-from .layers import GRU, LSTM, GRUCell, LayerNormLSTM, LSTMCell
+from .layers import GRU, LSTM, GRUCell, LayerNormLSTM, LayerNormLSTMCell, LSTMCell
 
 __version__ = _core.build_info()["version"]
 
-__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "LayerNormLSTM", "functional", "reference",
-           "set_num_threads", "get_num_threads", "set_adaptive_threads", "adaptive_threads_state",
-           "available_isas", "info", "ShapeError", "DTypeError", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "LayerNormLSTM", "LayerNormLSTMCell",
+           "functional", "reference", "set_num_threads", "get_num_threads",
+           "set_adaptive_threads", "adaptive_threads_state", "available_isas", "info",
+           "ShapeError", "DTypeError", "__version__"]
 
 
 def info() -> dict:

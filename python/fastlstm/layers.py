@@ -413,7 +413,7 @@ class _StepCell(_Module):
 
     @property
     def _has_c(self):
-        return self._CELL == "lstm"
+        return _spec.SPECS[self._CELL]["states"] == 2
 
     def _layer_params(self):
         return {f"{k}_l0": v for k, v in self._params.items()}
@@ -491,21 +491,8 @@ class _StepCell(_Module):
         self._saved.clear()
 
 
-class LSTMCell(_StepCell):
-    """One LSTM step with torch.nn.LSTMCell's arguments and parameter names.
-
-    In train() mode every call saves its step on a stack; ``backward`` consumes
-    the most recent one, so BPTT over many steps is a series of backward calls
-    in reverse order. ``clear_saved()`` drops unconsumed steps.
-    """
-
-    def __init__(self, input_size, hidden_size, bias=True, peephole=False, dtype=np.float32,
-                 seed=None, weights_dtype=None):
-        self._init_cell(input_size, hidden_size, bias, peephole, dtype, seed, weights_dtype)
-
-    def __repr__(self):
-        return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
-                f"peephole={self.peephole}, dtype={self.dtype})")
+class _TwoStateCell(_StepCell):
+    """A cell with states (h, c): torch.nn.LSTMCell's calls."""
 
     def __call__(self, x, hx=None):
         return self.forward(x, hx)
@@ -525,6 +512,45 @@ class LSTMCell(_StepCell):
         """dx, (dh0, dc0) = cell.backward(dh, dc=None) for the most recent saved step."""
         dx, dh0, dc0 = self._step_backward([(dh, "dh"), (dc, "dc")])
         return dx, (dh0, dc0)
+
+
+class LSTMCell(_TwoStateCell):
+    """One LSTM step with torch.nn.LSTMCell's arguments and parameter names.
+
+    In train() mode every call saves its step on a stack; ``backward`` consumes
+    the most recent one, so BPTT over many steps is a series of backward calls
+    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, peephole=False, dtype=np.float32,
+                 seed=None, weights_dtype=None):
+        self._init_cell(input_size, hidden_size, bias, peephole, dtype, seed, weights_dtype)
+
+    def __repr__(self):
+        return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"peephole={self.peephole}, dtype={self.dtype})")
+
+
+class LayerNormLSTMCell(_TwoStateCell):
+    """One step of `LayerNormLSTM` (same maths, no dropout or zoneout), with
+    LSTMCell's calls. Parameters: ``weight_ih`` [4H,I], ``weight_hh`` [4H,H],
+    ``bias_ih``, ``bias_hh`` [4H] (with bias), ``weight_ln_ih``,
+    ``weight_ln_hh`` [4H] and ``weight_ln_c`` [H] (initialised to 1),
+    ``bias_ln_c`` [H] (to 0): the layer's names without ``_l0``, so a cell
+    and a one-layer `LayerNormLSTM` load each other's weights by renaming.
+
+    In train() mode every call saves its step on a stack; ``backward`` consumes
+    the most recent one, so BPTT over many steps is a series of backward calls
+    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    """
+    _CELL = "lnlstm"
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        self._init_cell(input_size, hidden_size, bias, False, dtype, seed, None)
+
+    def __repr__(self):
+        return (f"LayerNormLSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"dtype={self.dtype})")
 
 
 class GRUCell(_StepCell):
