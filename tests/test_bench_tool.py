@@ -132,7 +132,8 @@ class FakeLayer:
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_invalidate_marks_params_changed(cell):
     layer = FakeLayer()
-    impl = bench.FastLSTM(types.SimpleNamespace(model=layer, cell=cell))
+    impl = bench.FastLSTM(types.SimpleNamespace(model=layer, cell=cell,
+                                                shape=bench.SHAPES["stream"]))
     impl.invalidate()
     assert layer.log == ["params_changed"]
     assert impl.invalidation == f"{cell}.params_changed()"
@@ -449,7 +450,7 @@ def test_main_default_cell_is_lstm(monkeypatch, capsys, tmp_path):
 
 def test_cell_lnlstm_times_the_layer_against_plain_torch_ops():
     args = bench.parse_args(["--cell", "lnlstm"])
-    assert args.shapes == [n for n in bench.SHAPES if n != "proj"]
+    assert args.shapes == [n for n in bench.SHAPES if n not in ("proj", "cell")]
     case = bench.make_case(TINY_VARLEN, "lnlstm")
     assert isinstance(case.model, bench.fastlstm.LayerNormLSTM)
     pytest.importorskip("torch")
@@ -464,7 +465,8 @@ def test_cell_gru_refuses_an_explicit_projection_shape(capsys):
     with pytest.raises(SystemExit) as e:
         bench.parse_args(["--cell", "gru", "--shapes", "mid,proj"])
     assert e.value.code == 2
-    assert "--cell gru has no projection: drop proj from --shapes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--cell gru: the gru has no projection: drop proj from --shapes" in err
     args = bench.parse_args(["--cell", "gru"])
     assert args.shapes == [n for n in bench.SHAPES if n != "proj"]
     assert args.skipped == ["proj: skipped, the gru has no projection"]
@@ -506,3 +508,35 @@ def test_load_option_starts_and_stops_busy_processes(monkeypatch, capsys, tmp_pa
     assert len(started) == 2 and all(p.poll() is not None for p in started)
     assert "note: --load 2:" in out.out
     assert json.loads(js.read_text())["settings"]["load"] == 2
+
+
+TINY_STEP = bench.Shape("tiny_step", 5, 2, 3, 4, step=True)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_step_shape_times_the_one_step_cells(cell):
+    """The streaming shape: fastlstm.LSTMCell / GRUCell against torch.nn's cell,
+    one call a step with the state carried, forward only; the layer's weights
+    in both, so y is the layer's y; ONNX Runtime and the reference are n/a."""
+    case = bench.make_case(TINY_STEP, cell)
+    impls = bench.make_impls(case)
+    fl = impls[0]
+    assert type(fl.lstm).__name__ == bench.CELLS[cell].step_cell
+    y0 = fl.output()
+    layer = case.model
+    layer.eval()
+    np.testing.assert_allclose(y0, layer(case.x)[0], rtol=1e-5, atol=1e-6)
+    last = fl.prepare("forward", 1)()
+    np.testing.assert_array_equal(last[0] if cell == "lstm" else last, y0[-1])
+    for impl in impls[1:]:
+        if impl.name in ("onnxruntime", "numpy-ref"):
+            assert isinstance(impl, bench.Unavailable) and impl.status == "n/a", impl.name
+        elif not isinstance(impl, bench.Unavailable):
+            assert type(impl.module).__name__ == bench.CELLS[cell].step_cell
+            assert bench.max_abs_diff(impl.output(), y0) < 1e-5
+    assert TINY_STEP.modes == ("forward",) and not TINY_STEP.supports("lnlstm")
+    rs = bench.run_shape(TINY_STEP, [1], list(bench.MODES), bench.Timing(**FAST),
+                         bench.Progress(len(bench.IMPLS)), cell)
+    assert {r.mode for r in rs} == {"forward"}
+    assert rs[0].status == "ok" and rs[0].flops == bench.mode_flops(TINY_STEP, "forward",
+                                                                     cell=cell)

@@ -53,6 +53,7 @@ class Cell:
 
     name: str
     layer: str
+    step_cell: str  # fastlstm's (and torch.nn's) one-step class: LSTMCell, GRUCell
     reference: str
     ref_forward: str
     ref_backward: str
@@ -61,10 +62,12 @@ class Cell:
 
 
 CELLS = {c.name: c for c in (
-    Cell("lstm", "LSTM", "fastlstm.reference", "lstm_forward", "lstm_backward", 4, True),
-    Cell("gru", "GRU", "fastlstm.reference_gru", "gru_forward", "gru_backward", 3, False),
-    Cell("lnlstm", "LayerNormLSTM", "fastlstm.reference_lnlstm", "lnlstm_forward",
-         "lnlstm_backward", 4, False),
+    Cell("lstm", "LSTM", "LSTMCell", "fastlstm.reference", "lstm_forward", "lstm_backward",
+         4, True),
+    Cell("gru", "GRU", "GRUCell", "fastlstm.reference_gru", "gru_forward", "gru_backward",
+         3, False),
+    Cell("lnlstm", "LayerNormLSTM", "LayerNormLSTMCell", "fastlstm.reference_lnlstm",
+         "lnlstm_forward", "lnlstm_backward", 4, False),
 )}
 
 
@@ -92,6 +95,7 @@ class Shape:
     bidirectional: bool = False
     proj: int = 0
     varlen: bool = False
+    step: bool = False  # T calls of the one-step cell (LSTMCell), state carried: streaming
 
     @property
     def D(self) -> int:
@@ -106,11 +110,26 @@ class Shape:
         extra += ["bidir"] if self.bidirectional else []
         extra += [f"P={self.proj}"] if self.proj else []
         extra += [f"lengths~U[{self.T // 4},{self.T}]"] if self.varlen else []
+        extra += [f"{self.T} calls of the one-step cell"] if self.step else []
         return " ".join([f"T={self.T} B={self.B} I={self.I} H={self.H}"] + extra)
 
     def supports(self, cell: str) -> bool:
-        """Whether the cell has this shape (a projection needs an LSTM)."""
-        return CELLS[cell].proj or not self.proj
+        """Whether the cell has this shape (see why_not)."""
+        return not self.why_not(cell)
+
+    def why_not(self, cell: str) -> str:
+        """Why the cell has no such shape, or "" where it has."""
+        if self.proj and not CELLS[cell].proj:
+            return f"the {cell} has no projection"
+        if self.step and cell == "lnlstm":
+            return "torch has no layer-norm LSTM cell to time a step against"
+        return ""
+
+    @property
+    def modes(self) -> tuple:
+        """The modes timed: a step shape is forward only (a streaming model's
+        inference; training runs whole sequences)."""
+        return ("forward",) if self.step else MODES
 
 
 SHAPES = {
@@ -124,6 +143,7 @@ SHAPES = {
         Shape("bi2", 100, 16, 512, 512, layers=2, bidirectional=True),
         Shape("varlen", 200, 32, 256, 256, varlen=True),
         Shape("proj", 100, 16, 512, 1024, proj=256),
+        Shape("cell", 100, 1, 256, 256, step=True),
     )
 }
 QUICK_SHAPES = ("stream", "small")
@@ -175,7 +195,7 @@ class Case:
 
 def make_case(shape: Shape, cell: str = "lstm") -> Case:
     if not shape.supports(cell):
-        raise ValueError(f"{shape.name}: the {cell} has no projection")
+        raise ValueError(f"{shape.name}: {shape.why_not(cell)}")
     proj = {"proj_size": shape.proj} if CELLS[cell].proj else {}
     model = getattr(fastlstm, CELLS[cell].layer)(
         shape.I, shape.H, num_layers=shape.layers, bidirectional=shape.bidirectional,
@@ -222,14 +242,54 @@ class Unavailable(Impl):
         return None
 
 
+def step_cell_state(state: dict) -> dict:
+    """A one-layer state_dict under its cell's names (weight_ih_l0 -> weight_ih)."""
+    return {k[:-3]: v for k, v in state.items()}
+
+
+def step_loop(cell, x, zeros, stack):
+    """The streaming call: x [T,B,I] fed one step at a time through `cell`
+    (LSTMCell's or GRUCell's calls), the state carried. Returns run() (the
+    timed call: keeps no outputs, returns the last state) and output() (y
+    [T,B,H], made by `stack`, for the output check). `zeros()` is the
+    initial state."""
+    two = isinstance(zeros(), tuple)
+
+    def run(keep=None):
+        state = zeros()
+        for xt in x:
+            state = cell(xt, state)
+            if keep is not None:
+                keep.append(state[0] if two else state)
+        return state
+
+    def output():
+        hs = []
+        run(hs)
+        return stack(hs)
+
+    return run, output
+
+
 class FastLSTM(Impl):
     name = "fastlstm"
 
     def __init__(self, case: Case):
         self.case, self.lstm = case, case.model
+        if case.shape.step:  # the one-step cell, with the layer's weights
+            s, spec = case.shape, CELLS[case.cell]
+            self.lstm = getattr(fastlstm, spec.step_cell)(s.I, s.H, dtype=np.float32, seed=0)
+            self.lstm.load_state_dict(step_cell_state(case.state))
+            self.lstm.eval()
+            B, H = s.B, s.H
+            zero = lambda: np.zeros((B, H), np.float32)  # noqa: E731
+            zeros = zero if spec.name == "gru" else (lambda: (zero(), zero()))
+            self.run, self.step_output = step_loop(self.lstm, case.x, zeros, np.stack)
 
     def prepare(self, mode: str, threads: int) -> Callable:
         fastlstm.set_num_threads(threads)
+        if self.case.shape.step:
+            return self.run
         lstm, x, dy, lengths = self.lstm, self.case.x, self.case.dy, self.case.lengths
         if mode == "forward":
             lstm.eval()
@@ -254,6 +314,8 @@ class FastLSTM(Impl):
         self.lstm.params_changed()
 
     def output(self) -> np.ndarray:
+        if self.case.shape.step:
+            return self.step_output()
         return self.prepare("forward", fastlstm.get_num_threads())()[0]
 
 
@@ -316,7 +378,17 @@ class Torch(Impl):
         self.torch, self.T = torch, s.T
         proj = {"proj_size": s.proj} if CELLS[case.cell].proj else {}
         self.plain = case.cell == "lnlstm"
-        if self.plain:
+        self.step = s.step
+        if s.step:  # torch.nn.LSTMCell / GRUCell, the same weights
+            self.module = getattr(torch.nn, CELLS[case.cell].step_cell)(s.I, s.H)
+            self.module.load_state_dict({k: torch.from_numpy(v)
+                                         for k, v in step_cell_state(case.state).items()})
+            B, H = s.B, s.H
+            zero = lambda: torch.zeros(B, H)  # noqa: E731
+            zeros = zero if case.cell == "gru" else (lambda: (zero(), zero()))
+            self.run, self.step_output = step_loop(self.module, torch.from_numpy(case.x), zeros,
+                                                   torch.stack)
+        elif self.plain:
             self.module = torch_layer_norm_lstm(torch)(case.state, s.layers, s.bidirectional,
                                                        s.H)
         else:
@@ -339,6 +411,14 @@ class Torch(Impl):
     def prepare(self, mode: str, threads: int) -> Callable:
         torch, module = self.torch, self.module
         torch.set_num_threads(threads)
+        if self.step:
+            module.eval()
+
+            def steps():
+                with torch.inference_mode():
+                    return self.run()
+
+            return steps
         if mode == "forward":
             module.eval()
 
@@ -358,6 +438,9 @@ class Torch(Impl):
         return step
 
     def output(self) -> np.ndarray:
+        if self.step:
+            with self.torch.inference_mode():
+                return self.step_output().numpy()
         return self.prepare("forward", self.torch.get_num_threads())().numpy()
 
 
@@ -366,8 +449,9 @@ class OnnxRuntime(Impl):
 
     @staticmethod
     def supports(case: Case) -> bool:
-        # ONNX LSTM has no projection, and ONNX no layer-norm LSTM
-        return not case.shape.proj and case.cell != "lnlstm"
+        # ONNX LSTM has no projection, ONNX no layer-norm LSTM, and a session
+        # no one-step cell (a step would be a whole run() call)
+        return not case.shape.proj and case.cell != "lnlstm" and not case.shape.step
 
     def __init__(self, case: Case):
         import onnxruntime
@@ -407,6 +491,10 @@ class Reference(Impl):
     skipped where one call is estimated to take > SLOW_S."""
 
     name = "numpy-ref"
+
+    @staticmethod
+    def supports(case: Case) -> bool:
+        return not case.shape.step  # the reference has whole sequences only
 
     def __init__(self, case: Case):
         s, cell = case.shape, CELLS[case.cell]
@@ -767,7 +855,7 @@ def run_shape(shape: Shape, threads: list, modes: list, timing: Timing, progress
     results = []
     for n in threads:
         with blas_threads(n):
-            for mode in modes:
+            for mode in [m for m in modes if m in shape.modes]:
                 row = []
                 for impl in impls:
                     progress.start(shape.name, n, impl.name, mode)
@@ -1068,7 +1156,8 @@ def parse_args(argv: list | None) -> argparse.Namespace:
                         "GRU with linear_before_reset=1) or lnlstm (fastlstm.LayerNormLSTM vs "
                         "the same equations in plain torch ops; ONNX has no such op)")
     p.add_argument("--shapes", help=f"comma-separated subset of {','.join(SHAPES)} (default: "
-                                    "all the cell has: the GRU has no projection, so no proj)")
+                                    "all the cell has: the GRU has no projection, so no proj; "
+                                    "the layer-norm LSTM no step cell, so no cell either)")
     p.add_argument("--threads", help="comma-separated thread counts (default: 1,2)")
     p.add_argument("--modes", default=",".join(MODES), help="forward,train (default: both)")
     p.add_argument("--quick", action="store_true",
@@ -1100,8 +1189,10 @@ def parse_args(argv: list | None) -> argparse.Namespace:
         p.error("--load must be >= 0")
     unsupported = [name for name in args.shapes if not SHAPES[name].supports(args.cell)]
     if unsupported and shapes_given:
-        p.error(f"--cell {args.cell} has no projection: drop {','.join(unsupported)} from --shapes")
-    args.skipped = [f"{name}: skipped, the {args.cell} has no projection" for name in unsupported]
+        p.error(f"--cell {args.cell}: " + "; ".join(
+            f"{SHAPES[name].why_not(args.cell)}: drop {name} from --shapes"
+            for name in unsupported))
+    args.skipped = [f"{name}: skipped, {SHAPES[name].why_not(args.cell)}" for name in unsupported]
     args.shapes = [name for name in args.shapes if name not in unsupported]
     return args
 
@@ -1117,7 +1208,8 @@ def main(argv: list | None = None) -> int:
     timing.min_time = args.min_time if args.min_time is not None else timing.min_time
     timing.min_reps = args.min_reps if args.min_reps is not None else timing.min_reps
     shapes = [SHAPES[name] for name in args.shapes]
-    progress = Progress(len(shapes) * len(args.threads) * len(args.modes) * len(IMPLS))
+    progress = Progress(sum(len([m for m in args.modes if m in s.modes]) for s in shapes)
+                        * len(args.threads) * len(IMPLS))
     results, watch = [], CpuWatch()
     peaks = measure_peaks(args.threads)  # before and after the shapes: the best of both
     for line in args.skipped:

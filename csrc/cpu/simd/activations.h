@@ -3,6 +3,11 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/simd/vec.h"
 
@@ -11,14 +16,16 @@ namespace detail {
 namespace FASTLSTM_ISA_NAME {
 namespace {
 
-// float32: exp on [-86.5, 0] by Cody-Waite reduction and a degree-7 Taylor
-// polynomial (< 2 ulp); results below e^-86.5 flush to 0, so neither exp,
-// sigmoid nor tanh ever produces a denormal. NaN propagates; ±inf saturate.
+// float32: e^y by Cody-Waite reduction and a degree-7 Taylor polynomial
+// (< 2 ulp) for y in [-87, 87] (callers clamp: both bounds and 2^n stay
+// normal). Results below e^-86.5 flush to 0, so neither sigmoid nor tanh
+// ever produces a denormal. NaN propagates; ±inf saturate. A vector of
+// sigmoid is about 20 operations, each on one of two vector ports: in a
+// small-H step they are a third of the time, so every one counts.
 
-FL_INLINE vf32 exp_nonpos(vf32 y) {  // y <= 0 or NaN
-  const vf32 yc = y < -87.0f ? splat<vf32>(-87.0f) : y;
-  const vf32 n = (yc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  vf32 r = yc - n * 0.693359375f;
+FL_INLINE vf32 exp_clamped(vf32 y) {  // y in [-87, 87] or NaN
+  const vf32 n = (y * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  vf32 r = y - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   vf32 p = splat<vf32>(1.0f / 5040.0f);
   p = p * r + 1.0f / 720.0f;
@@ -28,18 +35,30 @@ FL_INLINE vf32 exp_nonpos(vf32 y) {  // y <= 0 or NaN
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
+#if defined(__AVX512F__)
+  const __m512 e = _mm512_scalef_ps(reinterpret_cast<const __m512&>(p),
+                                    reinterpret_cast<const __m512&>(n));  // p * 2^n
+  vf32 out;
+  std::memcpy(&out, &e, sizeof out);
+  return out;
+#else
   const vi32 ni = __builtin_convertvector(n, vi32);
-  const vf32 scale = (vf32)((ni + 127) << 23);
-  const vf32 e = p * scale;
-  return y < -86.5f ? splat<vf32>(0.0f) : e;
+  return p * (vf32)((ni + 127) << 23);
+#endif
 }
+
+// max(y, lo) and min(y, hi) that keep a NaN y (one instruction each).
+FL_INLINE vf32 at_least(vf32 y, float lo) { return y < lo ? splat<vf32>(lo) : y; }
+FL_INLINE vf32 at_most(vf32 y, float hi) { return y > hi ? splat<vf32>(hi) : y; }
 
 FL_INLINE vf32 vabs(vf32 x) { return (vf32)((vi32)x & 0x7fffffff); }
 
+// 1 / (1 + e^-x): e^-x overflows nowhere (clamped), and the result is 0
+// below e^-86.5 (x < -86.5), never a denormal.
 FL_INLINE vf32 vsigmoid(vf32 x) {
-  const vf32 e = exp_nonpos(-vabs(x));  // e^-|x|
+  const vf32 e = exp_clamped(at_most(at_least(-x, -87.0f), 87.0f));
   const vf32 s = 1.0f / (1.0f + e);
-  return x < 0.0f ? e * s : s;
+  return x < -86.5f ? splat<vf32>(0.0f) : s;
 }
 
 FL_INLINE vf32 vtanh(vf32 x) {
@@ -51,8 +70,9 @@ FL_INLINE vf32 vtanh(vf32 x) {
   p = p * x2 + 2.0f / 15.0f;
   p = p * x2 - 1.0f / 3.0f;
   const vf32 small = x + x * x2 * p;
-  // otherwise (1 - e^-2|x|) / (1 + e^-2|x|) with the sign of x
-  const vf32 e = exp_nonpos(-2.0f * a);
+  // otherwise (1 - e^-2|x|) / (1 + e^-2|x|) with the sign of x (e^-87 is 1
+  // to within float rounding)
+  const vf32 e = exp_clamped(at_least(-2.0f * a, -87.0f));
   const vf32 t = (1.0f - e) / (1.0f + e);
   const vf32 big = (vf32)((vi32)t | ((vi32)x & (int32_t)0x80000000));
   return a < 0.25f ? small : big;
