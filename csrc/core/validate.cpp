@@ -83,5 +83,13 @@ int64_t layer_workspace_size(const LayerDims& d, const int64_t* lengths, Isa isa
   return total;
 }
 
+int64_t layer_backward_scratch_size(const LayerDims& d, const int64_t* lengths, Isa isa,
+                                    int element_bytes) {
+  const int64_t N = check_layer(d, lengths);
+  require(element_bytes == 4 || element_bytes == 8, "element_bytes must be 4 or 8");
+  const detail::Geometry g(d, vector_bytes(isa) / element_bytes);
+  return detail::backward_scratch(g, d, N).total;
+}
+
 }  // namespace v1
 }  // namespace fastlstm

@@ -35,13 +35,12 @@ inline int threads_for(double flops, int nt) {
 // Packs B(k,n) = col[n][row[k]] (0 where col[n] is null or row[k] < 0), k < K,
 // n < N, into panels [ceil(N/NR)][K][NR], zero padded. The maps make every
 // layout below one loop with no index arithmetic per element.
+// pack_panels_into writes them to o [ceil(N/NR)*K*NR]; pack_panels returns them.
 template <class T>
-pvec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
-                    int64_t NR, int nt, bool huge = false) {
+void pack_panels_into(const std::vector<int64_t>& row, const std::vector<const T*>& col,
+                      int64_t NR, int nt, T* o) {
   const int64_t K = static_cast<int64_t>(row.size()), N = static_cast<int64_t>(col.size());
   const int64_t np = (N + NR - 1) / NR;
-  pvec<T> out(static_cast<size_t>(np * K * NR), HugeAlloc<T>(huge));
-  T* o = out.data();
   // Rows contiguous in the source (row[k+1] = row[k] + 1, e.g. W[4H,K] read
   // down its columns): copy each column's run of 64 k at a time, reading in
   // order; otherwise sweep k with the columns inner (adjacent in the source).
@@ -84,6 +83,15 @@ pvec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>
       }
     }
   }
+}
+
+template <class T>
+pvec<T> pack_panels(const std::vector<int64_t>& row, const std::vector<const T*>& col,
+                    int64_t NR, int nt, bool huge = false) {
+  const int64_t np = (static_cast<int64_t>(col.size()) + NR - 1) / NR;
+  pvec<T> out(static_cast<size_t>(np * static_cast<int64_t>(row.size()) * NR),
+              HugeAlloc<T>(huge));
+  pack_panels_into(row, col, NR, nt, out.data());
   return out;
 }
 
@@ -117,13 +125,23 @@ inline std::vector<int64_t> strided_rows(int64_t K, int64_t stride) {
   return row;
 }
 
-// B(k,n) = src[k*sk + n*sn]
+// B(k,n) = src[k*sk + n*sn], into o [ceil(N/NR)*K*NR]; returns o.
+template <class T>
+const T* pack_plain_into(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn, int64_t NR,
+                         int nt, T* o) {
+  std::vector<const T*> col(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) col[n] = src + n * sn;
+  pack_panels_into(strided_rows(K, sk), col, NR, nt, o);
+  return o;
+}
+
+// The same in a new buffer.
 template <class T>
 pvec<T> pack_plain(int64_t K, int64_t N, const T* src, int64_t sk, int64_t sn, int64_t NR,
                    int nt, bool huge = false) {
-  std::vector<const T*> col(static_cast<size_t>(N));
-  for (int64_t n = 0; n < N; ++n) col[n] = src + n * sn;
-  return pack_panels(strided_rows(K, sk), col, NR, nt, huge);
+  pvec<T> out(static_cast<size_t>((N + NR - 1) / NR * K * NR), HugeAlloc<T>(huge));
+  pack_plain_into(K, N, src, sk, sn, NR, nt, out.data());
+  return out;
 }
 
 // Gate-interleaved columns of G gates in blocks of S >= G slots (zero slots

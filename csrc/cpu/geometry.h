@@ -1,6 +1,7 @@
 // Padded sizes of the internal buffers for one layer and one kernel width.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/checked.h"
@@ -36,6 +37,28 @@ struct Geometry {
   // the input projection are whole GEMM panels (G blocks of W = a panel).
   int64_t block_grain() const { return G == 4 ? 1 : 4; }
 };
+
+// layer_backward's scratch (elements): dgates [N,GD] of each direction (and
+// the layer-norm LSTM's dL/d(h W_hh^T), as large), then one region for the
+// panels of x or h_{t-1} that the weight gradients are products with.
+struct BackwardScratch {
+  int64_t dg = 0;     // offset of direction k's dgates: k * per_dir
+  int64_t per_dir = 0;
+  int64_t dr = 0;     // offset of the layer-norm rows (k * per_dir further)
+  int64_t panels = 0;  // offset of the panel region
+  int64_t total = 0;
+};
+inline BackwardScratch backward_scratch(const Geometry& g, const LayerDims& d, int64_t N) {
+  BackwardScratch s;
+  s.per_dir = checked_mul(N, g.GD, "scratch");
+  const int64_t dgs = checked_mul(s.per_dir, d.D, "scratch");
+  s.dr = dgs;
+  s.panels = checked_add(dgs, g.norm ? dgs : 0, "scratch");
+  const int64_t cols = round_up(std::max(d.I, g.Ho), g.NR);
+  s.total = checked_add(s.panels, checked_mul(N, cols, "scratch"), "scratch");
+  checked_mul(s.total, 8, "scratch");
+  return s;
+}
 
 }  // namespace detail
 }  // namespace fastlstm

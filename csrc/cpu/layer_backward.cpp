@@ -28,7 +28,7 @@ namespace {
 // or a slot order other than the gates' goes through a [G*Hp,ncols] temp.
 template <class T>
 void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_t N,
-                      const T* dG, int64_t s0, const int* gate, const pvec<T>& bpk,
+                      const T* dG, int64_t s0, const int* gate, const T* bpk,
                       int64_t ncols, T* grad, int nt) {
   bool direct = g.Hp == H;
   for (int64_t s = 0; s < g.G; ++s) direct = direct && gate[s] == s;
@@ -36,7 +36,7 @@ void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_
   Gemm<T> gm;
   gm.M = g.GX; gm.N = ncols; gm.K = N;
   gm.a = dG + s0 * g.Hp; gm.rsa = 1; gm.csa = g.GD;
-  gm.bp = bpk.data();
+  gm.bp = bpk;
   gm.c = direct ? grad : tmp.data(); gm.ldc = ncols;
   gm.accumulate = direct;
   gemm(kr, gm, nt);
@@ -61,11 +61,11 @@ struct BwdDir {
   T* dh0 = nullptr;        // [B,Ho]
   T* dc0 = nullptr;        // [B,H]
   avec<T> dh, dc, c0p;     // [B,ldh], [B,Hp], [B,Hp] slot order, padded (dc, c0p: LSTM)
-  avec<T> dG;              // [N,GD] dgates, gate-major slots
+  T* dG = nullptr;         // [N,GD] dgates, gate-major slots (in the call's scratch)
   avec<T> kept;            // [B,ldh] zoneout's direct part of dL/dh_{t-1}
   avec<T> dr;              // [B,Hp] dL/dr (projection)
   avec<T> dH;              // [N,ldh] dL/dh_t, saved (projection)
-  avec<T> dR;              // [N,GD] layer norm: dL/d(h W_hh^T), gate-major
+  T* dR = nullptr;         // [N,GD] layer norm: dL/d(h W_hh^T), gate-major (scratch)
   avec<T> du;              // [N,Hp] layer norm: dL/d(LN(c_t)⊙γ_c + β_c)
   std::unique_ptr<Barrier> bar;
 };
@@ -96,11 +96,7 @@ void init_state(const BwdLayer<T>& L, const T* c0 /*[B,H]*/, BwdDir<T>& st) {
     std::memcpy(&st.dc[j * Hp], st.dcn + L.sc.perm[j] * H, sizeof(T) * H);
     std::memcpy(&st.c0p[j * Hp], c0 + L.sc.perm[j] * H, sizeof(T) * H);
   }
-  st.dG.resize(static_cast<size_t>(L.sc.N * L.g.GD));
-  if (C::norm) {
-    st.dR.resize(static_cast<size_t>(L.sc.N * L.g.GD));
-    st.du.resize(static_cast<size_t>(L.sc.N * Hp));
-  }
+  if (C::norm) st.du.resize(static_cast<size_t>(L.sc.N * Hp));
   if (L.zoneout_keep || L.d.zoneout > 0.0) st.kept.assign(static_cast<size_t>(B * ldh), T(0));
   if (L.d.P > 0) {
     st.dr.assign(static_cast<size_t>(B * Hp), T(0));
@@ -191,8 +187,8 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
         a.rstd = sv.rstd + o * g.lds;
         a.dh = dh + rr * ldh;
         a.dc = st.dc.data() + j * Hp;
-        a.da = st.dG.data() + o * GD;
-        a.dr = st.dR.data() + o * GD;
+        a.da = st.dG + o * GD;
+        a.dr = st.dR + o * GD;
         a.du = st.du.data() + o * Hp;
         kr.lnlstm.bwd_row(a);
         if (zo.on) std::memcpy(dh + rr * ldh, st.kept.data() + j * ldh, sizeof(T) * Ho);
@@ -200,7 +196,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       st.bar->wait(seat);
       Gemm<T> gm;  // dh_{t-1} (+)= dL/d(h W_hh^T)_t W_hh
       gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = GX;
-      gm.a = st.dR.data() + off * GD; gm.rsa = GD; gm.csa = 1;
+      gm.a = st.dR + off * GD; gm.rsa = GD; gm.csa = 1;
       gm.bp = pw.whh_t.data();
       gm.c = dh; gm.ldc = ldh;
       gm.accumulate = zo.on;
@@ -224,7 +220,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
       }
       a.dh = (P > 0 ? st.dr.data() + j0 * Hp : dh) + blk * W;
       a.lddh = P > 0 ? Hp : ldh;
-      a.dg = st.dG.data() + off * GD + blk * W; a.lddg = GD; a.gstride = Hp;
+      a.dg = st.dG + off * GD + blk * W; a.lddg = GD; a.gstride = Hp;
       a.ph = peep ? pw.ph.data() + blk * 3 * W : nullptr;
       a.clip = static_cast<T>(d.cell_clip);
       block_kernel(a);
@@ -238,7 +234,7 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
     st.bar->wait(seat);
     Gemm<T> gm;  // dh_{t-1} (+)= dgates_t W_hh
     gm.M = rows ? n : sc.n_at[s]; gm.N = Ho; gm.K = GX;
-    gm.a = st.dG.data() + off * GD; gm.rsa = GD; gm.csa = 1;
+    gm.a = st.dG + off * GD; gm.rsa = GD; gm.csa = 1;
     gm.bp = pw.whh_t.data();
     gm.c = dh; gm.ldc = ldh;
     gm.accumulate = C::dh_direct || zo.on;
@@ -251,7 +247,8 @@ void recurrence(const BwdLayer<T>& L, BwdDir<T>& st, int gtid, int gn) {
 // gradients of one direction, each a large product or a fixed-order sum.
 template <class C, class T>
 void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
-               T* dx /*[T,B,I] +=*/, const DirGrads<T>& gr, int nt) {
+               T* dx /*[T,B,I] +=*/, const DirGrads<T>& gr, int nt,
+               T* panels /*[N*round_up(max(I,Ho),NR)] scratch*/) {
   const LayerDims& d = L.d;
   const Geometry& g = L.g;
   const Schedule& sc = L.sc;
@@ -268,15 +265,15 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
     std::memcpy(st.dh0 + sc.perm[j] * Ho, &st.dh[j * ldh], sizeof(T) * Ho);
     if (C::has_c) std::memcpy(st.dc0 + sc.perm[j] * H, &st.dc[j * Hp], sizeof(T) * H);
   }
-  const T* dG = st.dG.data();
+  const T* dG = st.dG;
   static constexpr int x_gate[4] = {0, 1, 2, 3};
   const T* dGx = dG;  // rows of dL/d(x W_ih^T) (from slot x_slot)
   if constexpr (C::norm) {
     // dW_hh += dL/d(h W_hh^T)^T h_{t-1}; then, in the same rows,
     // dL/d(x W_ih^T) = LN's backward of dL/da ⊙ γ_ih
-    gate_weight_grad(kr, g, H, N, st.dR.data(), 0, C::h_gate,
-                     pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho, gr.w_hh, nt);
-    T* dX = st.dR.data();
+    gate_weight_grad(kr, g, H, N, st.dR, 0, C::h_gate,
+                     pack_plain_into(N, Ho, hs, ldh, 1, NR, nt, panels), Ho, gr.w_hh, nt);
+    T* dX = st.dR;
     const auto norm_backward = kr.lnlstm.norm_backward;
     const T* gih = pw.ln.data();
 #pragma omp parallel for num_threads(threads_for(32.0 * N * GX, nt)) schedule(static)
@@ -301,12 +298,12 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   {
     std::vector<T> xbuf;
     const T* xp = packed_rows(sc, rev, x, B, I, xbuf, nt);
-    gate_weight_grad(kr, g, H, N, dGx, C::x_slot, x_gate, pack_plain(N, I, xp, I, 1, NR, nt), I,
-                     gr.w_ih, nt);
+    gate_weight_grad(kr, g, H, N, dGx, C::x_slot, x_gate,
+                     pack_plain_into(N, I, xp, I, 1, NR, nt, panels), I, gr.w_ih, nt);
   }
   if constexpr (!C::norm)
-    gate_weight_grad(kr, g, H, N, dG, 0, C::h_gate, pack_plain(N, Ho, hs, ldh, 1, NR, nt), Ho,
-                     gr.w_hh, nt);
+    gate_weight_grad(kr, g, H, N, dG, 0, C::h_gate,
+                     pack_plain_into(N, Ho, hs, ldh, 1, NR, nt, panels), Ho, gr.w_hh, nt);
   // Bias, peephole and layer-norm gradients: per-unit sums over rows, in row
   // order for every unit; rows are walked in memory order, each thread on
   // its units.
@@ -397,7 +394,7 @@ template <class C, class T>
 void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                    const int64_t* lengths, const T* c0, const T* ws, const T* dy, const T* dhn,
                    const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
-                   const ExecConfig& cfg, const T* zoneout_keep) {
+                   const ExecConfig& cfg, const T* zoneout_keep, T* scratch) {
   const Kernels<T>& kr = kernels_for<T>(cfg.isa);
   const int nt = call_threads(cfg.num_threads);
   const Geometry geo(d, kr.W);
@@ -405,10 +402,15 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   std::memset(dx, 0, sizeof(T) * d.T * d.B * d.I);
   const BwdLayer<T> L{d,  geo, sc, kr, pw, dy, rows_mode_for(d, geo, sizeof(T), int64_t(4) << 20),
                       zoneout_keep};
+  const BackwardScratch sp = backward_scratch(geo, d, sc.N);
+  avec<T> own(scratch ? 0 : static_cast<size_t>(sp.total));  // the caller's, or this call's
+  T* const scr = scratch ? scratch : own.data();
   std::vector<BwdDir<T>> st(static_cast<size_t>(d.D));
   for (int dir = 0; dir < d.D; ++dir) {
     BwdDir<T>& s = st[dir];
     s.dir = dir;
+    s.dG = scr + sp.dg + dir * sp.per_dir;
+    if (C::norm) s.dR = scr + sp.dr + dir * sp.per_dir;
     s.ws = ws + dir * sc.N * geo.saved_per_row();
     s.dhn = dhn + dir * d.B * geo.Ho;
     s.dh0 = dh0 + dir * d.B * geo.Ho;
@@ -424,11 +426,7 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     recurrence<C>(L, st[dir], gtid, gn);
   });
   report_stalls(st, now_ns() - t0, nt, cfg.num_threads);
-  for (int dir = 0; dir < d.D; ++dir) {
-    gradients<C>(L, st[dir], x, dx, g[dir], nt);
-    st[dir].dG = avec<T>();
-    st[dir].dR = avec<T>();
-  }
+  for (int dir = 0; dir < d.D; ++dir) gradients<C>(L, st[dir], x, dx, g[dir], nt, scr + sp.panels);
 }
 
 }  // namespace
@@ -437,7 +435,8 @@ template <class T>
 void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
                            const int64_t* lengths, const T* c0, const T* ws, const T* dy,
                            const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
-                           const DirGrads<T>* g, const ExecConfig& cfg, const T* zoneout_keep) {
+                           const DirGrads<T>* g, const ExecConfig& cfg, const T* zoneout_keep,
+                           T* scratch) {
   check_layer(d, lengths);
   check_backend(cfg);
   pw.check(d, cfg.isa, true);
@@ -448,7 +447,7 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
                                     "ln_cb");
   on_cell(d.cell, [&](auto c) {
     backward_cell<decltype(c)>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg,
-                               zoneout_keep);
+                               zoneout_keep, scratch);
   });
 }
 
@@ -459,9 +458,9 @@ template <class T>
 void layer_backward(const LayerDims& d, const PackedLayer<T>& w, const T* x,
                     const int64_t* lengths, const T* c0, const T* ws, const T* dy, const T* dhn,
                     const T* dcn, T* dx, T* dh0, T* dc0, const DirGrads<T>* g,
-                    const ExecConfig& cfg, const T* zoneout_keep) {
+                    const ExecConfig& cfg, const T* zoneout_keep, T* scratch) {
   detail::layer_backward_packed(d, w.impl(), x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
-                                cfg, zoneout_keep);
+                                cfg, zoneout_keep, scratch);
 }
 
 template <class T>
@@ -473,14 +472,14 @@ void layer_backward(const LayerDims& d, const DirWeights<T>* w, const T* x,
   check_layer(d, lengths);
   const PackedLayer<T> pw(d, w, cfg.isa, true, cfg.num_threads);
   detail::layer_backward_packed(d, pw.impl(), x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g,
-                                cfg, zoneout_keep);
+                                cfg, zoneout_keep, static_cast<T*>(nullptr));
 }
 
 #define FASTLSTM_BWD(T)                                                                      \
   template void layer_backward<T>(const LayerDims&, const PackedLayer<T>&, const T*,        \
                                   const int64_t*, const T*, const T*, const T*, const T*,    \
                                   const T*, T*, T*, T*, const DirGrads<T>*,                  \
-                                  const ExecConfig&, const T*);                              \
+                                  const ExecConfig&, const T*, T*);                          \
   template void layer_backward<T>(const LayerDims&, const DirWeights<T>*, const T*,         \
                                   const int64_t*, const T*, const T*, const T*, const T*,    \
                                   const T*, const T*, T*, T*, T*, const DirGrads<T>*,        \

@@ -200,7 +200,7 @@ template <class T>
 void backward(const LayerDims& dims, const PackedLayer<T>& w, py::sequence grads, py::object x,
               py::object lengths, py::object c0, py::object ws, py::object dy, py::object dhn,
               py::object dcn, py::object dx, py::object dh0, py::object dc0, int num_threads,
-              const std::string& isa, py::object zoneout_keep) {
+              const std::string& isa, py::object zoneout_keep, py::object scratch) {
   const Args a = unpack(dims, lengths, num_threads, isa);
   const LayerDims& d = a.d;
   const int64_t Ho = d.hout();
@@ -216,9 +216,11 @@ void backward(const LayerDims& dims, const PackedLayer<T>& w, py::sequence grads
   T* pdh0 = buffer<T>(dh0, "dh0", d.D * d.B * Ho, true);
   T* pdc0 = c_buffer<T>(dc0, "dc0", d, true);
   const T* pzk = optional_buffer<T>(zoneout_keep, "zoneout_keep", d.T * d.B * d.D * Ho, false);
+  T* pscr = optional_buffer<T>(
+      scratch, "scratch", layer_backward_scratch_size(d, a.lengths, a.cfg.isa, sizeof(T)), true);
   py::gil_scoped_release nogil;
   layer_backward<T>(d, w, px, a.lengths, pc0, pws, pdy, pdhn, pdcn, pdx, pdh0, pdc0, g.data(),
-                    a.cfg, pzk);
+                    a.cfg, pzk, pscr);
 }
 
 // One inference step of a cell (one layer, one direction, no projection):
@@ -612,10 +614,12 @@ PYBIND11_MODULE(_core, m) {
         py::arg("zoneout_keep") = py::none());
   m.def("layer_backward_f32", &backward<float>, py::arg(), py::arg(), py::arg(), py::arg(),
         py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(),
-        py::arg(), py::arg(), py::arg(), py::arg("zoneout_keep") = py::none());
+        py::arg(), py::arg(), py::arg(), py::arg("zoneout_keep") = py::none(),
+        py::arg("scratch") = py::none());
   m.def("layer_backward_f64", &backward<double>, py::arg(), py::arg(), py::arg(), py::arg(),
         py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(), py::arg(),
-        py::arg(), py::arg(), py::arg(), py::arg("zoneout_keep") = py::none());
+        py::arg(), py::arg(), py::arg(), py::arg("zoneout_keep") = py::none(),
+        py::arg("scratch") = py::none());
   m.def("activation_f32", &activation<float>);
   m.def("activation_f64", &activation<double>);
   // XLA FFI handlers for fastlstm.jax (empty when built without the XLA headers).
@@ -631,6 +635,11 @@ PYBIND11_MODULE(_core, m) {
         [](const LayerDims& dims, py::object lengths, const std::string& isa, int element_bytes) {
           const Args a = unpack(dims, lengths, 1, isa);
           return layer_workspace_size(a.d, a.lengths, a.cfg.isa, element_bytes);
+        });
+  m.def("backward_scratch_size",
+        [](const LayerDims& dims, py::object lengths, const std::string& isa, int element_bytes) {
+          const Args a = unpack(dims, lengths, 1, isa);
+          return layer_backward_scratch_size(a.d, a.lengths, a.cfg.isa, element_bytes);
         });
   m.def("best_isa", [] { return std::string(isa_name(best_isa())); });
   m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); });

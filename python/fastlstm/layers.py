@@ -8,8 +8,8 @@ import numpy as np
 from . import _checks, _core, _spec
 from ._param import Parameter, VersionCell
 from ._runtime import get_num_threads, resolve_isa
-from .functional import (_backward, _forward, _pack_checked, init_params, param_shapes,
-                         weights_dtype_of)
+from .functional import (BufferPool, _backward, _forward, _pack_checked, init_params,
+                         param_shapes, weights_dtype_of)
 
 __all__ = ["LSTM", "GRU", "LayerNormLSTM", "LSTMCell", "GRUCell"]
 
@@ -56,7 +56,8 @@ class _Module:
 
     # Pickling and copy.deepcopy: the copy gets its own parameters and version,
     # and none of the caches (packed weights, saved contexts) travel.
-    _TRANSIENT = {"_packed": None, "_ctx": None, "_saved": list, "_cell_kernel": None}
+    _TRANSIENT = {"_packed": None, "_ctx": None, "_saved": list, "_cell_kernel": None,
+                  "_ws_pool": BufferPool}
 
     def __getstate__(self):
         state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
@@ -140,6 +141,9 @@ class _Module:
 
     def train(self, mode: bool = True):
         self.training = bool(mode)
+        pool = self.__dict__.get("_ws_pool")
+        if pool is not None and not self.training:
+            pool.clear()  # inference keeps no training buffers
         return self
 
     def eval(self):
@@ -178,6 +182,7 @@ class _Recurrent(_Module):
                               self.bidirectional, self.proj_size, self.peephole, self._CELL)
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
         self._ctx = None
+        self._ws_pool = BufferPool()  # buffers of consumed training steps, for the next
         self.dropout_masks = []
         self.zoneout_masks = []
 
@@ -245,7 +250,7 @@ class _Recurrent(_Module):
         h0, c0 = (s0 + [None])[:2]
         y, hn, cn, ctx = _forward(x, self._packed_for(self.training), h0, c0, lengths,
                                   self.dropout, self.training, self._rng, get_num_threads(),
-                                  self.zoneout, None, self.cell_clip)
+                                  self.zoneout, None, self.cell_clip, self._ws_pool)
         if self.training:
             self._ctx = (ctx, T, B, batched)
             self.dropout_masks = ctx.dropout_masks
@@ -284,7 +289,7 @@ class _Recurrent(_Module):
         self._ctx = None
         dh_n, dc_n = (ds + [None])[:2]
         dx, dh0, dc0, _ = _backward(ctx, self._CELL, np.ascontiguousarray(dy), dh_n, dc_n,
-                                    self.grads)
+                                    self.grads, self._ws_pool)
         d0 = [dh0] if dc0 is None else [dh0, dc0]
         return self._out(dx, batched), [s if batched else s[:, 0, :] for s in d0]
 
