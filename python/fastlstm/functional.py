@@ -327,8 +327,8 @@ def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt, zon
              zoneout_masks=None, cell_clip=None, pool=None):
     """The forward on checked arguments: x [T,B,I] C-contiguous of packed.dtype.
     Returns y, h_n, c_n (None for the GRU), ctx. Training with zoneout uses
-    zoneout_masks, or draws them from rng. pool: workspaces that `_backward`
-    returned (see _workspace), or None."""
+    zoneout_masks, or draws them from rng. pool: the module's BufferPool, which
+    the workspaces come from (and `_backward` returns them to), or None."""
     dtype, isa, cell = packed.dtype, packed.isa, packed.cell
     _, H, num_layers, P, bidirectional, _, peephole = packed.config
     Ho, D = (P or H), (2 if bidirectional else 1)
