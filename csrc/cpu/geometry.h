@@ -38,12 +38,12 @@ struct Geometry {
   int64_t block_grain() const { return G == 4 ? 1 : 4; }
 };
 
-// layer_backward's scratch (elements): dgates [N,GD] of each direction (and
-// the layer-norm LSTM's dL/d(h W_hh^T), as large), then one region for the
-// panels of x or h_{t-1} that the weight gradients are products with.
+// layer_backward's scratch (elements): from 0, dgates [N,GD] of each
+// direction (and the layer-norm LSTM's dL/d(h W_hh^T), as large), then one
+// region for the panels of x or h_{t-1} that the weight gradients are
+// products with.
 struct BackwardScratch {
-  int64_t dg = 0;     // offset of direction k's dgates: k * per_dir
-  int64_t per_dir = 0;
+  int64_t per_dir = 0;  // direction k's dgates are at k * per_dir
   int64_t dr = 0;     // offset of the layer-norm rows (k * per_dir further)
   int64_t panels = 0;  // offset of the panel region
   int64_t total = 0;

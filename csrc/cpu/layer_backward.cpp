@@ -409,7 +409,7 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   for (int dir = 0; dir < d.D; ++dir) {
     BwdDir<T>& s = st[dir];
     s.dir = dir;
-    s.dG = scr + sp.dg + dir * sp.per_dir;
+    s.dG = scr + dir * sp.per_dir;
     if (C::norm) s.dR = scr + sp.dr + dir * sp.per_dir;
     s.ws = ws + dir * sc.N * geo.saved_per_row();
     s.dhn = dhn + dir * d.B * geo.Ho;

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 import fastlstm
+from fastlstm import _spec
 
 MODES = ("forward", "train")
 IMPLS = ("fastlstm", "torch", "onnxruntime", "numpy-ref")
@@ -247,16 +248,16 @@ def step_cell_state(state: dict) -> dict:
     return {k[:-3]: v for k, v in state.items()}
 
 
-def step_loop(cell, x, zeros, stack):
-    """The streaming call: x [T,B,I] fed one step at a time through `cell`
-    (LSTMCell's or GRUCell's calls), the state carried. Returns run() (the
-    timed call: keeps no outputs, returns the last state) and output() (y
-    [T,B,H], made by `stack`, for the output check). `zeros()` is the
-    initial state."""
-    two = isinstance(zeros(), tuple)
+def step_loop(cell, kind, x, zero, stack):
+    """The streaming call: x [T,B,I] fed one step at a time through `cell`, a
+    one-step cell of `kind` (LSTMCell's calls with states (h, c), GRUCell's
+    with h), the state carried and starting from zero() each. Returns run()
+    (the timed call: keeps no outputs, returns the last state) and output() (y
+    [T,B,H], made by `stack`, for the output check)."""
+    two = _spec.SPECS[kind]["states"] == 2
 
     def run(keep=None):
-        state = zeros()
+        state = (zero(), zero()) if two else zero()
         for xt in x:
             state = cell(xt, state)
             if keep is not None:
@@ -281,10 +282,9 @@ class FastLSTM(Impl):
             self.lstm = getattr(fastlstm, spec.step_cell)(s.I, s.H, dtype=np.float32, seed=0)
             self.lstm.load_state_dict(step_cell_state(case.state))
             self.lstm.eval()
-            B, H = s.B, s.H
-            zero = lambda: np.zeros((B, H), np.float32)  # noqa: E731
-            zeros = zero if spec.name == "gru" else (lambda: (zero(), zero()))
-            self.run, self.step_output = step_loop(self.lstm, case.x, zeros, np.stack)
+            self.run, self.step_output = step_loop(
+                self.lstm, case.cell, case.x, lambda: np.zeros((s.B, s.H), np.float32),
+                np.stack)
 
     def prepare(self, mode: str, threads: int) -> Callable:
         fastlstm.set_num_threads(threads)
@@ -383,11 +383,9 @@ class Torch(Impl):
             self.module = getattr(torch.nn, CELLS[case.cell].step_cell)(s.I, s.H)
             self.module.load_state_dict({k: torch.from_numpy(v)
                                          for k, v in step_cell_state(case.state).items()})
-            B, H = s.B, s.H
-            zero = lambda: torch.zeros(B, H)  # noqa: E731
-            zeros = zero if case.cell == "gru" else (lambda: (zero(), zero()))
-            self.run, self.step_output = step_loop(self.module, torch.from_numpy(case.x), zeros,
-                                                   torch.stack)
+            self.run, self.step_output = step_loop(
+                self.module, case.cell, torch.from_numpy(case.x),
+                lambda: torch.zeros(s.B, s.H), torch.stack)
         elif self.plain:
             self.module = torch_layer_norm_lstm(torch)(case.state, s.layers, s.bidirectional,
                                                        s.H)

@@ -141,9 +141,6 @@ class _Module:
 
     def train(self, mode: bool = True):
         self.training = bool(mode)
-        pool = self.__dict__.get("_ws_pool")
-        if pool is not None and not self.training:
-            pool.clear()  # inference keeps no training buffers
         return self
 
     def eval(self):
@@ -185,6 +182,12 @@ class _Recurrent(_Module):
         self._ws_pool = BufferPool()  # buffers of consumed training steps, for the next
         self.dropout_masks = []
         self.zoneout_masks = []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.training:
+            self._ws_pool.clear()  # inference keeps no training buffers
+        return self
 
     def _config(self):
         return (self.input_size, self.hidden_size, self.num_layers, self.proj_size,
