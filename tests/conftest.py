@@ -1,6 +1,14 @@
 """Fixtures shared by the test modules: thread counts, kernel paths (ISA),
 and torch's threads for the torch adapter's tests."""
+import importlib.util
+
 import pytest
+
+
+def pytest_sessionstart(session):
+    if importlib.util.find_spec("fastlstm") is None:
+        pytest.exit("fastlstm is not installed in this Python: run the README's first "
+                    "command (`pip install .`) before `pip install --group test`", returncode=4)
 
 
 @pytest.fixture

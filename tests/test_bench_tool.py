@@ -239,7 +239,8 @@ def test_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     path = tmp_path / "speedups.png"
     assert bench.plot(str(path), [result("fastlstm", ms=2.0), result("torch", ms=4.0)]) is False
-    assert capsys.readouterr().err == "matplotlib is not installed: --plot skipped\n"
+    assert capsys.readouterr().err == bench.NO_MATPLOTLIB + "\n"
+    assert "`bench` extra" in bench.NO_MATPLOTLIB
     assert not path.exists()
 
 
@@ -267,7 +268,8 @@ def test_main_plot_without_matplotlib_exits_0(monkeypatch, capsys, tmp_path):
                        "0", "--plot", str(png), "--json", str(js)])
     assert code == 0
     captured = capsys.readouterr()
-    assert "matplotlib is not installed: --plot skipped\n" in captured.err
+    assert ("matplotlib is not installed: --plot skipped (pip install matplotlib; "
+            "fastlstm's `bench` extra has it)\n") in captured.err
     assert not png.exists()
     assert "peak fp32 GEMM: 1 thread 100.0 GFLOP/s (fake 2048^3)" in captured.out
     doc = json.loads(js.read_text())

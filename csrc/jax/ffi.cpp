@@ -28,6 +28,10 @@ namespace ffi = xla::ffi;
 
 namespace fastlstm {
 namespace jax_ffi {
+
+int api_major() { return XLA_FFI_API_MAJOR; }
+int api_minor() { return XLA_FFI_API_MINOR; }
+
 namespace {
 
 struct Config {

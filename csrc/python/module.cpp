@@ -631,6 +631,13 @@ PYBIND11_MODULE(_core, m) {
 #endif
     return out;
   });
+  m.def("jax_ffi_api_version", []() -> py::object {
+#if defined(FASTLSTM_HAVE_XLA_FFI)
+    return py::make_tuple(fastlstm::jax_ffi::api_major(), fastlstm::jax_ffi::api_minor());
+#else
+    return py::none();
+#endif
+  });
   m.def("workspace_size",
         [](const LayerDims& dims, py::object lengths, const std::string& isa, int element_bytes) {
           const Args a = unpack(dims, lengths, 1, isa);

@@ -28,5 +28,6 @@ def info() -> dict:
         "adaptive_threads": adaptive_threads_state(),
         "num_procs": _core.num_procs(),
         "backends": ["cpu"] + (["cuda"] if build["cuda"] else []),
-        "jax_ffi": bool(_core.jax_ffi_targets()),  # fastlstm.jax available
+        "jax_ffi": bool(_core.jax_ffi_targets()),  # fastlstm.jax's handlers are built in
+        "jax_ffi_api": _core.jax_ffi_api_version(),  # (major, minor) of their headers, or None
     }

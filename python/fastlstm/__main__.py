@@ -17,17 +17,37 @@ def _info() -> int:
           f"override with FASTLSTM_ISA)")
     print(f"threads:      {info['num_threads']} (of {info['num_procs']} processors)")
     print(f"backends:     {', '.join(info['backends'])}")
+    print(f"jax:          {_jax_line(info)}")
     return 0
+
+
+def _jax_line(info) -> str:
+    """Whether fastlstm.jax can be used: the handlers in this build, and jax."""
+    if not info["jax_ffi"]:
+        return ("no XLA FFI handlers in this build (built without jaxlib's headers): "
+                "fastlstm.jax is unavailable")
+    from importlib import metadata
+    major, minor = info["jax_ffi_api"]
+    try:
+        have = f"jax {metadata.version('jax')} installed"
+    except metadata.PackageNotFoundError:
+        have = "jax not installed (pip install jax; fastlstm's `jax` extra has it)"
+    return f"XLA FFI handlers built (FFI API {major}.{minor}); {have}"
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m fastlstm {info,bench} [options]\n"
-              "  info   version, build options, CPU features, threads, backends\n"
-              "  bench  time fastlstm against the NumPy reference and installed peers "
-              "(bench --help)")
+    usage = ("usage: python -m fastlstm {info,bench} [options]\n"
+             "  info   version, build options, CPU features, threads, backends, jax\n"
+             "  bench  time fastlstm against the NumPy reference and installed peers "
+             "(bench --help)")
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
         return 0
+    if not argv:  # as argparse does for a missing subcommand
+        print(usage, file=sys.stderr)
+        print("error: a command is required: info or bench", file=sys.stderr)
+        return 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "info":
         return _info()

@@ -1080,7 +1080,8 @@ def save_json(path: str, results: list, settings: dict, others_share: float | No
         json.dump(doc, f, indent=1)
 
 
-NO_MATPLOTLIB = "matplotlib is not installed: --plot skipped"
+NO_MATPLOTLIB = ("matplotlib is not installed: --plot skipped "
+                 "(pip install matplotlib; fastlstm's `bench` extra has it)")
 
 
 def speedups(results: list) -> dict:

@@ -17,30 +17,39 @@ masks are inputs of the forward and the backward custom calls, not
 differentiated. ``cell_clip`` (LSTM) clips the gate pre-activations to
 [-cell_clip, cell_clip] (ONNX's clip).
 
-The extension has the handlers when it was built with the XLA FFI headers,
-which happens when jax is installed in the building Python (e.g.
-``pip install --no-build-isolation .``) or when
-``SKBUILD_CMAKE_DEFINE="FASTLSTM_XLA_FFI_INCLUDE=$(python -c 'import jax.ffi;
-print(jax.ffi.include_dir())')"`` is set for ``pip install .``.
+The handlers are compiled into the extension by every build that finds the
+XLA FFI headers: pip's isolated build installs the oldest jaxlib the ``jax``
+extra admits and compiles against its headers (XLA runs handlers built
+against an older FFI version), so jax can be installed before or after
+fastlstm, with no rebuild. ``python -m fastlstm info`` reports them.
 """
 from __future__ import annotations
 
 import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _checks, _core, _spec, convert
 from ._runtime import get_num_threads, resolve_isa
+
+try:
+    import jax
+    import jax.ffi  # jax >= 0.5.0
+    import jax.numpy as jnp
+except ImportError as e:
+    raise ImportError(
+        f"fastlstm.jax needs jax >= 0.5.0 ({e}): pip install jax (fastlstm's `jax` extra "
+        "has it); fastlstm itself needs no rebuild") from e
 
 __all__ = ["lstm", "gru", "layer_norm_lstm", "zoneout_masks"]
 
 _TARGETS = _core.jax_ffi_targets()
 if not _TARGETS:
     raise ImportError(
-        "fastlstm.jax: this build of fastlstm has no XLA FFI handlers; install jax, then "
-        "rebuild fastlstm with its headers (see the fastlstm.jax docstring or the README)")
+        "fastlstm.jax: this build of fastlstm has no XLA FFI handlers: it was built without "
+        "jaxlib's headers (FASTLSTM_NO_JAX set, no jaxlib wheel for this platform or Python, "
+        "or --no-build-isolation without jaxlib installed). Reinstall with `pip install .` "
+        "on Linux x86_64/aarch64 and Python >= 3.10")
 for _name, _capsule in _TARGETS.items():
     jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
 
