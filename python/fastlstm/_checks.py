@@ -89,13 +89,29 @@ def check_sizes(name: str, *dims: int) -> None:
             raise ValueError(f"{name}: shape {tuple(dims)} is too large (its byte count overflows)")
 
 
+def _foreign(value) -> str:
+    """How to pass a framework's tensor, or ''."""
+    module = type(value).__module__.split(".")[0]
+    if module == "torch":
+        return (" (a torch.Tensor: pass .numpy(), or use fastlstm.torch's layers, which take "
+                "tensors)")
+    if module in ("jax", "jaxlib"):
+        return " (a JAX array: pass np.asarray(...), or use fastlstm.jax, which takes them)"
+    return ""
+
+
 def array(value, name: str, dtype: np.dtype) -> np.ndarray:
     """A C-contiguous array of exactly `dtype` (copied only if needed)."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray of dtype {dtype}, "
-                        f"got {type(value).__name__}")
+                        f"got {type(value).__name__}{_foreign(value)}")
     if value.dtype != dtype:
-        raise DTypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+        fix = f"convert it with .astype(np.{dtype})"
+        if value.dtype in DTYPES:
+            fix += f", or compute in {value.dtype} throughout (a layer's dtype=np.{value.dtype})"
+            if name == "dy":
+                fix += "; a readout or loss in another dtype than the layer's changes dy's"
+        raise DTypeError(f"{name}: expected dtype {dtype}, got {value.dtype}: {fix}")
     return np.ascontiguousarray(value)
 
 

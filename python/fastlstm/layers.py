@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 
@@ -12,6 +13,8 @@ from .functional import (BufferPool, _backward, _forward, _pack_checked, init_pa
                          param_shapes, weights_dtype_of)
 
 __all__ = ["LSTM", "GRU", "LayerNormLSTM", "LSTMCell", "GRUCell"]
+
+_CLASS_OF = {"lstm": "LSTM", "gru": "GRU", "lnlstm": "LayerNormLSTM"}  # cell spec -> layer
 
 
 class _Module:
@@ -113,9 +116,26 @@ class _Module:
     def parameters(self):
         return list(self._params.values())
 
-    def state_dict(self) -> dict:
-        """Copies of the parameters (plain ndarrays), with torch's keys."""
-        return {k: v.copy() for k, v in self._params.items()}
+    def state_dict(self, format: str = "numpy") -> dict:  # noqa: A002 (a format name)
+        """Copies of the parameters, with torch's keys.
+
+        Parameters
+        ----------
+        format : {"numpy", "torch"}
+            ``"numpy"`` (default): a dict of plain ndarrays. ``"torch"``: an
+            ``OrderedDict`` of CPU tensors (needs torch), which
+            ``torch.nn.LSTM.load_state_dict`` (or ``GRU``'s, or
+            ``fastlstm.torch``'s) loads as is.
+        """
+        if format == "numpy":
+            return {k: v.copy() for k, v in self._params.items()}
+        if format == "torch":
+            try:
+                import torch
+            except ImportError as e:
+                raise ImportError("state_dict(format='torch') needs torch") from e
+            return OrderedDict((k, torch.from_numpy(v.copy())) for k, v in self._params.items())
+        raise ValueError(f"format: expected 'numpy' or 'torch', got {format!r}")
 
     def load_state_dict(self, state_dict) -> None:
         """Load parameters (NumPy arrays or torch tensors); keys and shapes must match."""
@@ -128,12 +148,28 @@ class _Module:
         for k, shape in self._shapes.items():
             v = _to_numpy(state_dict[k])
             if tuple(v.shape) != shape:
-                raise ValueError(f"state_dict: {k} has shape {tuple(v.shape)}, expected {shape}")
+                raise ValueError(f"state_dict: {k} has shape {tuple(v.shape)}, expected {shape}"
+                                 f"{self._other_cell(k, tuple(v.shape), shape)}")
             if not np.issubdtype(v.dtype, np.floating):
                 raise TypeError(f"state_dict: {k} has dtype {v.dtype}, expected a float array")
             new[k] = np.array(v, dtype=self.dtype, order="C", copy=True)
         for k, v in new.items():
             self._params[k][...] = v
+
+    def _other_cell(self, key, got, shape) -> str:
+        """Why a gate-stacked parameter has the wrong rows: another cell's state_dict."""
+        H, gates = self.hidden_size, _spec.SPECS[self._CELL]["gates"]
+        if (not key.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                or got[1:] != shape[1:] or not got or got[0] % H or got[0] // H == gates):
+            return ""
+        g = got[0] // H
+        suffix = "Cell" if isinstance(self, _StepCell) else ""
+        names = [_CLASS_OF[c] + suffix for c, spec in _spec.SPECS.items() if spec["gates"] == g]
+        if not names:
+            return ""
+        return (f": {g}*hidden_size rows, as a {' or '.join(names)} has, where "
+                f"{type(self).__name__} has {gates}*hidden_size. This state_dict is another "
+                f"cell's: load it into fastlstm.{names[0]}")
 
     def zero_grad(self) -> None:
         """Clear the accumulated gradients."""
@@ -212,6 +248,7 @@ class _Recurrent(_Module):
                 f"dtype={self.dtype})")
 
     def __call__(self, x, hx=None, lengths=None):
+        """Run the layer on x (and hx, lengths): the same as :meth:`forward`."""
         return self.forward(x, hx, lengths)
 
     def _state_shapes(self, B, batched):
@@ -503,6 +540,7 @@ class _TwoStateCell(_StepCell):
     """A cell with states (h, c): torch.nn.LSTMCell's calls."""
 
     def __call__(self, x, hx=None):
+        """One step on x (and hx): the same as :meth:`forward`."""
         return self.forward(x, hx)
 
     def forward(self, x, hx=None):
@@ -579,6 +617,7 @@ class GRUCell(_StepCell):
                 f"dtype={self.dtype})")
 
     def __call__(self, x, hx=None):
+        """One step on x (and hx): the same as :meth:`forward`."""
         return self.forward(x, hx)
 
     def forward(self, x, hx=None):

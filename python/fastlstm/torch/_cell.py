@@ -29,7 +29,7 @@ from .._checks import DTypeError, ShapeError
 from .._runtime import resolve_isa
 from . import _autodiff
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _np, _transforms_active, cached_pack,
-                   call_layer, inference_tensors, route)
+                   call_layer, inference_tensors, require_tensor, route)
 
 __all__ = ["LSTMCell", "GRUCell"]
 
@@ -140,7 +140,7 @@ class _StepCell(KernelModule):
                 or (_needs_grad(x, states, weights) and inference_tensors(weights))):
             return False
         if not ok and self.peephole:
-            raise DTypeError(f"fastlstm.torch.{type(self).__name__}: peepholes need CPU "
+            raise DTypeError(f"fastlstm.torch.{self}: peepholes need CPU "
                              f"float32/float64 input, hx and parameters of one dtype, got "
                              f"input {x.dtype} on {x.device}")
         if ok and any(s.dim() != 2 for s in states):
@@ -262,6 +262,7 @@ class LSTMCell(_StepCell):
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
         """input [B,I] or [I], hx (h [B,H], c [B,H]) ([H] unbatched) -> (h_1, c_1)."""
+        require_tensor(input, "input", self)
         if type(hx) is tuple and len(hx) == 2 and not torch.is_grad_enabled():
             out = self._stream(input, list(hx))
             if out is not None:
@@ -323,6 +324,7 @@ class GRUCell(_StepCell):
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
         """input [B,I] or [I], hx [B,H] ([H] unbatched) or None -> h_1."""
+        require_tensor(input, "input", self)
         if type(hx) is Tensor and not torch.is_grad_enabled():
             out = self._stream(input, [hx])
             if out is not None:

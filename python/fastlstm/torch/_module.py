@@ -14,7 +14,7 @@ from .. import _checks, _spec, functional
 from .._checks import DTypeError, ShapeError
 from . import _autodiff, _onnx
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, _transforms_active,
-                   cached_pack, call_layer, inference_tensors, route)
+                   cached_pack, call_layer, inference_tensors, require_tensor, route)
 
 __all__ = ["LSTM", "GRU", "LayerNormLSTM"]
 
@@ -166,7 +166,7 @@ class _Recurrent(KernelModule):
             p.device.type == "cpu" and p.dtype == x.dtype for p in params)
         if not ok:
             if has_op and extras:
-                raise DTypeError(f"fastlstm.torch.{type(self).__name__}: {' and '.join(extras)} "
+                raise DTypeError(f"fastlstm.torch.{self}: {' and '.join(extras)} "
                                  f"need CPU float32/float64 input and parameters of the same "
                                  f"dtype, got {x.dtype} on {x.device}")
             return "torch" if has_op else "autodiff"
@@ -272,9 +272,8 @@ class _Recurrent(KernelModule):
         None, unbatched."""
         packed = isinstance(input, PackedSequence)
         data = input.data if packed else input
-        if not isinstance(data, Tensor):
-            raise TypeError(f"input: expected a Tensor or PackedSequence, got "
-                            f"{type(input).__name__}")
+        require_tensor(data if packed else input, "input", self,
+                       "a Tensor or PackedSequence")
         if not packed and data.dim() not in (2, 3):
             raise ValueError(f"{self.mode}: Expected input to be 2D or 3D, got {data.dim()}D "
                              f"instead")

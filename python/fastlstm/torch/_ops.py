@@ -61,6 +61,20 @@ def n_states(cell: str) -> int:
     return _spec.SPECS[cell]["states"]
 
 
+def require_tensor(value, name: str, module, what: str = "a Tensor") -> None:
+    """TypeError unless value is a Tensor; a NumPy array is told its two ways
+    in: torch.from_numpy, or the module's NumPy twin (fastlstm.LSTM, ...)."""
+    if isinstance(value, Tensor):
+        return
+    hint = ""
+    if isinstance(value, np.ndarray):
+        twin = next(c.__name__ for c in type(module).__mro__
+                    if c.__module__.startswith("fastlstm.torch"))
+        hint = (f" (a numpy.ndarray: convert it with torch.from_numpy(...), or use "
+                f"fastlstm.{twin}, which takes NumPy arrays)")
+    raise TypeError(f"{name}: expected {what}, got {type(value).__name__}{hint}")
+
+
 def _np(t: Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor (a copy only when it is not contiguous)."""
     return t.detach().contiguous().numpy()
