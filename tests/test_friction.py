@@ -104,3 +104,26 @@ def test_state_dict_format_is_checked():
 def test_call_has_a_docstring():
     for cls in (fastlstm.LSTM, fastlstm.GRU, fastlstm.LSTMCell, fastlstm.GRUCell):
         assert "forward" in cls.__call__.__doc__
+
+
+def test_set_num_threads_takes_numpy_integers(restore_threads):
+    fastlstm.set_num_threads(np.int64(1))
+    assert fastlstm.get_num_threads() == 1 and type(fastlstm.get_num_threads()) is int
+    with pytest.raises(TypeError, match="n: expected an int"):
+        fastlstm.set_num_threads(np.True_)
+
+
+def test_a_bfloat16_torch_state_dict_loads():
+    torch = pytest.importorskip("torch")
+    ref = torch.nn.GRU(4, 8).to(torch.bfloat16)
+    ours = fastlstm.GRU(4, 8)
+    ours.load_state_dict(ref.state_dict())
+    np.testing.assert_array_equal(ours.state_dict()["weight_ih_l0"],
+                                  ref.weight_ih_l0.detach().float().numpy())
+
+
+def test_onnx_gate_rows_names_a_bad_cell():
+    from fastlstm import convert
+    with pytest.raises(ValueError, match=r"^cell: expected 'lstm' or 'gru'"):
+        convert.onnx_gate_rows(4, cell="lnlstm")
+    assert list(convert.onnx_gate_rows(1)) == [0, 3, 1, 2]  # i,f,g,o -> i,o,f,c

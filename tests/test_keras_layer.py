@@ -275,3 +275,14 @@ def test_a_gap_under_jax_jit_raises():
                                rtol=1e-6, atol=1e-7)
     with pytest.raises(Exception, match="right-padded masks"):
         jax.block_until_ready(f(_inputs(), gap))
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_positional_arguments_take_keras_order(name):
+    ours_cls, ref_cls = PAIRS[name]
+    with pytest.raises(ValueError, match="activation: fastlstm's kernels compute tanh"):
+        ours_cls(U, "relu")  # Keras's second positional argument is activation
+    ours, ref = ours_cls(U, "tanh", "sigmoid", False), ref_cls(U, "tanh", "sigmoid", False)
+    assert ours.use_bias is False and ref.use_bias is False
+    with pytest.raises(TypeError, match="multiple values for argument 'activation'"):
+        ours_cls(U, "tanh", activation="tanh")

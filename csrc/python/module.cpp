@@ -22,6 +22,7 @@
 #include "cpu/packed.h"
 #include "fastlstm/cell_spec.h"
 #include "fastlstm/rnn.h"
+#include "python/c_api_table.h"
 #include "python/kernel_entries.h"
 #if defined(FASTLSTM_HAVE_XLA_FFI)
 #include "jax/ffi.h"
@@ -631,6 +632,8 @@ PYBIND11_MODULE(_core, m) {
 #endif
     return out;
   });
+  // The C ABI for Cython and C extensions in this process (fastlstm_capi.h).
+  m.attr("c_api") = py::capsule(static_cast<const void*>(c_api_table()), FASTLSTM_CAPI_CAPSULE);
   m.def("jax_ffi_api_version", []() -> py::object {
 #if defined(FASTLSTM_HAVE_XLA_FFI)
     return py::make_tuple(fastlstm::jax_ffi::api_major(), fastlstm::jax_ffi::api_minor());

@@ -14,13 +14,21 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class ShapeError(ValueError, RuntimeError):
-    """A tensor of the wrong shape or rank. A ValueError, as the NumPy API
-    promises, and a RuntimeError, as torch raises for the same input."""
+    """A tensor of the wrong shape or rank.
+
+    A ValueError, as the NumPy API promises, and a RuntimeError, as torch
+    raises for the same input: ``except ValueError`` and ``except
+    RuntimeError`` both catch it.
+    """
 
 
 class DTypeError(TypeError, RuntimeError):
-    """A tensor of the wrong dtype or device: a TypeError, as the NumPy API
-    promises, and a RuntimeError, as torch raises for the same input."""
+    """A tensor of the wrong dtype or device.
+
+    A TypeError, as the NumPy API promises, and a RuntimeError, as torch raises
+    for the same input: ``except TypeError`` and ``except RuntimeError`` both
+    catch it. There are no silent casts.
+    """
 _MAX_ELEMENTS = 1 << 60  # byte counts of float64 arrays stay below 2**63
 
 

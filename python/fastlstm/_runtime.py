@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import os
+
+import numpy as np
 
 from . import _core
 
@@ -70,23 +74,50 @@ _num_threads = _default_threads()
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads of every fastlstm kernel (like torch.set_num_threads)."""
+    """Set the number of threads of every fastlstm kernel (like torch.set_num_threads).
+
+    The setting is process-wide. Results are bitwise identical for every
+    thread count. The default is ``$OMP_NUM_THREADS``, else the CPUs this
+    process may run on: its affinity mask, capped by its cgroup's CPU quota
+    (rounded up).
+
+    Parameters
+    ----------
+    n : int
+        The number of threads, >= 1.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an integer (a Python or NumPy int; a bool is refused).
+    ValueError
+        ``n`` is < 1.
+    """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n: expected an int >= 1, got {type(n).__name__}")
+    n = operator.index(n)
     if n < 1:
         raise ValueError(f"n: expected a thread count >= 1, got {n}")
     _num_threads = n
 
 
 def get_num_threads() -> int:
-    """The number of threads fastlstm kernels use."""
+    """The number of threads fastlstm kernels use.
+
+    Returns
+    -------
+    int
+        The last :func:`set_num_threads` value, else the default (see there).
+        With adaptive threads on, calls may run on fewer for a while (see
+        :func:`set_adaptive_threads`).
+    """
     return _num_threads
 
 
 def set_adaptive_threads(on: bool) -> None:
     """Whether calls use fewer threads for a while after their threads were
-    preempted (on by default; $FASTLSTM_ADAPTIVE_THREADS=0 turns it off).
+    preempted (on by default; ``$FASTLSTM_ADAPTIVE_THREADS=0`` turns it off).
 
     On a busy machine a team of threads stalls at every step when one of them
     is off the CPU; after two calls in a row that spent a quarter or more of
@@ -95,15 +126,38 @@ def set_adaptive_threads(on: bool) -> None:
     back-off time (0.1 s, doubling while the full team keeps stalling, up to
     3.2 s), then tries the full team again. Results are bitwise identical for
     every thread count, so this changes speed only. Off: every call uses
-    `get_num_threads()` threads."""
+    :func:`get_num_threads` threads.
+
+    Parameters
+    ----------
+    on : bool
+        ``True`` to turn the back-off on, ``False`` to turn it off (which also
+        ends a back-off in progress). The setting is process-wide.
+
+    Raises
+    ------
+    TypeError
+        ``on`` is not a bool.
+
+    See Also
+    --------
+    adaptive_threads_state : the setting, the stalls seen and the back-off.
+    """
     if not isinstance(on, bool):
         raise TypeError(f"on: expected a bool, got {type(on).__name__}")
     _core.set_adaptive_threads(on)
 
 
 def adaptive_threads_state() -> dict:
-    """{'enabled', 'stalls' (stalled calls so far in this process),
-    'backing_off' (calls run on fewer threads right now)}."""
+    """The state of the adaptive thread count (see :func:`set_adaptive_threads`).
+
+    Returns
+    -------
+    dict
+        ``"enabled"`` (bool): whether it is on; ``"stalls"`` (int): the stalled
+        calls so far in this process; ``"backing_off"`` (bool): whether calls
+        run on fewer threads right now.
+    """
     return dict(_core.adaptive_threads_state())
 
 
@@ -131,7 +185,14 @@ def _env_isa():
 
 
 def available_isas() -> list:
-    """Kernel paths this build can run on this CPU, slowest first."""
+    """Kernel paths this build can run on this CPU, slowest first.
+
+    Returns
+    -------
+    list of str
+        Among ``"scalar"``, ``"avx2"`` and ``"avx512"``. Calls use the best one
+        unless ``$FASTLSTM_ISA`` names another of them.
+    """
     return list(_SUPPORTED)
 
 

@@ -46,7 +46,7 @@ import numpy as np
 from . import _spec
 
 __all__ = ["to_keras", "from_keras", "to_onnx", "from_onnx", "to_haste", "from_haste",
-           "describe"]
+           "describe", "onnx_gate_rows"]
 
 _SPECS = _spec.SPECS
 _NAMES = {c: {p["name"] for p in s["params"]} for c, s in _SPECS.items()}
@@ -85,8 +85,39 @@ def _reorder(a: np.ndarray, cell: str, src: str, dst: str, axis: int = 0) -> np.
 
 
 def onnx_gate_rows(H: int, cell: str = "lstm") -> np.ndarray:
-    """Row indices that take a [GH, ...] gate stack in fastlstm's (torch's) gate
-    order to ONNX's."""
+    """Row indices that take a gate stack from torch's gate order to ONNX's.
+
+    Parameters
+    ----------
+    H : int
+        The hidden size.
+    cell : {'lstm', 'gru'}, default 'lstm'
+        The cell: LSTM gates i, f, g, o to ONNX's i, o, f, c; GRU gates r, z,
+        n to ONNX's z, r, h.
+
+    Returns
+    -------
+    numpy.ndarray of int, [G*H]
+        ``rows`` such that ``w[rows]`` is a [G*H, ...] array ``w`` in
+        fastlstm's (torch's) gate order put in ONNX's (G = 4 for the LSTM, 3
+        for the GRU).
+
+    Raises
+    ------
+    ValueError
+        If ``cell`` is not ``'lstm'`` or ``'gru'`` (ONNX has no layer-norm
+        LSTM).
+
+    Examples
+    --------
+    >>> from fastlstm import convert
+    >>> convert.onnx_gate_rows(1)
+    array([0, 3, 1, 2])
+    >>> convert.onnx_gate_rows(1, cell="gru")
+    array([1, 0, 2])
+    """
+    if cell not in ("lstm", "gru"):
+        raise ValueError(f"cell: expected 'lstm' or 'gru' (ONNX's LSTM and GRU ops), got {cell!r}")
     return _reorder(np.arange(_SPECS[cell]["gates"] * H), cell, "torch", "onnx")
 
 
@@ -138,10 +169,49 @@ def _looks_like(cell: str, kinds: set, hh: tuple) -> str:
 
 
 def describe(state_dict: dict, cell: str | None = "lstm") -> dict:
-    """cell, num_layers, bidirectional, bias, proj_size, peephole, input_size and
-    hidden_size of a torch-style state dict of `cell` ('lstm', 'gru', 'lnlstm';
-    None: the cell its keys and shapes name), checked for consistency. Only
-    shapes are read, so traced arrays (jax.jit) work too."""
+    """Read a torch-style state dict's configuration, and check it.
+
+    The keys must be exactly the parameters of one ``cell`` layer, each of
+    its shape. Only shapes are read, so traced arrays (``jax.jit``) work
+    too.
+
+    Parameters
+    ----------
+    state_dict : dict
+        Parameter name to array (NumPy, torch or JAX): torch.nn.LSTM's or
+        torch.nn.GRU's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...),
+        plus ``weight_ph_l{k}`` for peepholes and ``weight_ln_*`` for the
+        layer-norm LSTM.
+    cell : {'lstm', 'gru', 'lnlstm'} or None, default 'lstm'
+        The cell the dict must hold; None: the cell its keys and shapes name.
+
+    Returns
+    -------
+    dict
+        ``cell`` (str), ``num_layers`` (int), ``bidirectional`` (bool),
+        ``bias`` (bool), ``proj_size`` (int, 0 without projection),
+        ``peephole`` (bool), ``hidden_size`` (int) and ``input_size`` (int).
+
+    Raises
+    ------
+    ValueError
+        If ``cell`` is not one of these, ``state_dict`` is not a non-empty
+        dict, a key is not a parameter name, ``weight_ih_l0`` or
+        ``weight_hh_l0`` is missing, the cell cannot be told (``cell=None``:
+        pass ``cell=``), ``weight_hh_l0``'s shape does not fit the cell, keys
+        are missing or unexpected, or a parameter has another shape. The
+        message names the cell a dict of another cell looks like.
+
+    Examples
+    --------
+    >>> import fastlstm
+    >>> from fastlstm import convert
+    >>> cfg = convert.describe(fastlstm.LSTM(3, 4, num_layers=2).state_dict())
+    >>> cfg["num_layers"], cfg["input_size"], cfg["hidden_size"]
+    (2, 3, 4)
+    >>> convert.describe(fastlstm.GRU(3, 4).state_dict(), cell=None)["cell"]
+    'gru'
+    """
     _cell_arg(cell)
     if not isinstance(state_dict, dict) or not state_dict:
         raise ValueError("state_dict: expected a non-empty dict of parameters")
@@ -251,9 +321,51 @@ def _column_cell(kernel, rec, cell, where: str) -> str:
 
 
 def to_keras(state_dict: dict, *, cell: str | None = None) -> list:
-    """Per layer, the arrays for ``set_weights`` of a Keras ``LSTM`` or ``GRU``
-    (reset_after=True): [kernel, recurrent_kernel, bias], or six (forward, then
-    backward) for a ``Bidirectional`` layer."""
+    """Convert a torch-style state dict to the weights of Keras layers.
+
+    Per layer, the arrays for ``set_weights`` of a Keras ``LSTM`` or ``GRU``
+    (``reset_after=True``), or of a ``Bidirectional`` one. The LSTM's two
+    biases are added (Keras has one); a dict without biases gives zero
+    biases. The Keras layers need ``activation="tanh"`` and
+    ``recurrent_activation="sigmoid"`` (the defaults).
+
+    Parameters
+    ----------
+    state_dict : dict
+        A torch-style LSTM or GRU state dict (NumPy arrays or torch tensors),
+        see :func:`describe`; no projection, no peepholes.
+    cell : {'lstm', 'gru'} or None, default None
+        The cell; None: read off the keys and shapes.
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        One list per stacked layer: ``[kernel, recurrent_kernel, bias]``,
+        kernel [I,GH], recurrent_kernel [H,GH], bias [4H] (LSTM, gates i, f,
+        c, o; b_ih + b_hh) or [2,3H] (GRU, gates z, r, h; input bias, then
+        recurrent bias); six arrays, forward then backward, when
+        bidirectional. The input's float dtype.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a float array.
+    ValueError
+        If the dict is not one layer's (see :func:`describe`), the cell is
+        not an LSTM or GRU (Keras has no layer-norm LSTM), or the layer has a
+        projection or peepholes.
+
+    Examples
+    --------
+    >>> import keras, fastlstm
+    >>> from fastlstm import convert
+    >>> sd = fastlstm.LSTM(16, 32, num_layers=2, bidirectional=True, seed=0).state_dict()
+    >>> model = keras.Sequential([keras.Input((None, 16))] + [
+    ...     keras.layers.Bidirectional(keras.layers.LSTM(32, return_sequences=True))
+    ...     for _ in range(2)])
+    >>> for layer, w in zip(model.layers, convert.to_keras(sd)):
+    ...     layer.set_weights(w)
+    """
     cfg = _described(state_dict, cell, "keras")
     return [sum((_to_columns(cfg["cell"], "keras", *_direction(state_dict, cfg, f"_l{k}{sfx}"))
                  for sfx in _spec.suffixes(cfg["bidirectional"])), [])
@@ -261,9 +373,51 @@ def to_keras(state_dict: dict, *, cell: str | None = None) -> list:
 
 
 def from_keras(layers: list, *, bidirectional: bool = False, cell: str | None = None) -> dict:
-    """A torch-style state dict from ``get_weights()`` of Keras ``LSTM`` or ``GRU``
-    (reset_after=True) layers, one per stacked layer (three arrays each, or six
-    for ``Bidirectional``); the cell is read off the shapes unless given."""
+    """Convert the weights of Keras layers to a torch-style state dict.
+
+    The inverse of :func:`to_keras`: the LSTM's one bias goes into ``b_ih``
+    and ``b_hh`` is zero (the same function), so Keras → fastlstm → Keras is
+    exact; the GRU's two biases are kept apart.
+
+    Parameters
+    ----------
+    layers : list of lists of arrays
+        ``get_weights()`` of each stacked Keras ``LSTM`` or ``GRU`` layer
+        (``reset_after=True``, ``use_bias=True``): three arrays
+        (kernel, recurrent_kernel, bias), or six (forward, then backward) for
+        ``Bidirectional``.
+    bidirectional : bool, default False
+        Whether the layers are ``Bidirectional``.
+    cell : {'lstm', 'gru'} or None, default None
+        The cell; None: read off the shapes (the gate count of the kernels).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}`` and
+        ``bias_hh_l{k}`` (and ``_reverse``), in the arrays' float dtype.
+
+    Raises
+    ------
+    TypeError
+        If an array is not a float array.
+    ValueError
+        If ``cell`` is not ``'lstm'``, ``'gru'`` or None, ``layers`` is not a
+        non-empty list or tuple, a layer has not 3 (or 6) arrays, the kernels'
+        shapes fit no cell (or not ``cell``), a bias has another shape (a GRU
+        with ``reset_after=False``, bias [3H], is refused), or the layers'
+        sizes do not chain.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from fastlstm import convert
+    >>> layer = keras.layers.GRU(8)
+    >>> layer.build((None, None, 4))
+    >>> sd = convert.from_keras([layer.get_weights()])
+    >>> convert.describe(sd, cell=None)["cell"], sd["weight_ih_l0"].shape
+    ('gru', (24, 4))
+    """
     _cell_arg(cell, "keras")
     if not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError("layers: expected a non-empty list with one get_weights() list per "
@@ -296,9 +450,38 @@ def from_keras(layers: list, *, bidirectional: bool = False, cell: str | None = 
 
 
 def to_onnx(state_dict: dict, *, cell: str | None = None) -> list:
-    """Per layer, the inputs {"W", "R", "B"} (and "P" with peepholes) of the ONNX
-    LSTM op, or of the GRU op with linear_before_reset=1, each with a leading
-    num_directions axis."""
+    """Convert a torch-style state dict to the inputs of ONNX ops.
+
+    Per layer, the weight inputs of the ONNX ``LSTM`` op, or of the ``GRU`` op
+    with ``linear_before_reset=1`` (torch's GRU maths); exact, peepholes
+    included. :func:`fastlstm.onnx.export` writes whole models.
+
+    Parameters
+    ----------
+    state_dict : dict
+        A torch-style LSTM or GRU state dict (NumPy arrays or torch tensors),
+        see :func:`describe`; no projection.
+    cell : {'lstm', 'gru'} or None, default None
+        The cell; None: read off the keys and shapes.
+
+    Returns
+    -------
+    list of dict of str to numpy.ndarray
+        One dict per stacked layer, each array with a leading num_directions
+        axis D: ``"W"`` [D,GH,I], ``"R"`` [D,GH,H], ``"B"`` [D,2GH] (input
+        biases, then recurrent biases; zero without bias), and with peepholes
+        ``"P"`` [D,3H] (rows i, o, f). Gates in ONNX's order: i, o, f, c for
+        the LSTM, z, r, h for the GRU. The input's float dtype.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a float array.
+    ValueError
+        If the dict is not one layer's (see :func:`describe`), the cell is
+        not an LSTM or GRU (ONNX has no layer-norm LSTM), or the layer has a
+        projection.
+    """
     cfg = _described(state_dict, cell, "onnx", peephole_ok=True)
     c, H = cfg["cell"], cfg["hidden_size"]
     out = []
@@ -322,10 +505,39 @@ def to_onnx(state_dict: dict, *, cell: str | None = None) -> list:
 
 
 def from_onnx(layers: list, *, cell: str | None = None) -> dict:
-    """A torch-style state dict from the inputs of ONNX LSTM ops, or GRU ops with
-    linear_before_reset=1, one dict {"W", "R"[, "B", "P"]} per stacked layer
-    (missing B: zero biases, as ONNX); the cell is read off the shapes unless
-    given."""
+    """Convert the inputs of ONNX ops to a torch-style state dict.
+
+    The inverse of :func:`to_onnx`, for ONNX ``LSTM`` ops or ``GRU`` ops with
+    ``linear_before_reset=1``; exact.
+
+    Parameters
+    ----------
+    layers : list of dicts
+        One dict per stacked layer with ``"W"`` [D,GH,I] and ``"R"``
+        [D,GH,H], optionally ``"B"`` [D,2GH] (missing: zero biases, as in
+        ONNX) and, for an LSTM, ``"P"`` [D,3H] (on every layer or none), D
+        in (1, 2). NumPy arrays or torch tensors.
+    cell : {'lstm', 'gru'} or None, default None
+        The cell; None: read off the shapes (the gate count of W and R).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+        ``bias_hh_l{k}`` (and ``_reverse``), plus ``weight_ph_l{k}`` [3,H]
+        (rows i, f, o) with peepholes; the arrays' float dtype.
+
+    Raises
+    ------
+    TypeError
+        If an array is not a float array.
+    ValueError
+        If ``cell`` is not ``'lstm'``, ``'gru'`` or None, ``layers`` is not a
+        non-empty list or tuple, a layer is not a dict with W, R and
+        optionally B, P, the shapes of W and R fit no cell (or not ``cell``),
+        B or P has another shape, a GRU has P, or the layers do not form one
+        configuration.
+    """
     _cell_arg(cell, "onnx")
     if not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError("layers: expected a non-empty list of {'W','R','B','P'} dicts")
@@ -365,8 +577,39 @@ def from_onnx(layers: list, *, cell: str | None = None) -> dict:
 
 
 def to_haste(state_dict: dict, *, cell: str | None = None) -> dict:
-    """The state_dict of haste's LSTM, GRU or LayerNormLSTM (module docstring)
-    from a one-layer, one-direction state dict."""
+    """Convert a one-layer torch-style state dict to haste's weights.
+
+    The state_dict of haste's PyTorch ``LSTM``, ``GRU`` or ``LayerNormLSTM``
+    (see the module docstring). The LSTM's and the layer-norm LSTM's two
+    biases are added (haste has one); a dict without biases gives zero
+    biases.
+
+    Parameters
+    ----------
+    state_dict : dict
+        A torch-style state dict of one layer and one direction (NumPy arrays
+        or torch tensors), see :func:`describe`; no projection, no peepholes.
+    cell : {'lstm', 'gru', 'lnlstm'} or None, default None
+        The cell; None: read off the keys and shapes.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        LSTM: ``kernel`` [I,4H], ``recurrent_kernel`` [H,4H], ``bias`` [4H]
+        (gates i, g, f, o). GRU: ``kernel`` [I,3H], ``recurrent_kernel``
+        [H,3H], ``bias`` and ``recurrent_bias`` [3H] (gates z, r, h).
+        Layer-norm LSTM: the LSTM's three, ``gamma`` [2,4H] (the gains of
+        LN(W x) and LN(R h)), ``gamma_h`` and ``beta_h`` [H] (of LN(c)). The
+        input's float dtype.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a float array.
+    ValueError
+        If the dict is not one layer's (see :func:`describe`), has more than
+        one layer or two directions, or has a projection or peepholes.
+    """
     cfg = _described(state_dict, cell, "haste")
     if cfg["num_layers"] != 1 or cfg["bidirectional"]:
         raise ValueError("state_dict: haste's layers are one layer, one direction; got "
@@ -385,9 +628,36 @@ def to_haste(state_dict: dict, *, cell: str | None = None) -> dict:
 
 
 def from_haste(weights: dict, *, cell: str | None = None) -> dict:
-    """A one-layer torch-style state dict from the state_dict (tensors or arrays)
-    of haste's LSTM, GRU or LayerNormLSTM; the cell is read off its keys unless
-    given."""
+    """Convert haste's weights to a one-layer torch-style state dict.
+
+    The inverse of :func:`to_haste`: the one bias of the LSTM and the
+    layer-norm LSTM goes into ``b_ih`` and ``b_hh`` is zero.
+
+    Parameters
+    ----------
+    weights : dict
+        The state_dict (tensors or arrays) of haste's ``LSTM``, ``GRU`` or
+        ``LayerNormLSTM``, with exactly that cell's keys (see
+        :func:`to_haste`).
+    cell : {'lstm', 'gru', 'lnlstm'} or None, default None
+        The cell; None: read off the keys.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The layer's ``_l0`` parameters (``weight_ih_l0``, ``weight_hh_l0``,
+        ``bias_ih_l0``, ``bias_hh_l0``, and the layer-norm LSTM's
+        ``weight_ln_*_l0`` and ``bias_ln_c_l0``); the arrays' float dtype.
+
+    Raises
+    ------
+    TypeError
+        If an array is not a float array.
+    ValueError
+        If ``cell`` is not one of these or None, ``weights`` is not a dict
+        with exactly one cell's keys (``cell``'s when given), or an array has
+        another shape.
+    """
     _cell_arg(cell, "haste")
     keys = set(weights) if isinstance(weights, dict) else None
     found = next((c for c, names in _HASTE.items() if keys == set(names)), None)

@@ -1,12 +1,16 @@
 """Stateless LSTM, GRU and layer-norm LSTM forward and backward on explicit weights.
 
-`params` is a dict with torch.nn.LSTM's / torch.nn.GRU's state_dict keys
+``params`` is a dict with torch.nn.LSTM's / torch.nn.GRU's state_dict keys
 (``weight_ih_l0``, ``weight_hh_l0_reverse``, ...), plus, for the LSTM,
 ``weight_ph_l{k}`` [3,H] (rows i, f, o) for peepholes, and for the layer-norm
 LSTM its gains and cell-norm bias (``weight_ln_ih_l{k}`` ..., see
-`param_shapes(..., cell="lnlstm")`). Arrays are
-time-major: x [T,B,I], h0 [D*L,B,Ho], c0 [D*L,B,H] (LSTM). The layer classes
-in `fastlstm.layers` are thin wrappers over these calls.
+``param_shapes(..., cell="lnlstm")``). Arrays are time-major: ``x`` [T,B,I],
+``h0`` [D*L,B,Ho], ``c0`` [D*L,B,H] (LSTM). The layer classes in
+``fastlstm.layers`` are thin wrappers over these calls.
+
+Sizes throughout: T steps, B batch rows, I input features, H the hidden size,
+L layers, D = 2 if bidirectional else 1, and Ho = proj_size or H, the width
+of h.
 """
 from __future__ import annotations
 
@@ -25,15 +29,96 @@ __all__ = ["param_shapes", "init_params", "pack", "Packed", "lstm_forward", "lst
 
 def layer_weight_names(k: int, bidirectional: bool, bias: bool, proj: bool,
                        peephole: bool) -> list:
-    """Layer k's parameter names in the order the framework ops take them: per
-    direction the LSTM cell spec's order, w_ih, w_hh, then b_ih, b_hh, w_hr,
-    w_ph where present (fastlstm.torch's op and fastlstm.jax's FFI handlers)."""
+    """Layer ``k``'s LSTM parameter names, in the order the framework ops take them.
+
+    Per direction (forward, then ``_reverse``), the LSTM cell spec's order:
+    ``weight_ih``, ``weight_hh``, then ``bias_ih``, ``bias_hh``, ``weight_hr``,
+    ``weight_ph`` where present. fastlstm.torch's op and fastlstm.jax's FFI
+    handlers take the weights in this order.
+
+    Parameters
+    ----------
+    k : int
+        The layer, 0 for the first.
+    bidirectional : bool
+        Add the reverse direction's names (suffix ``_reverse``).
+    bias : bool
+        Include ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    proj : bool
+        Include the projection ``weight_hr_l{k}`` (``proj_size > 0``).
+    peephole : bool
+        Include the peepholes ``weight_ph_l{k}``.
+
+    Returns
+    -------
+    list of str
+        The names, e.g. ``['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0',
+        'bias_hh_l0']`` for ``k=0``, one direction, bias only.
+
+    Notes
+    -----
+    The peepholes come with their direction here; :func:`param_shapes` lists
+    them after every layer.
+    """
     return _spec.layer_weight_names("lstm", k, bidirectional, bias, proj, peephole)
 
 
 def param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False,
                  proj_size=0, peephole=False, cell="lstm") -> dict:
-    """Parameter names and shapes, in torch.nn.LSTM's / GRU's order (peepholes last)."""
+    """Parameter names and shapes, in torch.nn.LSTM's / GRU's order (peepholes last).
+
+    Layer by layer, direction by direction (``_reverse`` second), each direction
+    in the cell's order: ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, then the LSTM's ``weight_hr_l{k}`` or the layer-norm LSTM's
+    ``weight_ln_ih_l{k}``, ``weight_ln_hh_l{k}``, ``weight_ln_c_l{k}``,
+    ``bias_ln_c_l{k}``. The LSTM's peepholes ``weight_ph_l{k}``, which torch has
+    not, come last, after every layer.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the input width of layer 0.
+    hidden_size : int
+        The hidden size H.
+    num_layers : int, default 1
+        The number of layers L.
+    bias : bool, default True
+        Include ``bias_ih_l{k}`` and ``bias_hh_l{k}``. The layer-norm LSTM's
+        gains and ``bias_ln_c_l{k}`` are there whatever ``bias`` says.
+    bidirectional : bool, default False
+        Add the reverse direction of every layer.
+    proj_size : int, default 0
+        LSTM only (the other cells ignore it): > 0 adds ``weight_hr_l{k}`` and
+        makes h proj_size wide.
+    peephole : bool, default False
+        LSTM only (the other cells ignore it): add ``weight_ph_l{k}``.
+    cell : {"lstm", "gru", "lnlstm"}, default "lstm"
+        The cell.
+
+    Returns
+    -------
+    dict of str to tuple of int
+        ``{name: shape}``. With G = 4 (LSTMs) or 3 (GRU) gates:
+        ``weight_ih_l{k}`` [G*H, I_k] (I_0 = I, I_k = D*Ho for k > 0),
+        ``weight_hh_l{k}`` [G*H, Ho], ``bias_ih_l{k}`` and ``bias_hh_l{k}``
+        [G*H], ``weight_hr_l{k}`` [Ho, H], ``weight_ph_l{k}`` [3, H] (rows i, f,
+        o), ``weight_ln_ih_l{k}`` and ``weight_ln_hh_l{k}`` [4H],
+        ``weight_ln_c_l{k}`` and ``bias_ln_c_l{k}`` [H].
+
+    Raises
+    ------
+    ValueError
+        If ``cell`` is not ``"lstm"``, ``"gru"`` or ``"lnlstm"``. The sizes are
+        not checked here (:func:`pack` and the forwards check them).
+
+    Examples
+    --------
+    >>> shapes = param_shapes(3, 4, proj_size=2)
+    >>> list(shapes)
+    ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0', 'weight_hr_l0']
+    >>> shapes["weight_hh_l0"], shapes["weight_hr_l0"]
+    ((16, 2), (2, 4))
+    """
     return _spec.param_shapes(_cell_name(cell), input_size, hidden_size, num_layers, bias,
                               bidirectional, proj_size, peephole)
 
@@ -49,9 +134,46 @@ def _cell_name(cell) -> str:
 
 def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator,
                 cell: str = "lstm") -> dict:
-    """torch's default init, as the cell spec states it: U(-1/sqrt(H), 1/sqrt(H))
-    (drawn in the order of `shapes`), or ones / zeros (the layer-norm gains and
-    bias, as torch.nn.LayerNorm)."""
+    """Initial parameters: torch's default init, as the cell spec states it.
+
+    Every weight and bias is drawn from U(-1/sqrt(H), 1/sqrt(H)) (as
+    torch.nn.LSTM / GRU), in the order of ``shapes``; the layer-norm gains are
+    ones and its bias zeros (as torch.nn.LayerNorm). The draws are float64,
+    then cast to ``dtype``.
+
+    Parameters
+    ----------
+    shapes : dict of str to tuple of int
+        Names and shapes, as :func:`param_shapes` returns them for ``cell``.
+    hidden_size : int
+        H, which sets the bound 1/sqrt(H).
+    dtype : numpy dtype
+        The arrays' dtype (the kernels take float32 or float64).
+    rng : numpy.random.Generator
+        The source of the uniform draws.
+    cell : {"lstm", "gru", "lnlstm"}, default "lstm"
+        The cell whose spec gives each parameter's init.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``{name: array}`` in the order of ``shapes``, each C-contiguous, of
+        ``dtype``.
+
+    Raises
+    ------
+    ValueError
+        If ``cell`` is not ``"lstm"``, ``"gru"`` or ``"lnlstm"``.
+    KeyError
+        If a name in ``shapes`` is not a parameter of ``cell``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> params = init_params(param_shapes(3, 4), 4, np.float32, rng)
+    >>> params["weight_ih_l0"].shape, params["weight_ih_l0"].dtype
+    ((16, 3), dtype('float32'))
+    """
     bound = 1.0 / np.sqrt(hidden_size)
     init = {p["name"]: p["init"] for p in _spec.SPECS[_cell_name(cell)]["params"]}
     out = {}
@@ -64,10 +186,31 @@ def init_params(shapes: dict, hidden_size: int, dtype, rng: np.random.Generator,
 
 
 class Packed:
-    """The weights of a multi-layer LSTM packed once for the kernels.
+    """The weights of a layer stack, packed once for the kernels.
 
-    Built by `pack` (the layers keep one and rebuild it when their weights
-    change). It holds copies: later edits of the source arrays are not seen.
+    Built by :func:`pack` and passed to the forwards as ``packed=`` (the layers
+    keep one and rebuild it when their weights change). It holds copies: later
+    edits of the source arrays are not seen.
+
+    Attributes
+    ----------
+    cell : str
+        ``"lstm"``, ``"gru"`` or ``"lnlstm"``.
+    config : tuple
+        ``(input_size, hidden_size, num_layers, proj_size, bidirectional, bias,
+        peephole)``, which a forward given ``packed=`` must match.
+    dtype : numpy.dtype
+        float32 or float64: the parameters' dtype, which ``x`` must have.
+    weights_dtype : str
+        The dtype of W_ih and W_hh in the kernels: ``dtype``'s name, or
+        ``"bfloat16"``.
+    isa : str
+        The kernel path it was packed for: ``"scalar"``, ``"avx2"`` or
+        ``"avx512"``.
+    with_backward : bool
+        Whether it also holds what the backward needs (``training=True``).
+    shapes : dict of str to tuple of int
+        The parameters' shapes.
     """
     __slots__ = ("layers", "names", "shapes", "isa", "dtype", "with_backward", "config",
                  "weights_dtype", "cell")
@@ -81,10 +224,11 @@ class Packed:
         self.with_backward = with_backward
         self.config = config              # (input_size, H, L, P, bidirectional, bias, peephole)
         self.weights_dtype = weights_dtype  # dtype of W_ih, W_hh in the kernels
-        self.cell = cell                  # "lstm" or "gru"
+        self.cell = cell                  # "lstm", "gru" or "lnlstm"
 
     @property
     def nbytes(self) -> int:
+        """The memory the packed layers hold, in bytes (an int)."""
         return sum(p.nbytes for p in self.layers)
 
     def __repr__(self):
@@ -95,7 +239,28 @@ class Packed:
 
 
 def weights_dtype_of(weights_dtype, dtype) -> str:
-    """'bfloat16', or the layer's own dtype name for None / that dtype."""
+    """The name of the dtype the kernels keep W_ih and W_hh in.
+
+    Parameters
+    ----------
+    weights_dtype : None, dtype-like or "bfloat16"
+        None or the layer's own dtype (anything :func:`numpy.dtype` reads as it,
+        e.g. ``np.float32`` or ``"float32"``): the weights stay in ``dtype``.
+        ``"bfloat16"``: W_ih and W_hh rounded to bfloat16 (float32 only).
+    dtype : numpy.dtype
+        The layer's dtype.
+
+    Returns
+    -------
+    str
+        ``"bfloat16"``, or ``dtype.name`` for None / that dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``weights_dtype`` is anything else, or ``"bfloat16"`` while ``dtype``
+        is not float32.
+    """
     if weights_dtype is None or (weights_dtype != "bfloat16"
                                  and _is_dtype(weights_dtype, dtype)):
         return dtype.name
@@ -137,11 +302,78 @@ def _pack_checked(params, config, dtype, isa, with_backward, nt, bf16=False,
 def pack(params, *, input_size, hidden_size, num_layers=1, proj_size=0, bidirectional=False,
          bias=True, peephole=False, training=False, isa=None, weights_dtype=None,
          cell="lstm") -> Packed:
-    """Pack `params` for `lstm_forward` / `gru_forward` (``packed=``);
-    training=True also packs what the backward needs. The result holds copies
-    of the weights. weights_dtype='bfloat16' (float32 params, inference only)
-    rounds W_ih and W_hh to bfloat16 for the kernels; products, biases and
-    state stay float32."""
+    """Pack ``params`` once, for the forwards' ``packed=``.
+
+    A forward given the result skips packing the weights, which it otherwise
+    does on every call. The result holds copies of the weights: later edits of
+    ``params`` are not seen. ``training=True`` also packs what the backward
+    needs.
+
+    Parameters
+    ----------
+    params : dict of str to numpy.ndarray
+        Exactly the keys of ``param_shapes(input_size, hidden_size, num_layers,
+        bias, bidirectional, proj_size, peephole, cell)``, each of its shape.
+        The dtype of ``weight_ih_l0``, float32 or float64, is the pack's dtype:
+        every array must have it. Arrays that are not C-contiguous are copied.
+    input_size : int
+        I >= 1.
+    hidden_size : int
+        H >= 1.
+    num_layers : int, default 1
+        L >= 1.
+    proj_size : int, default 0
+        LSTM only: 0 <= proj_size < hidden_size.
+    bidirectional : bool, default False
+        Both directions in every layer.
+    bias : bool, default True
+        Whether ``params`` holds ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    peephole : bool, default False
+        LSTM only: whether ``params`` holds ``weight_ph_l{k}``.
+    training : bool, default False
+        Also pack what the backward needs; a forward with ``training=True``
+        needs it.
+    isa : {"scalar", "avx2", "avx512"} or None, default None
+        The kernel path; None: ``$FASTLSTM_ISA``, else the best one this CPU and
+        build run. A forward given the result must resolve to the same path.
+    weights_dtype : None, dtype-like or "bfloat16", default None
+        None or the params' dtype: the weights as they are. ``"bfloat16"``
+        (float32 params, inference only) rounds W_ih and W_hh to bfloat16 for
+        the kernels; products, biases and state stay float32.
+    cell : {"lstm", "gru", "lnlstm"}, default "lstm"
+        For :func:`lstm_forward`, :func:`gru_forward` or
+        :func:`layer_norm_lstm_forward`.
+
+    Returns
+    -------
+    Packed
+        The packed weights, for ``packed=``.
+
+    Raises
+    ------
+    TypeError
+        If a size is not an int; ``weight_ih_l0`` is not a float32 or float64
+        ``numpy.ndarray``; another array is not a ``numpy.ndarray`` or has
+        another dtype (:class:`fastlstm.DTypeError`).
+    ValueError
+        If ``cell`` is unknown; a size is < 1 or ``proj_size`` is outside
+        [0, hidden_size); ``proj_size`` or ``peephole`` is set for the GRU or
+        the layer-norm LSTM; ``params`` is not a dict with exactly the expected
+        keys; an array has the wrong shape (:class:`fastlstm.ShapeError`);
+        ``weights_dtype`` is not allowed (see :func:`weights_dtype_of`) or is
+        ``"bfloat16"`` with ``training=True``; ``isa`` is unknown or not
+        supported by this CPU or build.
+
+    Examples
+    --------
+    >>> shapes = param_shapes(8, 16, num_layers=2)
+    >>> params = init_params(shapes, 16, np.float32, np.random.default_rng(0))
+    >>> p = pack(params, input_size=8, hidden_size=16, num_layers=2)
+    >>> x = np.zeros((10, 4, 8), np.float32)
+    >>> y, h_n, c_n, _ = lstm_forward(x, None, num_layers=2, hidden_size=16, packed=p)
+    >>> y.shape, h_n.shape
+    ((10, 4, 16), (2, 4, 16))
+    """
     cell = _cell_name(cell)
     I, H, L, _, P = _checks.layer_config(input_size, hidden_size, num_layers, 0.0, proj_size)
     _check_options(cell, P, peephole)
@@ -190,7 +422,30 @@ class _Layer:
 
 @dataclass
 class Context:
-    """What a training-mode forward saves for `lstm_backward` / `gru_backward`."""
+    """What a training-mode forward saves for its backward.
+
+    The forwards return one with ``training=True`` (None otherwise); the
+    matching backward (:func:`lstm_backward`, :func:`gru_backward`,
+    :func:`layer_norm_lstm_backward`) consumes it: a forward can be
+    back-propagated once. It keeps the packed weights the forward used, each
+    layer's input and workspace, and the masks it applied. Not meant to be
+    built or changed by hand.
+
+    Attributes
+    ----------
+    cell : str
+        The cell of the forward that saved it.
+    consumed : bool
+        True once a backward has used it.
+    lengths : numpy.ndarray or None
+        The forward's ``lengths``, int64 [B].
+    dropout_masks : list of numpy.ndarray
+        The dropout masks applied between layers, [T,B,D*Ho] each, holding the
+        1/(1-dropout) scale; empty without dropout.
+    zoneout_masks : list of numpy.ndarray
+        One [T,B,D*Ho] zoneout mask per layer (1 keeps h_{t-1}); empty without
+        zoneout.
+    """
     layers: list
     lengths: np.ndarray | None
     shapes: dict = field(default_factory=dict)          # parameter name -> shape
@@ -217,18 +472,113 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
                  bias=True, peephole=False, h0=None, c0=None, lengths=None, dropout=0.0,
                  training=False, rng=None, isa=None, packed=None, zoneout=0.0,
                  zoneout_masks=None, cell_clip=None):
-    """Multi-layer LSTM forward.
+    """Multi-layer LSTM forward (torch.nn.LSTM's maths, gates i, f, g, o).
 
-    x [T,B,I]; h0 [D*L,B,Ho] and c0 [D*L,B,H] or None (zeros); lengths int [B] or
-    None. Returns y [T,B,D*Ho], h_n, c_n and a Context (None unless training).
-    Arrays must already have one float dtype; params must hold every key of
-    `param_shapes` with that dtype, C-contiguous. `packed` (from `pack`, with
-    the same configuration) skips packing the weights: then params may be None
-    and the packed weights are used.
-    zoneout (haste's, on h): in training, h_t = m⊙h_{t-1} + (1−m)⊙h̃_t with
-    `zoneout_masks` (one [T,B,D*Ho] array per layer, 1 keeps h_{t-1}), or masks
-    drawn as Bernoulli(zoneout) from `rng` when None; in inference, m = zoneout.
-    cell_clip (ONNX's clip): gate pre-activations clipped to [-cell_clip, cell_clip].
+    With optional projection, peepholes, variable lengths, dropout between
+    layers, zoneout on h and cell clipping. The weights are packed on every
+    call unless ``packed`` is given.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, [T,B,I], float32 or float64
+        The input, time-major, T, B and I >= 1. Its dtype is the call's: every
+        other array must already have it.
+    params : dict of str to numpy.ndarray, or None
+        Exactly the keys of ``param_shapes(I, hidden_size, num_layers, bias,
+        bidirectional, proj_size, peephole)``, each of its shape. Arrays that
+        are not C-contiguous are copied. Not read when ``packed`` is given
+        (then it may be None).
+    num_layers : int
+        L >= 1.
+    hidden_size : int
+        H >= 1.
+    proj_size : int, default 0
+        0 <= proj_size < H; > 0 projects h to proj_size features with
+        ``weight_hr_l{k}`` (Ho = proj_size).
+    bidirectional : bool, default False
+        Each layer also runs a reverse pass; its output is [forward, reverse]
+        on the feature axis (D = 2).
+    bias : bool, default True
+        Whether ``params`` holds ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    peephole : bool, default False
+        Peepholes ``weight_ph_l{k}`` [3,H] (rows i, f, o):
+        i = σ(... + p_i⊙c_{t-1}), f = σ(... + p_f⊙c_{t-1}), o = σ(... + p_o⊙c_t).
+    h0 : numpy.ndarray, [D*L,B,Ho], optional
+        The initial h; None: zeros.
+    c0 : numpy.ndarray, [D*L,B,H], optional
+        The initial c; None: zeros.
+    lengths : array_like of int, [B], optional
+        Each row's length, each in [1, T]: row b only has steps t < lengths[b],
+        the reverse direction starting at lengths[b]-1. Outputs past a row's
+        length are zero and h_n, c_n hold its last valid state. None: every row
+        has T steps.
+    dropout : float, default 0.0
+        In [0, 1]. In training with L > 1: inverted dropout on the output of
+        every layer but the last, masks drawn from ``rng`` and saved in the
+        context. Not applied otherwise.
+    training : bool, default False
+        Return a :class:`Context` for :func:`lstm_backward`, apply dropout and
+        zoneout with masks.
+    rng : numpy.random.Generator, optional
+        Draws the training masks: needed for dropout (L > 1) and for zoneout
+        without ``zoneout_masks``.
+    isa : {"scalar", "avx2", "avx512"} or None, default None
+        The kernel path; None: ``$FASTLSTM_ISA``, else the best one this CPU and
+        build run.
+    packed : Packed, optional
+        From :func:`pack` with this call's configuration, dtype and isa (and
+        ``training=True`` for a training call): its weights are used.
+    zoneout : float, default 0.0
+        p in [0, 1], haste's zoneout on h. In training,
+        h_t = m⊙h_{t-1} + (1−m)⊙h̃_t with the masks m of ``zoneout_masks``, or
+        masks drawn as Bernoulli(p) from ``rng`` when it is None; in inference,
+        m = p. c is not zoned out; with a projection, the projected h is.
+    zoneout_masks : list of numpy.ndarray, optional
+        Training only: one [T,B,D*Ho] array per layer, 1 keeps h_{t-1}.
+    cell_clip : float, optional
+        > 0: ONNX LSTM's ``clip``, every gate pre-activation (peephole terms
+        included) clipped to [-cell_clip, cell_clip]. None: no clip.
+
+    Returns
+    -------
+    y : numpy.ndarray, [T,B,D*Ho]
+        The last layer's output.
+    h_n : numpy.ndarray, [D*L,B,Ho]
+        The final h of each layer and direction (index l*D + d).
+    c_n : numpy.ndarray, [D*L,B,H]
+        The final c.
+    ctx : Context or None
+        What :func:`lstm_backward` needs; None unless ``training``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a float32 or float64 ``numpy.ndarray``; a size is not an
+        int, or ``dropout``, ``zoneout`` or ``cell_clip`` not a real number;
+        ``packed`` is not a :class:`Packed`; ``lengths`` is not integer; an
+        array of ``params``, ``h0``, ``c0`` or ``zoneout_masks`` is not a
+        ``numpy.ndarray`` of ``x``'s dtype (:class:`fastlstm.DTypeError`).
+    ValueError
+        If ``x`` is not 3-D or T, B or I is < 1; a size, ``dropout``,
+        ``zoneout`` or ``cell_clip`` is out of range; ``params`` is not a dict
+        with exactly the expected keys; an array has the wrong shape
+        (:class:`fastlstm.ShapeError`); ``lengths`` is not [B] or a length is
+        outside [1, T]; ``packed`` was built for another configuration, dtype
+        or isa, or without the backward for a training call; ``rng`` is None
+        where training draws masks; ``zoneout_masks`` is given without
+        ``training`` or is not a list of L arrays; ``isa`` is unknown or not
+        supported.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> params = init_params(param_shapes(3, 4), 4, np.float64, rng)
+    >>> x = rng.standard_normal((5, 2, 3))
+    >>> y, h_n, c_n, ctx = lstm_forward(x, params, num_layers=1, hidden_size=4,
+    ...                                 lengths=[5, 2], training=True)
+    >>> y.shape, h_n.shape, bool((y[2:, 1] == 0).all())
+    ((5, 2, 4), (1, 2, 4), True)
+    >>> dx, dh0, dc0, grads = lstm_backward(ctx, np.ones_like(y))
     """
     return _checked_forward("lstm", x, params, num_layers, hidden_size, proj_size,
                             bidirectional, bias, peephole, h0, c0, lengths, dropout, training,
@@ -240,10 +590,64 @@ def gru_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias
                 packed=None, zoneout=0.0, zoneout_masks=None):
     """Multi-layer GRU forward (torch.nn.GRU's maths, gates r, z, n).
 
-    x [T,B,I]; h0 [D*L,B,H] or None (zeros); lengths int [B] or None. Returns
-    y [T,B,D*H], h_n and a Context (None unless training). params as
-    `param_shapes(..., cell="gru")`; `packed` from `pack(..., cell="gru")`;
-    zoneout as in `lstm_forward`.
+    The arguments work as in :func:`lstm_forward`, without projection,
+    peepholes or cell clip: here Ho = H.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, [T,B,I], float32 or float64
+        The input, time-major; its dtype is the call's.
+    params : dict of str to numpy.ndarray, or None
+        Exactly the keys of ``param_shapes(I, hidden_size, num_layers, bias,
+        bidirectional, cell="gru")``, each of its shape and of ``x``'s dtype.
+        Not read when ``packed`` is given.
+    num_layers : int
+        L >= 1.
+    hidden_size : int
+        H >= 1.
+    bidirectional : bool, default False
+        Each layer also runs a reverse pass (D = 2).
+    bias : bool, default True
+        Whether ``params`` holds ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    h0 : numpy.ndarray, [D*L,B,H], optional
+        The initial h; None: zeros.
+    lengths : array_like of int, [B], optional
+        Each in [1, T]; outputs past a row's length are zero (as in
+        :func:`lstm_forward`). None: every row has T steps.
+    dropout : float, default 0.0
+        In [0, 1]: inverted dropout between layers, in training.
+    training : bool, default False
+        Return a :class:`Context` for :func:`gru_backward`.
+    rng : numpy.random.Generator, optional
+        Draws the training masks (dropout, zoneout without masks).
+    isa : {"scalar", "avx2", "avx512"} or None, default None
+        The kernel path; None: ``$FASTLSTM_ISA``, else the best one.
+    packed : Packed, optional
+        From ``pack(..., cell="gru")`` with this call's configuration.
+    zoneout : float, default 0.0
+        p in [0, 1], zoneout on h as in :func:`lstm_forward`.
+    zoneout_masks : list of numpy.ndarray, optional
+        Training only: one [T,B,D*H] array per layer, 1 keeps h_{t-1}.
+
+    Returns
+    -------
+    y : numpy.ndarray, [T,B,D*H]
+        The last layer's output.
+    h_n : numpy.ndarray, [D*L,B,H]
+        The final h of each layer and direction.
+    ctx : Context or None
+        What :func:`gru_backward` needs; None unless ``training``.
+
+    Raises
+    ------
+    TypeError
+        As :func:`lstm_forward`: an argument of the wrong type, or an array not
+        of ``x``'s dtype (:class:`fastlstm.DTypeError`).
+    ValueError
+        As :func:`lstm_forward`: a size or probability out of range, wrong
+        ``params`` keys or array shapes (:class:`fastlstm.ShapeError`), bad
+        ``lengths``, a ``packed`` built for another call, a missing ``rng``,
+        misused ``zoneout_masks``, an unknown or unsupported ``isa``.
     """
     y, hn, _, ctx = _checked_forward("gru", x, params, num_layers, hidden_size, 0,
                                      bidirectional, bias, False, h0, None, lengths, dropout,
@@ -255,12 +659,80 @@ def layer_norm_lstm_forward(x, params, *, num_layers, hidden_size, bidirectional
                             bias=True, h0=None, c0=None, lengths=None, dropout=0.0,
                             training=False, rng=None, isa=None, packed=None, zoneout=0.0,
                             zoneout_masks=None):
-    """Multi-layer layer-norm LSTM forward (Ba et al. 2016, as haste's LayerNormLSTM):
-    a = LN(x W_ih^T)⊙γ_ih + LN(h W_hh^T)⊙γ_hh + b_ih + b_hh, the LSTM's gates,
-    h = o⊙tanh(LN(c_t)⊙γ_c + β_c); LN over the whole row, eps 1e-5, biased
-    variance. Arguments and returns as `lstm_forward` (no projection,
-    peepholes or cell clip); params as `param_shapes(..., cell="lnlstm")`;
-    `packed` from `pack(..., cell="lnlstm")`. c_n is the un-normalised c.
+    """Multi-layer layer-norm LSTM forward (Ba et al. 2016, as haste's LayerNormLSTM).
+
+    For each step, with LN over the whole row (eps 1e-5, biased variance)::
+
+        a   = LN(x W_ih^T)⊙γ_ih + LN(h W_hh^T)⊙γ_hh + b_ih + b_hh
+        i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)     (the LSTM's gates)
+        c_t = f⊙c_{t-1} + i⊙g
+        h_t = o⊙tanh(LN(c_t)⊙γ_c + β_c)
+
+    The arguments and returns work as in :func:`lstm_forward`, without
+    projection, peepholes or cell clip: here Ho = H.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, [T,B,I], float32 or float64
+        The input, time-major; its dtype is the call's.
+    params : dict of str to numpy.ndarray, or None
+        Exactly the keys of ``param_shapes(I, hidden_size, num_layers, bias,
+        bidirectional, cell="lnlstm")``, each of its shape and of ``x``'s
+        dtype: the LSTM's weights and the gains γ_ih, γ_hh, γ_c and bias β_c
+        (``weight_ln_ih_l{k}``, ``weight_ln_hh_l{k}``, ``weight_ln_c_l{k}``,
+        ``bias_ln_c_l{k}``). Not read when ``packed`` is given.
+    num_layers : int
+        L >= 1.
+    hidden_size : int
+        H >= 1.
+    bidirectional : bool, default False
+        Each layer also runs a reverse pass (D = 2).
+    bias : bool, default True
+        Whether ``params`` holds ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    h0 : numpy.ndarray, [D*L,B,H], optional
+        The initial h; None: zeros.
+    c0 : numpy.ndarray, [D*L,B,H], optional
+        The initial c; None: zeros.
+    lengths : array_like of int, [B], optional
+        Each in [1, T]; outputs past a row's length are zero (as in
+        :func:`lstm_forward`). None: every row has T steps.
+    dropout : float, default 0.0
+        In [0, 1]: inverted dropout between layers, in training.
+    training : bool, default False
+        Return a :class:`Context` for :func:`layer_norm_lstm_backward`.
+    rng : numpy.random.Generator, optional
+        Draws the training masks (dropout, zoneout without masks).
+    isa : {"scalar", "avx2", "avx512"} or None, default None
+        The kernel path; None: ``$FASTLSTM_ISA``, else the best one.
+    packed : Packed, optional
+        From ``pack(..., cell="lnlstm")`` with this call's configuration.
+    zoneout : float, default 0.0
+        p in [0, 1], zoneout on h as in :func:`lstm_forward` (c is not zoned
+        out).
+    zoneout_masks : list of numpy.ndarray, optional
+        Training only: one [T,B,D*H] array per layer, 1 keeps h_{t-1}.
+
+    Returns
+    -------
+    y : numpy.ndarray, [T,B,D*H]
+        The last layer's output.
+    h_n : numpy.ndarray, [D*L,B,H]
+        The final h of each layer and direction.
+    c_n : numpy.ndarray, [D*L,B,H]
+        The final c, un-normalised.
+    ctx : Context or None
+        What :func:`layer_norm_lstm_backward` needs; None unless ``training``.
+
+    Raises
+    ------
+    TypeError
+        As :func:`lstm_forward`: an argument of the wrong type, or an array not
+        of ``x``'s dtype (:class:`fastlstm.DTypeError`).
+    ValueError
+        As :func:`lstm_forward`: a size or probability out of range, wrong
+        ``params`` keys or array shapes (:class:`fastlstm.ShapeError`), bad
+        ``lengths``, a ``packed`` built for another call, a missing ``rng``,
+        misused ``zoneout_masks``, an unknown or unsupported ``isa``.
     """
     return _checked_forward("lnlstm", x, params, num_layers, hidden_size, 0, bidirectional,
                             bias, False, h0, c0, lengths, dropout, training, rng, isa, packed,
@@ -374,46 +846,173 @@ def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt, zon
 
 
 def lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
-    """BPTT through a training-mode `lstm_forward`. Consumes ctx.
+    """Back-propagation through time through a training-mode :func:`lstm_forward`.
 
-    dy [T,B,D*Ho]; dh_n, dc_n like h_n, c_n or None (zeros). Parameter
-    gradients are accumulated into `grads` (a dict of arrays keyed like params;
-    missing entries are created as zeros). It differentiates the weights the
-    forward used. Returns dx, dh0, dc0, grads.
+    Consumes ``ctx``: a forward can be back-propagated once. It differentiates
+    the weights the forward used. The parameter gradients are added into
+    ``grads``, so gradients can be summed over calls (truncated BPTT over
+    chunks, for instance).
+
+    Parameters
+    ----------
+    ctx : Context
+        What the forward returned with ``training=True``.
+    dy : numpy.ndarray, [T,B,D*Ho]
+        The gradient of the loss with respect to ``y``, of the forward's dtype.
+        With ``lengths``, its values past a row's length do not matter.
+    dh_n : numpy.ndarray, [D*L,B,Ho], optional
+        The gradient with respect to ``h_n``; None: zeros.
+    dc_n : numpy.ndarray, [D*L,B,H], optional
+        The gradient with respect to ``c_n``; None: zeros.
+    grads : dict of str to numpy.ndarray, optional
+        Accumulators keyed like ``params``: each parameter's gradient is added
+        to its entry, and missing entries are created as zeros. An entry must
+        be a writable, C-contiguous array of the forward's dtype and the
+        parameter's size. None: a new dict.
+
+    Returns
+    -------
+    dx : numpy.ndarray, [T,B,I]
+        The gradient with respect to ``x`` (zero past each row's length).
+    dh0 : numpy.ndarray, [D*L,B,Ho]
+        The gradient with respect to ``h0``.
+    dc0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``c0``.
+    grads : dict of str to numpy.ndarray
+        ``grads`` (or the new dict), holding every parameter's gradient.
+
+    Raises
+    ------
+    RuntimeError
+        If ``ctx`` is None (a forward without ``training``) or was consumed.
+    ValueError
+        If ``ctx`` was saved by another cell's forward; ``dy``, ``dh_n`` or
+        ``dc_n`` has the wrong shape (:class:`fastlstm.ShapeError`); an entry of
+        ``grads`` has the wrong size, is not C-contiguous or is read-only (then
+        ``ctx`` is consumed all the same).
+    TypeError
+        If ``dy``, ``dh_n`` or ``dc_n`` is not a ``numpy.ndarray`` of the
+        forward's dtype (:class:`fastlstm.DTypeError`), or an entry of
+        ``grads`` is not one (``ctx`` is consumed then).
     """
     return _backward(ctx, "lstm", dy, dh_n, dc_n, grads)
 
 
 def gru_backward(ctx: Context, dy, dh_n=None, grads=None):
-    """BPTT through a training-mode `gru_forward`. Consumes ctx.
+    """Back-propagation through time through a training-mode :func:`gru_forward`.
 
-    dy [T,B,D*H]; dh_n like h_n or None (zeros). Parameter gradients are
-    accumulated into `grads` as in `lstm_backward`. Returns dx, dh0, grads.
+    Consumes ``ctx``, and adds the parameter gradients into ``grads``, as
+    :func:`lstm_backward` does.
+
+    Parameters
+    ----------
+    ctx : Context
+        What the forward returned with ``training=True``.
+    dy : numpy.ndarray, [T,B,D*H]
+        The gradient with respect to ``y``, of the forward's dtype.
+    dh_n : numpy.ndarray, [D*L,B,H], optional
+        The gradient with respect to ``h_n``; None: zeros.
+    grads : dict of str to numpy.ndarray, optional
+        Accumulators keyed like ``params``, as in :func:`lstm_backward`.
+
+    Returns
+    -------
+    dx : numpy.ndarray, [T,B,I]
+        The gradient with respect to ``x``.
+    dh0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``h0``.
+    grads : dict of str to numpy.ndarray
+        ``grads`` (or a new dict), holding every parameter's gradient.
+
+    Raises
+    ------
+    RuntimeError
+        If ``ctx`` is None (a forward without ``training``) or was consumed.
+    ValueError
+        If ``ctx`` was saved by another cell's forward, or as in
+        :func:`lstm_backward` (shapes, ``grads`` entries).
+    TypeError
+        As in :func:`lstm_backward` (an array not of the forward's dtype).
     """
     dx, dh0, _, grads = _backward(ctx, "gru", dy, dh_n, None, grads)
     return dx, dh0, grads
 
 
 def layer_norm_lstm_backward(ctx: Context, dy, dh_n=None, dc_n=None, grads=None):
-    """BPTT through a training-mode `layer_norm_lstm_forward`, as `lstm_backward`
-    (the gains and the cell-norm bias get their gradients too). Returns dx,
-    dh0, dc0, grads."""
+    """Back-propagation through time through a training-mode :func:`layer_norm_lstm_forward`.
+
+    As :func:`lstm_backward`; the gains and the cell-norm bias get their
+    gradients too.
+
+    Parameters
+    ----------
+    ctx : Context
+        What the forward returned with ``training=True``.
+    dy : numpy.ndarray, [T,B,D*H]
+        The gradient with respect to ``y``, of the forward's dtype.
+    dh_n : numpy.ndarray, [D*L,B,H], optional
+        The gradient with respect to ``h_n``; None: zeros.
+    dc_n : numpy.ndarray, [D*L,B,H], optional
+        The gradient with respect to ``c_n``; None: zeros.
+    grads : dict of str to numpy.ndarray, optional
+        Accumulators keyed like ``params``, as in :func:`lstm_backward`.
+
+    Returns
+    -------
+    dx : numpy.ndarray, [T,B,I]
+        The gradient with respect to ``x``.
+    dh0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``h0``.
+    dc0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``c0``.
+    grads : dict of str to numpy.ndarray
+        ``grads`` (or a new dict), holding every parameter's gradient.
+
+    Raises
+    ------
+    RuntimeError
+        If ``ctx`` is None (a forward without ``training``) or was consumed.
+    ValueError
+        If ``ctx`` was saved by another cell's forward, or as in
+        :func:`lstm_backward` (shapes, ``grads`` entries).
+    TypeError
+        As in :func:`lstm_backward` (an array not of the forward's dtype).
+    """
     return _backward(ctx, "lnlstm", dy, dh_n, dc_n, grads)
 
 
 class BufferPool:
-    """The forward workspaces and backward scratch of a module's consumed
-    training steps, kept for its next step. They are the largest buffers of
-    a step (deepbench: 79 and 65 MB a layer); new ones each step touch fresh
-    pages (measured: 23,000 page faults and about 10% of a 2-thread deepbench
-    training step). A buffer is in the pool only while no context holds it."""
+    """Training buffers kept from one step of a module to the next.
+
+    The forward workspaces and backward scratch of a module's consumed training
+    steps, kept for its next step. They are the largest buffers of a step
+    (deepbench: 79 and 65 MB a layer); new ones each step touch fresh pages
+    (measured: 23,000 page faults and about 10% of a 2-thread deepbench
+    training step). A buffer is in the pool only while no context holds it.
+    The layers keep one each and clear it in ``eval()``. The methods are
+    thread-safe (they hold a lock).
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._free = []
 
     def take(self, n: int, dtype) -> np.ndarray:
-        """A buffer of n elements of dtype: a kept one if one fits, else a new one."""
+        """A buffer of ``n`` elements of ``dtype``: a kept one if one fits, else a new one.
+
+        Parameters
+        ----------
+        n : int
+            The number of elements.
+        dtype : numpy dtype
+            The elements' dtype.
+
+        Returns
+        -------
+        numpy.ndarray, [n]
+            A kept buffer of exactly ``n`` elements of ``dtype``, which leaves
+            the pool, else ``np.empty(n, dtype)``. Its contents are undefined.
+        """
         with self._lock:
             for i, b in enumerate(self._free):
                 if b.size == n and b.dtype == dtype:
@@ -421,12 +1020,22 @@ class BufferPool:
         return np.empty(n, dtype)
 
     def give(self, buffers: list, most: int) -> None:
-        """Keep buffers (no longer used by anyone), and at most `most` in all."""
+        """Keep ``buffers`` (no longer used by anyone), and at most ``most`` in all.
+
+        Parameters
+        ----------
+        buffers : list of numpy.ndarray
+            Buffers that nothing uses any more.
+        most : int
+            The most buffers the pool keeps, >= 1: beyond it, the oldest ones
+            are dropped.
+        """
         with self._lock:
             self._free.extend(buffers)
             del self._free[:-most]
 
     def clear(self) -> None:
+        """Drop every kept buffer."""
         with self._lock:
             self._free.clear()
 

@@ -66,6 +66,53 @@ def _attrs(static) -> dict:
                 num_threads=np.int64(nt))
 
 
+# Under jax.shard_map (check_vma), the operands of a custom call must vary
+# over the same manual mesh axes, and its results are typed only by the
+# ShapeDtypeStructs given: the operands are made varying over the union of
+# their axes, and the results declared so. The backward sums a cotangent over
+# the axes its primal did not vary over (the transpose of that broadcast).
+
+def _varying(a) -> frozenset:
+    """The manual mesh axes a varies over inside shard_map (none outside)."""
+    typeof = getattr(jax, "typeof", None)  # jax >= 0.6
+    if typeof is None:
+        return frozenset()
+    t = typeof(a)
+    mat = getattr(t, "manual_axis_type", None)  # jax >= 0.10; before, t.vma
+    return frozenset(mat.varying if mat is not None else getattr(t, "vma", None) or ())
+
+
+def _operands(arrays):
+    axes = frozenset().union(*(_varying(a) for a in arrays))
+    out = []
+    for a in arrays:
+        missing = tuple(sorted(axes - _varying(a)))
+        if missing:
+            pcast = getattr(jax.lax, "pcast", None)
+            a = (pcast(a, missing, to="varying") if pcast is not None
+                 else jax.lax.pvary(a, missing))
+        out.append(a)
+    return out
+
+
+def _result(shape, dtype, like):
+    """A result type varying over the manual axes of the operand `like`."""
+    if not _varying(like):
+        return jax.ShapeDtypeStruct(shape, dtype)
+    if hasattr(jax.ShapeDtypeStruct, "like"):  # jax >= 0.10: like's mesh and axis types
+        ref = jax.ShapeDtypeStruct.like(like)
+        sharding = jax.sharding.NamedSharding(ref.sharding.mesh, jax.sharding.PartitionSpec())
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding,
+                                    manual_axis_type=ref.manual_axis_type)
+    return jax.ShapeDtypeStruct(shape, dtype, vma=jax.typeof(like).vma)
+
+
+def _like_primal(g, primal):
+    """The cotangent g summed over the manual axes its primal does not vary over."""
+    extra = tuple(sorted(_varying(g) - _varying(primal)))
+    return jax.lax.psum(g, extra) if extra else g
+
+
 def _fwd_call(static, x, h0, c0, lengths, keep, weights, training: bool):
     cell, H, P, bidirectional, _, peephole, zoneout, cell_clip, isa, _ = static
     T, B, I = x.shape
@@ -74,13 +121,13 @@ def _fwd_call(static, x, h0, c0, lengths, keep, weights, training: bool):
                                                    peephole=bool(peephole), cell=cell,
                                                    zoneout=zoneout, cell_clip=cell_clip),
                                    None, isa, np.dtype(x.dtype).itemsize)
-    out = (jax.ShapeDtypeStruct((T, B, D * Ho), x.dtype),
-           jax.ShapeDtypeStruct((D, B, Ho), x.dtype),
-           jax.ShapeDtypeStruct(c0.shape, x.dtype),  # [D,B,H], or [0] without c
-           jax.ShapeDtypeStruct((T * B * per_row if training else 0,), x.dtype))
+    ops = _operands([x, h0, c0, lengths, keep, *weights])
+    out = (_result((T, B, D * Ho), x.dtype, ops[0]),
+           _result((D, B, Ho), x.dtype, ops[0]),
+           _result(c0.shape, x.dtype, ops[0]),  # [D,B,H], or [0] without c
+           _result((T * B * per_row if training else 0,), x.dtype, ops[0]))
     call = jax.ffi.ffi_call("fastlstm_rnn_layer_fwd", out, vmap_method="sequential")
-    return call(x, h0, c0, lengths, keep, *weights, training=np.int64(training),
-                **_attrs(static))
+    return call(*ops, training=np.int64(training), **_attrs(static))
 
 
 # keep: the layer's zoneout masks [T,B,D*Ho] (x's dtype) or [0] (none); an
@@ -93,19 +140,22 @@ def _layer(static, x, h0, c0, lengths, keep, weights):
 
 def _layer_fwd(static, x, h0, c0, lengths, keep, weights):
     y, hn, cn, ws = _fwd_call(static, x, h0, c0, lengths, keep, weights, True)
-    return (y, hn, cn), (x, c0, lengths, keep, ws, weights)
+    return (y, hn, cn), (x, h0, c0, lengths, keep, ws, weights)
 
 
 def _layer_bwd(static, res, cts):
-    x, c0, lengths, keep, ws, weights = res
+    x, h0, c0, lengths, keep, ws, weights = res
     dy, dhn, dcn = cts
-    out = ([jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(dhn.shape, x.dtype),
-            jax.ShapeDtypeStruct(dcn.shape, x.dtype)]
-           + [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights])
+    ops = _operands([x, c0, lengths, keep, ws, dy, dhn, dcn, *weights])
+    out = ([_result(x.shape, x.dtype, ops[0]), _result(dhn.shape, x.dtype, ops[0]),
+            _result(dcn.shape, x.dtype, ops[0])]
+           + [_result(w.shape, w.dtype, ops[0]) for w in weights])
     call = jax.ffi.ffi_call("fastlstm_rnn_layer_bwd", out, vmap_method="sequential")
-    grads = call(x, c0, lengths, keep, ws, dy, dhn, dcn, *weights, **_attrs(static))
+    grads = call(*ops, **_attrs(static))
     dlengths = np.zeros(lengths.shape, dtype=jax.dtypes.float0)
-    return grads[0], grads[1], grads[2], dlengths, jnp.zeros_like(keep), tuple(grads[3:])
+    return (_like_primal(grads[0], x), _like_primal(grads[1], h0), _like_primal(grads[2], c0),
+            dlengths, jnp.zeros_like(keep),
+            tuple(_like_primal(g, w) for g, w in zip(grads[3:], weights)))
 
 
 _layer.defvjp(_layer_fwd, _layer_bwd)
@@ -119,11 +169,46 @@ def _layer_weights(params: dict, k: int, cfg: dict) -> tuple:
 
 def zoneout_masks(key, zoneout: float, num_layers: int, steps: int, batch: int,
                   features: int, dtype=jnp.float32) -> list:
-    """Training masks for zoneout: `num_layers` arrays [steps,batch,features]
-    of `dtype`, each element 1 (keep h_{t-1}) with probability `zoneout`, else
-    0. Layer k's mask is drawn from ``jax.random.split(key, num_layers)[k]``.
-    ``lstm(..., key=key)`` and ``gru(..., key=key)`` draw theirs with this
-    function (features = D*Ho), so their masks can be recreated from the key.
+    """Draw the zoneout training masks that ``lstm(..., key=key)`` draws.
+
+    One Bernoulli(``zoneout``) array per layer: an element is 1 (keep
+    h_{t-1}) with probability ``zoneout``, else 0. Layer k's mask is drawn
+    from ``jax.random.split(key, num_layers)[k]``. :func:`lstm`, :func:`gru`
+    and :func:`layer_norm_lstm` draw their masks with this function (with
+    ``features`` = D*Ho), so the masks of a call with ``key`` can be
+    recreated, or drawn here and passed as ``zoneout_masks``.
+
+    Parameters
+    ----------
+    key : PRNG key
+        A ``jax.random.key`` or ``jax.random.PRNGKey``.
+    zoneout : float
+        The probability p in [0, 1] of keeping h_{t-1}.
+    num_layers : int
+        L, the number of masks.
+    steps, batch, features : int
+        The masks' shape: T, B and D*Ho for a layer's.
+    dtype : dtype, default jnp.float32
+        The masks' dtype: x's dtype, or bool.
+
+    Returns
+    -------
+    list of jax.Array
+        ``num_layers`` arrays [steps,batch,features] of ``dtype``.
+
+    Raises
+    ------
+    TypeError
+        If ``zoneout`` is not a real number.
+    ValueError
+        If ``zoneout`` is not in [0, 1].
+
+    Examples
+    --------
+    >>> import jax, fastlstm.jax
+    >>> masks = fastlstm.jax.zoneout_masks(jax.random.key(0), 0.1, 2, 50, 8, 128)
+    >>> len(masks), masks[0].shape
+    (2, (50, 8, 128))
     """
     zoneout, _ = _checks.zoneout_config(zoneout)
     keys = jax.random.split(key, num_layers)
@@ -133,27 +218,103 @@ def zoneout_masks(key, zoneout: float, num_layers: int, steps: int, batch: int,
 
 def lstm(params: dict, x, h0=None, c0=None, lengths=None, *, batch_first: bool = False,
          zoneout: float = 0.0, cell_clip=None, key=None, zoneout_masks=None):
-    """A multi-layer LSTM, as torch.nn.LSTM computes it (no dropout).
+    """Run a multi-layer LSTM as torch.nn.LSTM computes it (no dropout).
 
-    params: torch.nn.LSTM's state_dict names and shapes (plus ``weight_ph_l{k}``
-    [3,H] for peepholes) as JAX or NumPy arrays of one float dtype; the
-    configuration (layers, directions, bias, projection, peepholes) is read off
-    them. x [T,B,I] ([B,T,I] with batch_first); h0 [D*L,B,Ho] and c0
-    [D*L,B,H] or None (zeros); lengths int [B] (each in [1,T]) or None.
-    Returns y [T,B,D*Ho] ([B,T,D*Ho] with batch_first) and (h_n, c_n).
-    Differentiable in x, h0, c0 and params; works under jax.jit and jax.vmap
-    (sequentially).
+    The configuration (layers, directions, bias, projection, peepholes) is
+    read off the names and shapes of ``params``. Differentiable in ``x``,
+    ``h0``, ``c0`` and every parameter (``jax.grad`` runs fastlstm's BPTT);
+    works under ``jax.jit`` and ``jax.vmap`` (one call per element).
 
-    zoneout: p in [0, 1] (haste's zoneout on h, after the projection). With
-    neither ``key`` nor ``zoneout_masks``, the deterministic (inference) mix
-    h_t = p·h_{t-1} + (1−p)·h̃_t. ``key``: a PRNG key to draw training masks
-    from (see `zoneout_masks`); ignored when zoneout is 0. ``zoneout_masks``:
-    the training masks themselves, a sequence of L arrays [T,B,D*Ho]
-    (time-major, also with batch_first, as ``fastlstm.LSTM.zoneout_masks``)
-    of x's dtype or bool, 1 keeping h_{t-1}. cell_clip: None or a float > 0,
-    the gate pre-activations clipped to [-cell_clip, cell_clip] (ONNX clip;
-    zero gradient where clipped). zoneout and cell_clip are static Python
-    floats.
+    Below, L is the number of layers, D = 2 if bidirectional else 1, H the
+    hidden size and Ho = proj_size or H.
+
+    Parameters
+    ----------
+    params : dict of arrays
+        torch.nn.LSTM's state_dict names and shapes (``weight_ih_l0``
+        [4H,I], ...), plus ``weight_ph_l{k}`` [3,H] (rows i, f, o) for
+        peepholes, as JAX or NumPy arrays of x's dtype, e.g. a
+        ``fastlstm.LSTM``'s ``state_dict()``.
+    x : array [T,B,I], float32 or float64
+        The input; [B,T,I] with ``batch_first``.
+    h0 : array [D*L,B,Ho] or None, optional
+        The initial h, x's dtype; None: zeros.
+    c0 : array [D*L,B,H] or None, optional
+        The initial c, x's dtype; None: zeros.
+    lengths : int array [B] or None, optional
+        Each row's length, each in [1, T]; None: every row is T steps. Replaces
+        ``pack_padded_sequence``.
+    batch_first : bool, default False
+        ``x`` and ``y`` are [B,T,...] (``h0``, ``c0`` and ``zoneout_masks``
+        keep their layouts).
+    zoneout : float, default 0.0
+        p in [0, 1], haste's zoneout on h (after the projection). With
+        neither ``key`` nor ``zoneout_masks``, every step mixes
+        h_t = p·h_{t-1} + (1−p)·h̃_t (inference).
+    cell_clip : float or None, default None
+        If given (> 0), the gate pre-activations are clipped to
+        [-cell_clip, cell_clip], as ONNX's ``clip``, with zero gradient where
+        clipped.
+    key : PRNG key or None, optional
+        A ``jax.random.key`` or ``PRNGKey`` to draw the training masks from,
+        as :func:`zoneout_masks` draws them. Ignored when ``zoneout`` is 0.
+    zoneout_masks : sequence of L arrays [T,B,D*Ho] or None, optional
+        The training masks themselves, one per layer, time-major even with
+        ``batch_first`` (as ``fastlstm.LSTM.zoneout_masks``), x's dtype or
+        bool; 1 keeps h_{t-1}. They get no gradient. Needs ``zoneout`` > 0.
+
+    Returns
+    -------
+    y : jax.Array [T,B,D*Ho]
+        The last layer's output at every step, x's dtype ([B,T,D*Ho] with
+        ``batch_first``); zero past a row's length.
+    (h_n, c_n) : tuple of jax.Array
+        The final h [D*L,B,Ho] and c [D*L,B,H] of every layer and direction
+        (with ``lengths``, at each row's last valid step).
+
+    Raises
+    ------
+    TypeError
+        If ``params`` is not a dict, ``x`` is not float32 or float64, a
+        parameter's dtype is not x's, ``zoneout`` or ``cell_clip`` is not a
+        real number (a traced value included), ``key`` is not a PRNG key, or
+        a mask's dtype is neither x's nor bool.
+    ValueError
+        If ``params`` do not form one LSTM (see
+        :func:`fastlstm.convert.describe`), ``x`` is not 3-D or its feature
+        size is not the input size, ``h0`` / ``c0`` has another shape or
+        dtype, ``lengths`` is not an integer array [B] or (when not traced) a
+        value is outside [1, T], ``zoneout`` is outside [0, 1],
+        ``cell_clip`` is not > 0, both ``key`` and ``zoneout_masks`` are
+        given, ``zoneout_masks`` is given with ``zoneout`` = 0, or it does not
+        hold L arrays [T,B,D*Ho].
+    jax.errors.JaxRuntimeError
+        When the call runs, if traced ``lengths`` (under ``jax.jit``) hold a
+        value outside [1, T]: the kernels check them.
+
+    Notes
+    -----
+    ``zoneout`` and ``cell_clip`` are static Python floats (attributes of the
+    custom calls), not traced values. float64 needs ``jax_enable_x64``. With
+    ``lengths``, the reverse direction starts at each row's own last step.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, fastlstm, fastlstm.jax
+    >>> m = fastlstm.LSTM(4, 8, num_layers=2, seed=0)
+    >>> params = {k: jnp.asarray(v) for k, v in m.state_dict().items()}
+    >>> x = jnp.ones((10, 3, 4), jnp.float32)
+    >>> y, (h_n, c_n) = fastlstm.jax.lstm(params, x, lengths=jnp.array([10, 7, 1]))
+    >>> y.shape, h_n.shape, c_n.shape
+    ((10, 3, 8), (2, 3, 8), (2, 3, 8))
+    >>> grads = jax.jit(jax.grad(lambda p: fastlstm.jax.lstm(p, x)[0].sum()))(params)
+
+    Zoneout in training (masks drawn from a key) and in inference (the
+    deterministic mix):
+
+    >>> loss = lambda p, k: fastlstm.jax.lstm(p, x, zoneout=0.1, key=k)[0].sum()
+    >>> grads = jax.grad(loss)(params, jax.random.key(0))
+    >>> y_eval, _ = fastlstm.jax.lstm(params, x, zoneout=0.1)
     """
     zoneout, cell_clip = _checks.zoneout_config(zoneout, cell_clip)
     y, hn, cn = _run("lstm", params, x, h0, c0, lengths, batch_first, zoneout, cell_clip, key,
@@ -163,15 +324,59 @@ def lstm(params: dict, x, h0=None, c0=None, lengths=None, *, batch_first: bool =
 
 def gru(params: dict, x, h0=None, lengths=None, *, batch_first: bool = False,
         zoneout: float = 0.0, key=None, zoneout_masks=None):
-    """A multi-layer GRU, as torch.nn.GRU computes it (no dropout).
+    """Run a multi-layer GRU as torch.nn.GRU computes it (no dropout).
 
-    params: torch.nn.GRU's state_dict names and shapes as JAX or NumPy arrays
-    of one float dtype; the configuration is read off them. x [T,B,I] ([B,T,I]
-    with batch_first); h0 [D*L,B,H] or None (zeros); lengths int [B] (each in
-    [1,T]) or None. Returns y [T,B,D*H] ([B,T,D*H] with batch_first) and h_n.
-    Differentiable in x, h0 and params; works under jax.jit and jax.vmap
-    (sequentially). zoneout, key, zoneout_masks: as in `lstm` (masks
-    [T,B,D*H]).
+    The configuration (layers, directions, bias) is read off the names and
+    shapes of ``params``. Differentiable in ``x``, ``h0`` and every
+    parameter; works under ``jax.jit`` and ``jax.vmap`` (one call per
+    element). L, D and H as in :func:`lstm`.
+
+    Parameters
+    ----------
+    params : dict of arrays
+        torch.nn.GRU's state_dict names and shapes (``weight_ih_l0`` [3H,I],
+        gates r, z, n, ...) as JAX or NumPy arrays of x's dtype, e.g. a
+        ``fastlstm.GRU``'s ``state_dict()``.
+    x : array [T,B,I], float32 or float64
+        The input; [B,T,I] with ``batch_first``.
+    h0 : array [D*L,B,H] or None, optional
+        The initial h, x's dtype; None: zeros.
+    lengths : int array [B] or None, optional
+        Each row's length, each in [1, T]; None: every row is T steps.
+    batch_first : bool, default False
+        ``x`` and ``y`` are [B,T,...].
+    zoneout : float, default 0.0
+        p in [0, 1], as in :func:`lstm`.
+    key : PRNG key or None, optional
+        As in :func:`lstm`.
+    zoneout_masks : sequence of L arrays [T,B,D*H] or None, optional
+        As in :func:`lstm`.
+
+    Returns
+    -------
+    y : jax.Array [T,B,D*H]
+        The last layer's output at every step, x's dtype ([B,T,D*H] with
+        ``batch_first``); zero past a row's length.
+    h_n : jax.Array [D*L,B,H]
+        The final h of every layer and direction.
+
+    Raises
+    ------
+    TypeError
+        As in :func:`lstm` (there is no ``cell_clip``).
+    ValueError
+        As in :func:`lstm`, for a GRU's ``params`` and ``h0``.
+    jax.errors.JaxRuntimeError
+        As in :func:`lstm`, for traced ``lengths``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, fastlstm, fastlstm.jax
+    >>> m = fastlstm.GRU(4, 8, bidirectional=True, seed=0)
+    >>> params = {k: jnp.asarray(v) for k, v in m.state_dict().items()}
+    >>> y, h_n = fastlstm.jax.gru(params, jnp.ones((10, 3, 4), jnp.float32))
+    >>> y.shape, h_n.shape
+    ((10, 3, 16), (2, 3, 8))
     """
     zoneout, _ = _checks.zoneout_config(zoneout)
     y, hn, _ = _run("gru", params, x, h0, None, lengths, batch_first, zoneout, None, key,
@@ -182,16 +387,45 @@ def gru(params: dict, x, h0=None, lengths=None, *, batch_first: bool = False,
 def layer_norm_lstm(params: dict, x, h0=None, c0=None, lengths=None, *,
                     batch_first: bool = False, zoneout: float = 0.0, key=None,
                     zoneout_masks=None):
-    """A multi-layer layer-norm LSTM (Ba et al. 2016, as haste's
-    LayerNormLSTM and `fastlstm.LayerNormLSTM`; no dropout).
+    """Run a multi-layer layer-norm LSTM (no dropout).
 
-    params: `fastlstm.LayerNormLSTM`'s state_dict names and shapes (torch's
-    LSTM names plus the norms' ``weight_ln_ih_l{k}``, ``weight_ln_hh_l{k}``
-    [4H], ``weight_ln_c_l{k}``, ``bias_ln_c_l{k}`` [H]) as JAX or NumPy
-    arrays of one float dtype; the configuration is read off them. x, h0, c0,
-    lengths and the result: as in `lstm` (no projection: Ho = H). zoneout,
-    key, zoneout_masks: as in `lstm`. Differentiable in x, h0, c0 and params;
-    works under jax.jit and jax.vmap (sequentially).
+    Ba et al. 2016's cell, as haste's LayerNormLSTM and
+    ``fastlstm.LayerNormLSTM`` compute it. The configuration (layers,
+    directions, bias) is read off the names and shapes of ``params``.
+    Differentiable in ``x``, ``h0``, ``c0`` and every parameter; works under
+    ``jax.jit`` and ``jax.vmap`` (one call per element).
+
+    Parameters
+    ----------
+    params : dict of arrays
+        ``fastlstm.LayerNormLSTM``'s state_dict names and shapes: torch's
+        LSTM names plus the norms' ``weight_ln_ih_l{k}``,
+        ``weight_ln_hh_l{k}`` [4H], ``weight_ln_c_l{k}`` and
+        ``bias_ln_c_l{k}`` [H], as JAX or NumPy arrays of x's dtype.
+    x : array [T,B,I], float32 or float64
+        The input; [B,T,I] with ``batch_first``.
+    h0, c0 : array [D*L,B,H] or None, optional
+        The initial h and c, x's dtype; None: zeros.
+    lengths, batch_first, zoneout, key
+        As in :func:`lstm`.
+    zoneout_masks : sequence of L arrays [T,B,D*H] or None, optional
+        As in :func:`lstm`.
+
+    Returns
+    -------
+    y : jax.Array [T,B,D*H]
+        As in :func:`lstm`.
+    (h_n, c_n) : tuple of jax.Array
+        The final h and c, each [D*L,B,H]; c_n is the un-normalised c.
+
+    Raises
+    ------
+    TypeError
+        As in :func:`lstm` (there is no ``cell_clip``).
+    ValueError
+        As in :func:`lstm`, for a layer-norm LSTM's ``params``.
+    jax.errors.JaxRuntimeError
+        As in :func:`lstm`, for traced ``lengths``.
     """
     zoneout, _ = _checks.zoneout_config(zoneout)
     y, hn, cn = _run("lnlstm", params, x, h0, c0, lengths, batch_first, zoneout, None, key,

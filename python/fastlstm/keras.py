@@ -24,6 +24,8 @@ accepted and have no effect.
 """
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -265,6 +267,20 @@ class _Recurrent(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
+def _keywords(layer: str, args: tuple, kwargs: dict) -> dict:
+    """Positional arguments after units, named in keras.layers.<layer>'s order."""
+    order = [n for n in inspect.signature(getattr(keras.layers, layer).__init__).parameters
+             if n not in ("self", "units", "args", "kwargs")]
+    if len(args) > len(order):
+        raise TypeError(f"{layer}: takes {len(order) + 1} positional arguments, got "
+                        f"{len(args) + 1}")
+    for name, value in zip(order, args):
+        if name in kwargs:
+            raise TypeError(f"{layer}: got multiple values for argument {name!r}")
+        kwargs[name] = value
+    return kwargs
+
+
 def _names(bias: bool):
     return ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if bias else [])
 
@@ -299,28 +315,113 @@ def _run_jax(cell, x_tm, weights, states0, lengths, bias):
 
 @keras.saving.register_keras_serializable(package="fastlstm")
 class LSTM(_Recurrent):
-    """keras.layers.LSTM's layer on fastlstm's kernels (see the module docstring).
+    """``keras.layers.LSTM`` on fastlstm's kernels.
+
+    A Keras 3 layer with ``keras.layers.LSTM``'s arguments, weights and
+    masking (see the module docstring): ``kernel`` [features, 4*units],
+    ``recurrent_kernel`` [units, 4*units] and ``bias`` [4*units], gates i,
+    f, c, o, so ``get_weights`` / ``set_weights`` move weights to and from
+    ``keras.layers.LSTM`` as they are.
+
+    Positional arguments after ``units`` take ``keras.layers.LSTM``'s order.
 
     Parameters
     ----------
     units : int
         The size of h and c.
-    unit_forget_bias : bool
-        Initialize the forget gate's bias to ones (Keras's default, True).
+    activation : str or callable, default "tanh"
+        Must be tanh (fastlstm's kernels compute it).
+    recurrent_activation : str or callable, default "sigmoid"
+        Must be sigmoid.
+    use_bias : bool, default True
+        Whether the layer has the ``bias`` weight.
+    kernel_initializer : initializer, default "glorot_uniform"
+        As in Keras.
+    recurrent_initializer : initializer, default "orthogonal"
+        As in Keras.
+    bias_initializer : initializer, default "zeros"
+        As in Keras.
+    unit_forget_bias : bool, default True
+        Initialize the forget gate's bias to ones, as Keras.
+    kernel_regularizer, recurrent_regularizer, bias_regularizer : regularizer or None
+        As in Keras; default None.
+    activity_regularizer : regularizer or None
+        As in Keras; default None.
+    kernel_constraint, recurrent_constraint, bias_constraint : constraint or None
+        As in Keras; default None.
+    dropout : float, default 0.0
+        In [0, 1): the dropout rate on the inputs in training, one mask per
+        sequence (as Keras's fused path draws it).
+    recurrent_dropout : float, default 0.0
+        Must be 0.
+    seed : int or None, default None
+        The seed of the dropout masks.
+    return_sequences : bool, default False
+        Return the output at every step, not only the last.
+    return_state : bool, default False
+        Also return the final h and c.
+    go_backwards : bool, default False
+        Run each sequence backwards (within its valid steps under a mask);
+        the outputs come in the order the steps ran, as in Keras.
+    stateful : bool, default False
+        Must be False; pass ``initial_state`` instead.
+    unroll, use_cudnn
+        Accepted, with no effect.
+    zero_output_for_mask : bool, default False
+        Masked steps output zeros instead of the carried state
+        (``keras.layers.Bidirectional`` sets it).
     **kwargs
-        keras.layers.LSTM's other arguments, with the limits listed in the
-        module docstring.
+        ``keras.layers.Layer``'s arguments, such as ``name`` and ``dtype``;
+        the compute dtype must be float32 or float64.
 
-    Call with ``sequences`` [batch, time, features], and optionally
-    ``initial_state`` ([h0, c0], each [batch, units]), ``mask`` [batch, time]
-    and ``training``. Returns the last output [batch, units], or all outputs
-    [batch, time, units] with return_sequences; with return_state also h and c.
+    Raises
+    ------
+    RuntimeError
+        If Keras's backend is not torch or jax.
+    ValueError
+        At construction: if ``units`` is not an int >= 1, the activations
+        are not tanh and sigmoid, ``dropout`` is not in [0, 1),
+        ``recurrent_dropout`` is not 0, ``stateful`` is True, or the compute
+        dtype is not float32 or float64 (mixed precision). When called: if
+        the inputs are not float32 or float64, ``initial_state`` is not two
+        tensors, the mask has a gap (a masked step before a valid one; under
+        ``jax.jit``, a ``JaxRuntimeError`` with the same message), or, on the
+        torch backend, the inputs are not on the CPU.
+
+    Notes
+    -----
+    Call the layer as ``layer(sequences, initial_state=None, mask=None,
+    training=False)``:
+
+    - ``sequences``: [batch, time, features], float32 or float64.
+    - ``initial_state``: ``[h0, c0]``, each [batch, units]; zeros if
+      omitted.
+    - ``mask``: [batch, time], right-padded: each sequence a prefix of valid
+      steps. A fully masked sequence keeps its initial state.
+    - ``training``: apply ``dropout``.
+
+    It returns the last output [batch, units], or every output [batch, time,
+    units] with ``return_sequences``; with ``return_state``, the tuple
+    ``(output, h, c)``, each state [batch, units].
+
+    On Keras's torch backend the layer runs on the CPU.
+
+    Examples
+    --------
+    >>> import keras, fastlstm.keras
+    >>> inp = keras.Input((None, 32))
+    >>> masked = keras.layers.Masking(0.0)(inp)
+    >>> y = keras.layers.Bidirectional(
+    ...     fastlstm.keras.LSTM(64, return_sequences=True))(masked)
+    >>> model = keras.Model(inp, keras.layers.Dense(1)(fastlstm.keras.LSTM(64)(y)))
     """
 
     _CELL = "lstm"
     _KERAS = "LSTM"
 
-    def __init__(self, units, unit_forget_bias=True, **kwargs):
+    def __init__(self, units, *args, **kwargs):
+        kwargs = _keywords("LSTM", args, kwargs)
+        unit_forget_bias = kwargs.pop("unit_forget_bias", True)
         super().__init__(units, **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
 
@@ -351,31 +452,112 @@ class LSTM(_Recurrent):
 
 @keras.saving.register_keras_serializable(package="fastlstm")
 class GRU(_Recurrent):
-    """keras.layers.GRU's layer (reset_after=True, its default and cuDNN's) on
-    fastlstm's kernels (see the module docstring).
+    """``keras.layers.GRU`` (``reset_after=True``) on fastlstm's kernels.
+
+    A Keras 3 layer with ``keras.layers.GRU``'s arguments, weights and
+    masking (see the module docstring), with the reset gate applied after
+    the recurrent product (Keras's default, cuDNN's and torch.nn.GRU's
+    maths): ``kernel`` [features, 3*units], ``recurrent_kernel`` [units,
+    3*units] and ``bias`` [2, 3*units] (input bias, recurrent bias), gates
+    z, r, h, so ``get_weights`` / ``set_weights`` move weights to and from
+    ``keras.layers.GRU`` as they are.
+
+    Positional arguments after ``units`` take ``keras.layers.GRU``'s order.
 
     Parameters
     ----------
     units : int
         The size of h.
-    reset_after : bool
-        Must be True: the reset gate applied after the recurrent product,
-        torch.nn.GRU's maths (False raises ValueError).
+    reset_after : bool, default True
+        Must be True (torch's and cuDNN's GRU).
+    activation : str or callable, default "tanh"
+        Must be tanh (fastlstm's kernels compute it).
+    recurrent_activation : str or callable, default "sigmoid"
+        Must be sigmoid.
+    use_bias : bool, default True
+        Whether the layer has the ``bias`` weight.
+    kernel_initializer : initializer, default "glorot_uniform"
+        As in Keras.
+    recurrent_initializer : initializer, default "orthogonal"
+        As in Keras.
+    bias_initializer : initializer, default "zeros"
+        As in Keras.
+    kernel_regularizer, recurrent_regularizer, bias_regularizer : regularizer or None
+        As in Keras; default None.
+    activity_regularizer : regularizer or None
+        As in Keras; default None.
+    kernel_constraint, recurrent_constraint, bias_constraint : constraint or None
+        As in Keras; default None.
+    dropout : float, default 0.0
+        In [0, 1): the dropout rate on the inputs in training, one mask per
+        sequence (as Keras's fused path draws it).
+    recurrent_dropout : float, default 0.0
+        Must be 0.
+    seed : int or None, default None
+        The seed of the dropout masks.
+    return_sequences : bool, default False
+        Return the output at every step, not only the last.
+    return_state : bool, default False
+        Also return the final h.
+    go_backwards : bool, default False
+        Run each sequence backwards (within its valid steps under a mask);
+        the outputs come in the order the steps ran, as in Keras.
+    stateful : bool, default False
+        Must be False; pass ``initial_state`` instead.
+    unroll, use_cudnn
+        Accepted, with no effect.
+    zero_output_for_mask : bool, default False
+        Masked steps output zeros instead of the carried state
+        (``keras.layers.Bidirectional`` sets it).
     **kwargs
-        keras.layers.GRU's other arguments, with the limits listed in the
-        module docstring.
+        ``keras.layers.Layer``'s arguments, such as ``name`` and ``dtype``;
+        the compute dtype must be float32 or float64.
 
-    Call with ``sequences`` [batch, time, features], and optionally
-    ``initial_state`` (h0 [batch, units]), ``mask`` [batch, time] and
-    ``training``. Returns the last output [batch, units], or all outputs
-    [batch, time, units] with return_sequences; with return_state also h.
+    Raises
+    ------
+    RuntimeError
+        If Keras's backend is not torch or jax.
+    ValueError
+        At construction: if ``units`` is not an int >= 1, the activations
+        are not tanh and sigmoid, ``dropout`` is not in [0, 1),
+        ``recurrent_dropout`` is not 0, ``stateful`` is True, ``reset_after``
+        is False, or the compute dtype is not float32 or float64 (mixed
+        precision). When called: if the inputs are not float32 or float64,
+        ``initial_state`` is not one tensor (or a list of one), the mask has a
+        gap (a masked step before a valid one; under ``jax.jit``, a
+        ``JaxRuntimeError`` with the same message), or, on the torch backend,
+        the inputs are not on the CPU.
+
+    Notes
+    -----
+    Call the layer as ``layer(sequences, initial_state=None, mask=None,
+    training=False)``:
+
+    - ``sequences``: [batch, time, features], float32 or float64.
+    - ``initial_state``: h0 [batch, units] (or ``[h0]``); zeros if omitted.
+    - ``mask``: [batch, time], right-padded: each sequence a prefix of valid
+      steps. A fully masked sequence keeps its initial state.
+    - ``training``: apply ``dropout``.
+
+    It returns the last output [batch, units], or every output [batch, time,
+    units] with ``return_sequences``; with ``return_state``, the tuple
+    ``(output, h)``, each state [batch, units].
+
+    On Keras's torch backend the layer runs on the CPU.
+
+    Examples
+    --------
+    >>> import keras, fastlstm.keras
+    >>> inp = keras.Input((None, 32))
+    >>> model = keras.Model(inp, keras.layers.Dense(1)(fastlstm.keras.GRU(64)(inp)))
     """
 
     _CELL = "gru"
     _KERAS = "GRU"
 
-    def __init__(self, units, reset_after=True, **kwargs):
-        if not reset_after:
+    def __init__(self, units, *args, **kwargs):
+        kwargs = _keywords("GRU", args, kwargs)
+        if not kwargs.pop("reset_after", True):
             raise ValueError("reset_after=False: fastlstm's GRU is torch's and cuDNN's "
                              "(reset_after=True); use keras.layers.GRU for the other form")
         super().__init__(units, **kwargs)

@@ -1,4 +1,5 @@
-"""`LSTM`, `GRU`, `LSTMCell` and `GRUCell`: torch.nn's layers on NumPy arrays."""
+"""``LSTM``, ``GRU``, ``LayerNormLSTM`` and their one-step cells: torch.nn's layers on NumPy
+arrays."""
 from __future__ import annotations
 
 import warnings
@@ -83,13 +84,24 @@ class _Module:
 
     @property
     def params_version(self) -> int:
-        """A counter bumped by every seen change of the parameters."""
+        """int: A counter bumped by every seen change of the parameters.
+
+        In-place writes through NumPy to a parameter or any view of it, attribute
+        assignment, :meth:`load_state_dict` and :meth:`params_changed` bump it. The
+        layer repacks its weights for the kernels on the first call after it moved.
+        Read-only.
+        """
         return self._cell.value
 
     def params_changed(self) -> None:
-        """Tell the layer its parameters changed behind NumPy's back (through
-        ``np.asarray`` views, memoryviews, ctypes, ``torch.from_numpy``): the
-        next call repacks them. NumPy operations on the parameters need no call."""
+        """Tell the layer that its parameters changed behind NumPy's back.
+
+        Call it after writes that bypass NumPy's API: through ``np.asarray`` (or
+        ``.view(np.ndarray)``) views, memoryviews, ctypes or ``torch.from_numpy``.
+        The next call repacks the weights. NumPy operations on the parameters (item
+        and slice assignment, in-place operators, ufuncs with ``out=``,
+        ``np.copyto``, ...) are seen and need no call.
+        """
         self._cell.bump()
 
     def _packed_for(self, training: bool):
@@ -110,10 +122,24 @@ class _Module:
         return packed
 
     def named_parameters(self):
-        """(name, array) pairs: the layer's own arrays (in-place edits are seen)."""
+        """The parameters as (name, array) pairs, in torch's order.
+
+        Returns
+        -------
+        list of (str, ndarray)
+            The names are the ``state_dict`` keys. The arrays are the layer's own,
+            not copies: in-place edits change the layer, and it sees them.
+        """
         return list(self._params.items())
 
     def parameters(self):
+        """The parameter arrays, in the order of :meth:`named_parameters`.
+
+        Returns
+        -------
+        list of ndarray
+            The layer's own arrays, not copies (in-place edits are seen).
+        """
         return list(self._params.values())
 
     def state_dict(self, format: str = "numpy") -> dict:  # noqa: A002 (a format name)
@@ -121,11 +147,24 @@ class _Module:
 
         Parameters
         ----------
-        format : {"numpy", "torch"}
-            ``"numpy"`` (default): a dict of plain ndarrays. ``"torch"``: an
-            ``OrderedDict`` of CPU tensors (needs torch), which
-            ``torch.nn.LSTM.load_state_dict`` (or ``GRU``'s, or
-            ``fastlstm.torch``'s) loads as is.
+        format : {"numpy", "torch"}, default "numpy"
+            ``"numpy"``: a dict of plain ndarrays. ``"torch"``: an ``OrderedDict``
+            of CPU tensors (needs torch), which ``torch.nn.LSTM.load_state_dict``
+            (or ``GRU``'s, or ``fastlstm.torch``'s) loads as is.
+
+        Returns
+        -------
+        dict or collections.OrderedDict
+            Parameter name (``weight_ih_l0``, ..., ``weight_hh_l0_reverse``; a
+            cell's names have no ``_l0``) to a copy of its values, in the layer's
+            dtype, in torch's order.
+
+        Raises
+        ------
+        ValueError
+            ``format`` is neither ``"numpy"`` nor ``"torch"``.
+        ImportError
+            ``format="torch"`` and torch is not installed.
         """
         if format == "numpy":
             return {k: v.copy() for k, v in self._params.items()}
@@ -138,7 +177,29 @@ class _Module:
         raise ValueError(f"format: expected 'numpy' or 'torch', got {format!r}")
 
     def load_state_dict(self, state_dict) -> None:
-        """Load parameters (NumPy arrays or torch tensors); keys and shapes must match."""
+        """Load parameters (NumPy arrays or torch tensors); keys and shapes must match.
+
+        The values are cast to the layer's dtype and copied into its parameter
+        arrays in place. Every entry is checked before any is written: a failed
+        load leaves the layer unchanged.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to ndarray or torch.Tensor
+            Exactly the layer's keys (torch's names, as :meth:`state_dict` gives
+            them), each with the parameter's shape and a float dtype: a
+            ``state_dict()`` of this class or of the matching torch module loads as
+            is.
+
+        Raises
+        ------
+        ValueError
+            A key is missing or unexpected, or a value has the wrong shape (where
+            the rows say it is another cell's state dict, e.g. a GRU's given to an
+            LSTM, the message names the class to load it into).
+        TypeError
+            A value does not have a float dtype.
+        """
         keys, expected = set(state_dict.keys()), set(self._shapes)
         if keys != expected:
             missing, extra = sorted(expected - keys), sorted(keys - expected)
@@ -172,20 +233,48 @@ class _Module:
                 f"cell's: load it into fastlstm.{names[0]}")
 
     def zero_grad(self) -> None:
-        """Clear the accumulated gradients."""
+        """Clear the accumulated gradients.
+
+        ``self.grads`` becomes a new dict of zero arrays, one per parameter, keyed
+        like :meth:`state_dict`. Arrays taken from the old dict keep their values.
+        """
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
 
     def train(self, mode: bool = True):
+        """Set training (``True``) or inference (``False``) mode, as torch's.
+
+        A new cell is in training mode, where every call saves its step for
+        ``backward``. In inference mode calls save nothing and use the
+        ``weights_dtype`` weights (the streaming path: see ``forward``).
+
+        Parameters
+        ----------
+        mode : bool, default True
+            ``True`` for training mode, ``False`` for inference mode.
+
+        Returns
+        -------
+        self
+        """
         self.training = bool(mode)
         return self
 
     def eval(self):
+        """Set inference mode: the same as ``train(False)``.
+
+        Returns
+        -------
+        self
+        """
         return self.train(False)
 
 
 def _to_numpy(v):
     if hasattr(v, "detach"):  # a torch tensor
-        v = v.detach().cpu().numpy()
+        v = v.detach().cpu()
+        if str(v.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widen (exact)
+            v = v.float()
+        v = v.numpy()
     return np.asarray(v)
 
 
@@ -220,6 +309,23 @@ class _Recurrent(_Module):
         self.zoneout_masks = []
 
     def train(self, mode: bool = True):
+        """Set training (``True``) or inference (``False``) mode, as torch's.
+
+        A new layer is in training mode: a call saves what :meth:`backward`
+        needs and applies dropout and zoneout with masks drawn from the layer's
+        generator. In inference mode a call saves nothing, applies no dropout,
+        uses zoneout's expectation and the ``weights_dtype`` weights. Setting
+        inference mode also frees the buffers kept from consumed training steps.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            ``True`` for training mode, ``False`` for inference mode.
+
+        Returns
+        -------
+        self
+        """
         super().train(mode)
         if not self.training:
             self._ws_pool.clear()  # inference keeps no training buffers
@@ -248,7 +354,10 @@ class _Recurrent(_Module):
                 f"dtype={self.dtype})")
 
     def __call__(self, x, hx=None, lengths=None):
-        """Run the layer on x (and hx, lengths): the same as :meth:`forward`."""
+        """Run the layer on x (and hx, lengths): the same as :meth:`forward`.
+
+        See :meth:`forward` for the arguments, the results and the errors.
+        """
         return self.forward(x, hx, lengths)
 
     def _state_shapes(self, B, batched):
@@ -338,7 +447,61 @@ class _TwoStates(_Recurrent):
     """The calls of a cell with states (h, c): torch.nn.LSTM's."""
 
     def forward(self, x, hx=None, lengths=None):
-        """y, (h_n, c_n) = lstm(x, hx=None, lengths=None), shapes as torch.nn.LSTM."""
+        """Run the layer over a batch of sequences: ``y, (h_n, c_n) = lstm(x, hx, lengths)``.
+
+        Shapes are torch.nn.LSTM's. Below, T is the sequence length, B the batch
+        size, I ``input_size``, H ``hidden_size``, Ho ``proj_size`` or else H, L
+        ``num_layers`` and D 2 if ``bidirectional``, else 1. Every array has the
+        layer's ``dtype``: there are no silent casts.
+
+        Parameters
+        ----------
+        x : ndarray
+            The input: [T,B,I], [B,T,I] with ``batch_first``, or [T,I] for one
+            unbatched sequence.
+        hx : tuple (h0, c0) of ndarray, optional
+            The initial states: h0 [D*L,B,Ho] and c0 [D*L,B,H] ([D*L,Ho] and
+            [D*L,H] with unbatched ``x``; ``batch_first`` does not apply to them).
+            None (default): zeros.
+        lengths : array_like of int, optional
+            Each sequence's length, [B], every value in [1, T], in any order (no
+            sorting, no packing). ``y`` is zero past each row's length, h_n and
+            c_n are each row's last valid state, and the reverse direction starts
+            at each row's own last element. Batched ``x`` only. None (default):
+            every row has length T.
+
+        Returns
+        -------
+        y : ndarray
+            The last layer's output h at every step, the directions concatenated:
+            [T,B,D*Ho] ([B,T,D*Ho] with ``batch_first``, [T,D*Ho] unbatched).
+        (h_n, c_n) : tuple of ndarray
+            The final states, shaped as h0 and c0.
+
+        Raises
+        ------
+        TypeError
+            ``x``, h0 or c0 is not a ``numpy.ndarray`` (the message says how to pass
+            a torch tensor or a JAX array), ``hx`` is not a pair, or ``lengths`` is
+            not an integer array.
+        DTypeError
+            ``x``, h0 or c0 does not have the layer's dtype.
+        ShapeError
+            h0 or c0 does not have the shape above.
+        ValueError
+            ``x`` is not 2-D or 3-D, its last axis is not ``input_size``, T or B is
+            0, or it is too large; ``lengths`` does not have shape [B], has a value
+            outside [1, T] or comes with unbatched ``x``; ``$FASTLSTM_ISA`` names a
+            kernel path that this CPU or build lacks.
+
+        Notes
+        -----
+        In train() mode a call saves what :meth:`backward` needs (replacing any
+        forward not yet back-propagated) and draws its dropout and zoneout masks
+        from the layer's generator (``dropout_masks``, ``zoneout_masks``). In
+        eval() mode it saves nothing (a saved training forward is dropped) and
+        applies no dropout. The work is proportional to ``sum(lengths)``.
+        """
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError("hx: expected a tuple (h0, c0) of two arrays")
         h0, c0 = (None, None) if hx is None else hx
@@ -346,11 +509,44 @@ class _TwoStates(_Recurrent):
         return y, (hn, cn)
 
     def backward(self, dy, dh_n=None, dc_n=None):
-        """dx, (dh0, dc0) = lstm.backward(dy, dh_n=None, dc_n=None).
+        """Back-propagate the last forward: ``dx, (dh0, dc0) = lstm.backward(dy, dh_n, dc_n)``.
 
-        dy, dh_n, dc_n have the shapes of y, h_n, c_n. Parameter gradients are
-        accumulated into ``self.grads``. Needs the last forward in train() mode
-        and consumes it.
+        Needs the last forward in train() mode and consumes it: each forward can
+        be back-propagated once. Parameter gradients are accumulated (added) into
+        ``self.grads``, so truncated BPTT over chunks works; :meth:`zero_grad`
+        clears them. The gradients are those of the weights that the forward
+        used, even if the parameters changed since.
+
+        Parameters
+        ----------
+        dy : ndarray
+            The gradient of the loss with respect to y: y's shape and the layer's
+            dtype.
+        dh_n : ndarray, optional
+            The gradient with respect to h_n, h_n's shape. None (default): zeros.
+        dc_n : ndarray, optional
+            The gradient with respect to c_n, c_n's shape. None (default): zeros.
+
+        Returns
+        -------
+        dx : ndarray
+            The gradient with respect to x, x's shape.
+        (dh0, dc0) : tuple of ndarray
+            The gradients with respect to h0 and c0, shaped as h_n and c_n (also
+            where the forward had no ``hx``).
+
+        Raises
+        ------
+        RuntimeError
+            There is no forward to back-propagate: none ran in train() mode, it was
+            back-propagated already, or an eval() call came after it.
+        TypeError
+            An argument is not a ``numpy.ndarray``.
+        DTypeError
+            An argument does not have the layer's dtype.
+        ShapeError
+            An argument does not have the shape of y, h_n or c_n. A failed check
+            does not consume the forward.
         """
         dx, (dh0, dc0) = self._run_backward(dy, [dh_n, dc_n])
         return dx, (dh0, dc0)
@@ -359,14 +555,104 @@ class _TwoStates(_Recurrent):
 class LSTM(_TwoStates):
     """Multi-layer LSTM with torch.nn.LSTM's arguments, shapes and parameter names.
 
-    Extra: ``peephole`` (weights ``weight_ph_l{k}`` [3,H], rows i, f, o),
-    ``dtype`` (float32 or float64), ``seed``, ``zoneout`` (haste's zoneout on
-    h: in train() each element keeps h_{t-1} with probability p, masks exposed
-    as ``zoneout_masks``; in eval() h_t = p·h_{t-1} + (1−p)·h̃_t) and
-    ``cell_clip`` (ONNX's clip of the gate pre-activations).
-    ``lstm(x, hx, lengths)`` takes variable lengths without packing.
-    ``backward(dy, dh_n, dc_n)`` back-propagates the last training-mode forward
-    and accumulates into ``grads``.
+    ``lstm(x, hx, lengths)`` runs it (:meth:`forward`) and takes variable lengths
+    without packing. ``backward(dy, dh_n, dc_n)`` back-propagates the last
+    training-mode forward and accumulates into ``grads``. The parameters are
+    attributes with torch's names and default init, U(-1/sqrt(H), 1/sqrt(H)):
+    ``weight_ih_l{k}`` [4H,I] (layer 0; [4H,D*Ho] above), ``weight_hh_l{k}``
+    [4H,Ho], ``bias_ih_l{k}`` and ``bias_hh_l{k}`` [4H] (gate rows i, f, g, o),
+    ``weight_hr_l{k}`` [Ho,H] with a projection, ``weight_ph_l{k}`` with
+    peepholes, and the same with ``_reverse`` for the reverse direction.
+
+    Parameters
+    ----------
+    input_size : int
+        The number of input features, I >= 1.
+    hidden_size : int
+        The number of features of the cell state (and of h without a
+        projection), H >= 1.
+    num_layers : int, default 1
+        The number of stacked layers, L >= 1.
+    bias : bool, default True
+        Whether the layers have the biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    batch_first : bool, default False
+        Whether ``x`` and ``y`` are [B,T,feature] rather than [T,B,feature] (the
+        states keep their shapes).
+    dropout : float, default 0.0
+        The probability, in [0, 1], of dropping each output of every layer but
+        the last, in train() mode (inverted dropout; the masks are kept as
+        ``dropout_masks`` and reused by ``backward``).
+    bidirectional : bool, default False
+        Whether each layer also runs over the reversed sequence (D = 2).
+    proj_size : int, default 0
+        With 0 < proj_size < hidden_size, h is projected to Ho = proj_size
+        features by ``weight_hr_l{k}``, as in torch. 0: no projection, Ho = H.
+    peephole : bool, default False
+        Peephole connections ``weight_ph_l{k}`` [3,H] (rows i, f, o): i and f
+        see c_{t-1}, o sees c_t.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        The dtype of the parameters and of every array the layer takes and
+        returns.
+    seed : int or None, default None
+        The seed of the layer's generator (``numpy.random.default_rng(seed)``),
+        which draws the initial weights and the dropout and zoneout masks.
+    weights_dtype : {None, dtype, "bfloat16"}, default None
+        ``"bfloat16"`` (float32 layers only): eval() calls run with ``W_ih`` and
+        ``W_hh`` rounded to the nearest bfloat16, which halves the weight memory
+        the recurrence streams (products, biases and states stay float32);
+        train() calls use the float32 weights. None or the layer's dtype: the
+        weights in that dtype.
+    zoneout : float, default 0.0
+        haste's zoneout on h, a probability p in [0, 1]. In train() each element
+        keeps h_{t-1} with probability p (the masks are kept as
+        ``zoneout_masks``, one [T,B,D*Ho] array per layer); in eval(),
+        h_t = p·h_{t-1} + (1−p)·h̃_t.
+    cell_clip : float or None, default None
+        ONNX's ``clip``: every gate pre-activation (peephole terms included) is
+        clipped to [-cell_clip, cell_clip] before its activation. None: no clip.
+
+    Attributes
+    ----------
+    grads : dict of str to ndarray
+        The accumulated gradients, keyed like :meth:`state_dict` (torch's
+        ``.grad``).
+    training : bool
+        Whether the layer is in training mode (:meth:`train`, :meth:`eval`).
+    dropout_masks : list of ndarray
+        The dropout masks of the last training-mode forward, one per layer but
+        the last (empty without dropout).
+    zoneout_masks : list of ndarray
+        The zoneout masks of the last training-mode forward, 1 where h_{t-1} was
+        kept (empty without zoneout).
+
+    Raises
+    ------
+    TypeError
+        A size is not an int (bools are refused), ``dropout``, ``zoneout`` or
+        ``cell_clip`` is not a real number, or ``dtype`` is not float32 or
+        float64.
+    ValueError
+        A size is < 1 or too large, ``proj_size`` is not in [0, hidden_size),
+        ``dropout`` or ``zoneout`` is outside [0, 1], ``cell_clip`` is <= 0, or
+        ``weights_dtype`` is none of the above (``"bfloat16"`` needs float32).
+
+    Warns
+    -----
+    UserWarning
+        ``dropout > 0`` with ``num_layers=1``: dropout applies between layers
+        only.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlstm
+    >>> lstm = fastlstm.LSTM(64, 128, num_layers=2, batch_first=True, seed=0)
+    >>> x = np.ones((8, 50, 64), np.float32)                    # [B,T,I]
+    >>> y, (h, c) = lstm(x, lengths=np.array([50, 31, 7, 50, 12, 1, 44, 20]))
+    >>> y.shape, h.shape
+    ((8, 50, 128), (2, 8, 128))
+    >>> dx, (dh0, dc0) = lstm.backward(np.ones_like(y))
+    >>> lstm.grads["weight_hh_l1"].shape
+    (512, 128)
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -378,19 +664,76 @@ class LSTM(_TwoStates):
 
 
 class LayerNormLSTM(_TwoStates):
-    """Multi-layer layer-norm LSTM (Ba et al. 2016, as haste's LayerNormLSTM)
-    with torch.nn.LSTM's arguments, shapes and calls (no proj_size or
-    peepholes). With LN(v) = (v − mean v)/sqrt(var v + 1e-5) over the last
-    axis (biased variance, as torch.nn.LayerNorm):
+    """Multi-layer layer-norm LSTM (Ba et al. 2016, as haste's LayerNormLSTM).
+
+    It has torch.nn.LSTM's arguments, shapes and calls, without ``proj_size``
+    or peepholes: ``m(x, hx, lengths)`` gives ``y, (h_n, c_n)`` (:meth:`forward`)
+    and ``m.backward(dy, dh_n, dc_n)`` gives ``dx, (dh0, dc0)``. With
+    LN(v) = (v − mean v)/sqrt(var v + 1e-5) over the last axis (biased
+    variance, as torch.nn.LayerNorm)::
 
         a = LN(x W_ih^T)⊙weight_ln_ih + LN(h W_hh^T)⊙weight_ln_hh + b_ih + b_hh
         c_t = σ(a_f)⊙c_{t-1} + σ(a_i)⊙tanh(a_g)
         h_t = σ(a_o)⊙tanh(LN(c_t)⊙weight_ln_c + bias_ln_c)
 
-    Per layer and direction: the LSTM's four parameters, plus
-    ``weight_ln_ih_l{k}`` [4H], ``weight_ln_hh_l{k}`` [4H], ``weight_ln_c_l{k}``
-    [H] (initialised to 1) and ``bias_ln_c_l{k}`` [H] (to 0). c_n is the
-    un-normalised c. ``zoneout`` as in `LSTM`.
+    Per layer and direction: the LSTM's four parameters (``weight_ih_l{k}``,
+    ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, gates i, f, g, o),
+    plus ``weight_ln_ih_l{k}`` [4H], ``weight_ln_hh_l{k}`` [4H],
+    ``weight_ln_c_l{k}`` [H] (initialised to 1) and ``bias_ln_c_l{k}`` [H] (to
+    0), with ``_reverse`` for the reverse direction. c_n is the un-normalised c.
+
+    Parameters
+    ----------
+    input_size : int
+        The number of input features, I >= 1.
+    hidden_size : int
+        The number of features of h and c, H >= 1.
+    num_layers : int, default 1
+        The number of stacked layers, L >= 1.
+    bias : bool, default True
+        Whether the layers have ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (the
+        layer norms' parameters are always there).
+    batch_first : bool, default False
+        Whether ``x`` and ``y`` are [B,T,feature] rather than [T,B,feature].
+    dropout : float, default 0.0
+        Dropout between layers in train() mode, as in :class:`LSTM`.
+    bidirectional : bool, default False
+        Whether each layer also runs over the reversed sequence (D = 2).
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        The dtype of the parameters and of every array the layer takes and
+        returns.
+    seed : int or None, default None
+        The seed of the layer's generator (initial weights, dropout and zoneout
+        masks).
+    zoneout : float, default 0.0
+        haste's zoneout on h, as in :class:`LSTM`.
+
+    Attributes
+    ----------
+    grads : dict of str to ndarray
+        The accumulated gradients, keyed like :meth:`state_dict`.
+    training : bool
+        Whether the layer is in training mode (:meth:`train`, :meth:`eval`).
+    dropout_masks : list of ndarray
+        The dropout masks of the last training-mode forward, as in
+        :class:`LSTM`.
+    zoneout_masks : list of ndarray
+        The zoneout masks of the last training-mode forward, as in
+        :class:`LSTM`.
+
+    Raises
+    ------
+    TypeError
+        A size is not an int, ``dropout`` or ``zoneout`` is not a real number,
+        or ``dtype`` is not float32 or float64.
+    ValueError
+        A size is < 1 or too large, or ``dropout`` or ``zoneout`` is outside
+        [0, 1].
+
+    Warns
+    -----
+    UserWarning
+        ``dropout > 0`` with ``num_layers=1``.
     """
     _CELL = "lnlstm"
 
@@ -404,10 +747,78 @@ class GRU(_Recurrent):
     """Multi-layer GRU with torch.nn.GRU's arguments, shapes, parameter names
     (gates r, z, n) and maths.
 
-    Extra: ``dtype`` (float32 or float64), ``seed`` and ``zoneout`` (as in
-    `LSTM`). ``gru(x, hx, lengths)`` takes variable lengths without packing.
-    ``backward(dy, dh_n)`` back-propagates the last training-mode forward and
-    accumulates into ``grads``.
+    ``gru(x, hx, lengths)`` runs it (:meth:`forward`) and takes variable lengths
+    without packing. ``backward(dy, dh_n)`` back-propagates the last
+    training-mode forward and accumulates into ``grads``. The parameters are
+    attributes with torch's names, shapes and init: ``weight_ih_l{k}`` [3H,I]
+    (layer 0; [3H,D*H] above), ``weight_hh_l{k}`` [3H,H], ``bias_ih_l{k}`` and
+    ``bias_hh_l{k}`` [3H], with ``_reverse`` for the reverse direction. A step
+    is ``n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))``, ``h' = (1−z)⊙n + z⊙h``.
+
+    Parameters
+    ----------
+    input_size : int
+        The number of input features, I >= 1.
+    hidden_size : int
+        The number of features of h, H >= 1.
+    num_layers : int, default 1
+        The number of stacked layers, L >= 1.
+    bias : bool, default True
+        Whether the layers have the biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    batch_first : bool, default False
+        Whether ``x`` and ``y`` are [B,T,feature] rather than [T,B,feature].
+    dropout : float, default 0.0
+        Dropout between layers in train() mode, as in :class:`LSTM`.
+    bidirectional : bool, default False
+        Whether each layer also runs over the reversed sequence (D = 2).
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        The dtype of the parameters and of every array the layer takes and
+        returns.
+    seed : int or None, default None
+        The seed of the layer's generator (initial weights, dropout and zoneout
+        masks).
+    weights_dtype : {None, dtype, "bfloat16"}, default None
+        ``"bfloat16"`` (float32 layers only): eval() calls use ``W_ih`` and
+        ``W_hh`` rounded to bfloat16, as in :class:`LSTM`.
+    zoneout : float, default 0.0
+        haste's zoneout on h, as in :class:`LSTM`.
+
+    Attributes
+    ----------
+    grads : dict of str to ndarray
+        The accumulated gradients, keyed like :meth:`state_dict`.
+    training : bool
+        Whether the layer is in training mode (:meth:`train`, :meth:`eval`).
+    dropout_masks : list of ndarray
+        The dropout masks of the last training-mode forward, as in
+        :class:`LSTM`.
+    zoneout_masks : list of ndarray
+        The zoneout masks of the last training-mode forward, as in
+        :class:`LSTM`.
+
+    Raises
+    ------
+    TypeError
+        A size is not an int, ``dropout`` or ``zoneout`` is not a real number,
+        or ``dtype`` is not float32 or float64.
+    ValueError
+        A size is < 1 or too large, ``dropout`` or ``zoneout`` is outside
+        [0, 1], or ``weights_dtype`` is none of the above.
+
+    Warns
+    -----
+    UserWarning
+        ``dropout > 0`` with ``num_layers=1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlstm
+    >>> gru = fastlstm.GRU(16, 32, bidirectional=True, seed=0)
+    >>> x = np.ones((20, 4, 16), np.float32)                    # [T,B,I]
+    >>> y, h = gru(x)
+    >>> y.shape, h.shape
+    ((20, 4, 64), (2, 4, 32))
+    >>> dx, dh0 = gru.backward(np.ones_like(y))
     """
     _CELL = "gru"
 
@@ -418,14 +829,101 @@ class GRU(_Recurrent):
                          bidirectional, 0, False, dtype, seed, weights_dtype, zoneout, None)
 
     def forward(self, x, hx=None, lengths=None):
-        """y, h_n = gru(x, hx=None, lengths=None), shapes as torch.nn.GRU."""
+        """Run the layer over a batch of sequences: ``y, h_n = gru(x, hx, lengths)``.
+
+        Shapes are torch.nn.GRU's. Below, T is the sequence length, B the batch
+        size, I ``input_size``, H ``hidden_size``, L ``num_layers`` and D 2 if
+        ``bidirectional``, else 1. Every array has the layer's ``dtype``: there
+        are no silent casts.
+
+        Parameters
+        ----------
+        x : ndarray
+            The input: [T,B,I], [B,T,I] with ``batch_first``, or [T,I] for one
+            unbatched sequence.
+        hx : ndarray, optional
+            The initial state h0, [D*L,B,H] ([D*L,H] with unbatched ``x``;
+            ``batch_first`` does not apply to it). None (default): zeros.
+        lengths : array_like of int, optional
+            Each sequence's length, [B], every value in [1, T], in any order (no
+            sorting, no packing). ``y`` is zero past each row's length, h_n is
+            each row's last valid state, and the reverse direction starts at each
+            row's own last element. Batched ``x`` only. None (default): every row
+            has length T.
+
+        Returns
+        -------
+        y : ndarray
+            The last layer's output h at every step, the directions concatenated:
+            [T,B,D*H] ([B,T,D*H] with ``batch_first``, [T,D*H] unbatched).
+        h_n : ndarray
+            The final state, shaped as h0.
+
+        Raises
+        ------
+        TypeError
+            ``x`` or ``hx`` is not a ``numpy.ndarray`` (the message says how to
+            pass a torch tensor or a JAX array), or ``lengths`` is not an integer
+            array.
+        DTypeError
+            ``x`` or ``hx`` does not have the layer's dtype.
+        ShapeError
+            ``hx`` does not have the shape above.
+        ValueError
+            ``x`` is not 2-D or 3-D, its last axis is not ``input_size``, T or B is
+            0, or it is too large; ``lengths`` does not have shape [B], has a value
+            outside [1, T] or comes with unbatched ``x``; ``$FASTLSTM_ISA`` names a
+            kernel path that this CPU or build lacks.
+
+        Notes
+        -----
+        In train() mode a call saves what :meth:`backward` needs (replacing any
+        forward not yet back-propagated) and draws its dropout and zoneout masks
+        from the layer's generator (``dropout_masks``, ``zoneout_masks``). In
+        eval() mode it saves nothing (a saved training forward is dropped) and
+        applies no dropout. The work is proportional to ``sum(lengths)``.
+        """
         y, (hn,) = self._run(x, [(hx, "hx (h0)")], lengths)
         return y, hn
 
     def backward(self, dy, dh_n=None):
-        """dx, dh0 = gru.backward(dy, dh_n=None): dy, dh_n have the shapes of
-        y, h_n. Parameter gradients are accumulated into ``self.grads``. Needs
-        the last forward in train() mode and consumes it."""
+        """Back-propagate the last forward: ``dx, dh0 = gru.backward(dy, dh_n)``.
+
+        Needs the last forward in train() mode and consumes it: each forward can
+        be back-propagated once. Parameter gradients are accumulated (added) into
+        ``self.grads``, so truncated BPTT over chunks works; :meth:`zero_grad`
+        clears them. The gradients are those of the weights that the forward
+        used, even if the parameters changed since.
+
+        Parameters
+        ----------
+        dy : ndarray
+            The gradient of the loss with respect to y: y's shape and the layer's
+            dtype.
+        dh_n : ndarray, optional
+            The gradient with respect to h_n, h_n's shape. None (default): zeros.
+
+        Returns
+        -------
+        dx : ndarray
+            The gradient with respect to x, x's shape.
+        dh0 : ndarray
+            The gradient with respect to h0, shaped as h_n (also where the forward
+            had no ``hx``).
+
+        Raises
+        ------
+        RuntimeError
+            There is no forward to back-propagate: none ran in train() mode, it was
+            back-propagated already, or an eval() call came after it.
+        TypeError
+            An argument is not a ``numpy.ndarray``.
+        DTypeError
+            An argument does not have the layer's dtype.
+        ShapeError
+            An argument does not have the shape of y or h_n. A failed check does
+            not consume the forward.
+        """
         dx, (dh0,) = self._run_backward(dy, [dh_n])
         return dx, dh0
 
@@ -533,6 +1031,7 @@ class _StepCell(_Module):
         return out if batched else [v[0] for v in out]
 
     def clear_saved(self) -> None:
+        """Drop the saved training-mode steps that ``backward`` has not consumed."""
         self._saved.clear()
 
 
@@ -540,11 +1039,54 @@ class _TwoStateCell(_StepCell):
     """A cell with states (h, c): torch.nn.LSTMCell's calls."""
 
     def __call__(self, x, hx=None):
-        """One step on x (and hx): the same as :meth:`forward`."""
+        """One step on x (and hx): the same as :meth:`forward`.
+
+        See :meth:`forward` for the arguments, the results and the errors.
+        """
         return self.forward(x, hx)
 
     def forward(self, x, hx=None):
-        """h, c = cell(x, hx=None); x [B,I] or [I], hx = (h [B,H], c [B,H]) or None."""
+        """One step: ``h, c = cell(x, hx)``, shapes as torch.nn.LSTMCell.
+
+        Below, B is the batch size, I ``input_size`` and H ``hidden_size``. Every
+        array has the cell's ``dtype``: there are no silent casts.
+
+        Parameters
+        ----------
+        x : ndarray
+            The input, [B,I], or [I] unbatched.
+        hx : tuple (h, c) of ndarray, optional
+            The states, each [B,H] ([H] with unbatched ``x``). None (default):
+            zeros.
+
+        Returns
+        -------
+        h : ndarray
+            The new hidden state, [B,H] ([H] unbatched).
+        c : ndarray
+            The new cell state, [B,H] ([H] unbatched).
+
+        Raises
+        ------
+        TypeError
+            ``x``, h or c is not a ``numpy.ndarray``, or ``hx`` is not a pair.
+        DTypeError
+            ``x``, h or c does not have the cell's dtype.
+        ShapeError
+            h or c does not have the shape above.
+        ValueError
+            ``x`` is not 1-D or 2-D, its last axis is not ``input_size`` or B is
+            0, or ``$FASTLSTM_ISA`` names a kernel path that this CPU or build
+            lacks.
+
+        Notes
+        -----
+        In eval() mode, with ``x`` [B,I] and ``hx`` a tuple of [B,H] arrays, all
+        C-contiguous, a step is one call into the kernels on the cached packed
+        weights (no packing, no allocation beyond the outputs): the streaming
+        path. In train() mode each call saves its step on a stack for
+        :meth:`backward`.
+        """
         if type(hx) is tuple and len(hx) == 2 and type(x) is np.ndarray and self._fast(x, hx):
             h, c = self._infer_step(x, *hx)  # the streaming step
             return h, c
@@ -555,7 +1097,44 @@ class _TwoStateCell(_StepCell):
         return h, c
 
     def backward(self, dh, dc=None):
-        """dx, (dh0, dc0) = cell.backward(dh, dc=None) for the most recent saved step."""
+        """Back-propagate the most recent saved step: ``dx, (dh0, dc0) = cell.backward(dh, dc)``.
+
+        The step is taken off the stack, so BPTT over many steps is a series of
+        ``backward`` calls in reverse order, each given the gradients with
+        respect to its step's h and c (a later step's dh0 and dc0 plus what the
+        loss adds). Parameter gradients are accumulated (added) into
+        ``self.grads``.
+
+        Parameters
+        ----------
+        dh : ndarray
+            The gradient with respect to the step's h: [B,H], or [H] for an
+            unbatched step, in the cell's dtype.
+        dc : ndarray, optional
+            The gradient with respect to the step's c, likewise. None (default):
+            zeros.
+
+        Returns
+        -------
+        dx : ndarray
+            The gradient with respect to the step's x, [B,I] ([I] unbatched).
+        (dh0, dc0) : tuple of ndarray
+            The gradients with respect to the step's input states, [B,H] ([H]
+            unbatched).
+
+        Raises
+        ------
+        RuntimeError
+            No step is saved: none ran in train() mode, or all were consumed or
+            dropped by :meth:`clear_saved`.
+        TypeError
+            ``dh`` or ``dc`` is not a ``numpy.ndarray``.
+        DTypeError
+            ``dh`` or ``dc`` does not have the cell's dtype.
+        ShapeError
+            ``dh`` or ``dc`` does not have the step's h shape. A failed check keeps
+            the step.
+        """
         dx, dh0, dc0 = self._step_backward([(dh, "dh"), (dc, "dc")])
         return dx, (dh0, dc0)
 
@@ -563,9 +1142,56 @@ class _TwoStateCell(_StepCell):
 class LSTMCell(_TwoStateCell):
     """One LSTM step with torch.nn.LSTMCell's arguments and parameter names.
 
-    In train() mode every call saves its step on a stack; ``backward`` consumes
-    the most recent one, so BPTT over many steps is a series of backward calls
-    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    ``h, c = cell(x, hx)`` runs a step (:meth:`forward`). In train() mode every
+    call saves its step on a stack; ``backward`` consumes the most recent one,
+    so BPTT over many steps is a series of backward calls in reverse order.
+    ``clear_saved()`` drops unconsumed steps. In eval() mode a step is one call
+    into the kernels (the streaming path). The parameters are attributes with
+    torch's names, shapes and init: ``weight_ih`` [4H,I], ``weight_hh`` [4H,H],
+    ``bias_ih`` and ``bias_hh`` [4H] (gate rows i, f, g, o), and ``weight_ph``
+    [3,H] with peepholes.
+
+    Parameters
+    ----------
+    input_size : int
+        The number of input features, I >= 1.
+    hidden_size : int
+        The number of features of h and c, H >= 1.
+    bias : bool, default True
+        Whether the cell has the biases ``bias_ih`` and ``bias_hh``.
+    peephole : bool, default False
+        Peephole connections ``weight_ph`` [3,H] (rows i, f, o), as in
+        :class:`LSTM`.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        The dtype of the parameters and of every array the cell takes and
+        returns.
+    seed : int or None, default None
+        The seed of the generator that draws the initial weights.
+    weights_dtype : {None, dtype, "bfloat16"}, default None
+        ``"bfloat16"`` (float32 cells only): eval() steps use ``W_ih`` and
+        ``W_hh`` rounded to bfloat16, as in :class:`LSTM`.
+
+    Attributes
+    ----------
+    grads : dict of str to ndarray
+        The accumulated gradients, keyed like :meth:`state_dict`.
+    training : bool
+        Whether the cell is in training mode (:meth:`train`, :meth:`eval`).
+
+    Raises
+    ------
+    TypeError
+        A size is not an int, or ``dtype`` is not float32 or float64.
+    ValueError
+        A size is < 1 or too large, or ``weights_dtype`` is none of the above.
+
+    Examples
+    --------
+    >>> import numpy as np, fastlstm
+    >>> cell = fastlstm.LSTMCell(8, 16, seed=0).eval()
+    >>> h, c = np.zeros((1, 16), np.float32), np.zeros((1, 16), np.float32)
+    >>> for x in np.ones((100, 1, 8), np.float32):             # streaming, B=1
+    ...     h, c = cell(x, (h, c))
     """
 
     def __init__(self, input_size, hidden_size, bias=True, peephole=False, dtype=np.float32,
@@ -578,16 +1204,49 @@ class LSTMCell(_TwoStateCell):
 
 
 class LayerNormLSTMCell(_TwoStateCell):
-    """One step of `LayerNormLSTM` (same maths, no dropout or zoneout), with
-    LSTMCell's calls. Parameters: ``weight_ih`` [4H,I], ``weight_hh`` [4H,H],
-    ``bias_ih``, ``bias_hh`` [4H] (with bias), ``weight_ln_ih``,
-    ``weight_ln_hh`` [4H] and ``weight_ln_c`` [H] (initialised to 1),
-    ``bias_ln_c`` [H] (to 0): the layer's names without ``_l0``, so a cell
-    and a one-layer `LayerNormLSTM` load each other's weights by renaming.
+    """One step of :class:`LayerNormLSTM` (same maths, no dropout or zoneout),
+    with :class:`LSTMCell`'s calls.
 
-    In train() mode every call saves its step on a stack; ``backward`` consumes
-    the most recent one, so BPTT over many steps is a series of backward calls
-    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    Parameters: ``weight_ih`` [4H,I], ``weight_hh`` [4H,H], ``bias_ih``,
+    ``bias_hh`` [4H] (with bias), ``weight_ln_ih``, ``weight_ln_hh`` [4H] and
+    ``weight_ln_c`` [H] (initialised to 1), ``bias_ln_c`` [H] (to 0): the
+    layer's names without ``_l0``, so a cell and a one-layer
+    :class:`LayerNormLSTM` load each other's weights by renaming.
+
+    ``h, c = cell(x, hx)`` runs a step (:meth:`forward`). In train() mode every
+    call saves its step on a stack; ``backward`` consumes the most recent one,
+    so BPTT over many steps is a series of backward calls in reverse order.
+    ``clear_saved()`` drops unconsumed steps. In eval() mode a step is one call
+    into the kernels (the streaming path).
+
+    Parameters
+    ----------
+    input_size : int
+        The number of input features, I >= 1.
+    hidden_size : int
+        The number of features of h and c, H >= 1.
+    bias : bool, default True
+        Whether the cell has the biases ``bias_ih`` and ``bias_hh`` (the layer
+        norms' parameters are always there).
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        The dtype of the parameters and of every array the cell takes and
+        returns.
+    seed : int or None, default None
+        The seed of the generator that draws the initial weights.
+
+    Attributes
+    ----------
+    grads : dict of str to ndarray
+        The accumulated gradients, keyed like :meth:`state_dict`.
+    training : bool
+        Whether the cell is in training mode (:meth:`train`, :meth:`eval`).
+
+    Raises
+    ------
+    TypeError
+        A size is not an int, or ``dtype`` is not float32 or float64.
+    ValueError
+        A size is < 1 or too large.
     """
     _CELL = "lnlstm"
 
@@ -602,9 +1261,44 @@ class LayerNormLSTMCell(_TwoStateCell):
 class GRUCell(_StepCell):
     """One GRU step with torch.nn.GRUCell's arguments, parameter names and maths.
 
-    In train() mode every call saves its step on a stack; ``backward`` consumes
-    the most recent one, so BPTT over many steps is a series of backward calls
-    in reverse order. ``clear_saved()`` drops unconsumed steps.
+    ``h = cell(x, hx)`` runs a step (:meth:`forward`). In train() mode every
+    call saves its step on a stack; ``backward`` consumes the most recent one,
+    so BPTT over many steps is a series of backward calls in reverse order.
+    ``clear_saved()`` drops unconsumed steps. In eval() mode a step is one call
+    into the kernels (the streaming path). The parameters are attributes with
+    torch's names, shapes and init: ``weight_ih`` [3H,I], ``weight_hh`` [3H,H],
+    ``bias_ih`` and ``bias_hh`` [3H] (gate rows r, z, n).
+
+    Parameters
+    ----------
+    input_size : int
+        The number of input features, I >= 1.
+    hidden_size : int
+        The number of features of h, H >= 1.
+    bias : bool, default True
+        Whether the cell has the biases ``bias_ih`` and ``bias_hh``.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        The dtype of the parameters and of every array the cell takes and
+        returns.
+    seed : int or None, default None
+        The seed of the generator that draws the initial weights.
+    weights_dtype : {None, dtype, "bfloat16"}, default None
+        ``"bfloat16"`` (float32 cells only): eval() steps use ``W_ih`` and
+        ``W_hh`` rounded to bfloat16, as in :class:`LSTM`.
+
+    Attributes
+    ----------
+    grads : dict of str to ndarray
+        The accumulated gradients, keyed like :meth:`state_dict`.
+    training : bool
+        Whether the cell is in training mode (:meth:`train`, :meth:`eval`).
+
+    Raises
+    ------
+    TypeError
+        A size is not an int, or ``dtype`` is not float32 or float64.
+    ValueError
+        A size is < 1 or too large, or ``weights_dtype`` is none of the above.
     """
     _CELL = "gru"
 
@@ -617,16 +1311,87 @@ class GRUCell(_StepCell):
                 f"dtype={self.dtype})")
 
     def __call__(self, x, hx=None):
-        """One step on x (and hx): the same as :meth:`forward`."""
+        """One step on x (and hx): the same as :meth:`forward`.
+
+        See :meth:`forward` for the arguments, the results and the errors.
+        """
         return self.forward(x, hx)
 
     def forward(self, x, hx=None):
-        """h = cell(x, hx=None); x [B,I] or [I], hx [B,H] / [H] or None."""
+        """One step: ``h = cell(x, hx)``, shapes as torch.nn.GRUCell.
+
+        Below, B is the batch size, I ``input_size`` and H ``hidden_size``. Every
+        array has the cell's ``dtype``: there are no silent casts.
+
+        Parameters
+        ----------
+        x : ndarray
+            The input, [B,I], or [I] unbatched.
+        hx : ndarray, optional
+            The state, [B,H] ([H] with unbatched ``x``). None (default): zeros.
+
+        Returns
+        -------
+        h : ndarray
+            The new state, [B,H] ([H] unbatched).
+
+        Raises
+        ------
+        TypeError
+            ``x`` or ``hx`` is not a ``numpy.ndarray``.
+        DTypeError
+            ``x`` or ``hx`` does not have the cell's dtype.
+        ShapeError
+            ``hx`` does not have the shape above.
+        ValueError
+            ``x`` is not 1-D or 2-D, its last axis is not ``input_size`` or B is
+            0, or ``$FASTLSTM_ISA`` names a kernel path that this CPU or build
+            lacks.
+
+        Notes
+        -----
+        In eval() mode, with ``x`` [B,I] and ``hx`` [B,H], both C-contiguous, a
+        step is one call into the kernels on the cached packed weights (no
+        packing, no allocation beyond the output): the streaming path. In
+        train() mode each call saves its step on a stack for :meth:`backward`.
+        """
         if type(x) is np.ndarray and type(hx) is np.ndarray and self._fast(x, (hx,)):
             return self._infer_step(x, hx, None)[0]  # the streaming step
         return self._step(x, [(hx, "hx")])[0]
 
     def backward(self, dh):
-        """dx, dh0 = cell.backward(dh) for the most recent saved step."""
+        """Back-propagate the most recent saved step: ``dx, dh0 = cell.backward(dh)``.
+
+        The step is taken off the stack, so BPTT over many steps is a series of
+        ``backward`` calls in reverse order, each given the gradient with respect
+        to its step's h (a later step's dh0 plus what the loss adds). Parameter
+        gradients are accumulated (added) into ``self.grads``.
+
+        Parameters
+        ----------
+        dh : ndarray
+            The gradient with respect to the step's h: [B,H], or [H] for an
+            unbatched step, in the cell's dtype.
+
+        Returns
+        -------
+        dx : ndarray
+            The gradient with respect to the step's x, [B,I] ([I] unbatched).
+        dh0 : ndarray
+            The gradient with respect to the step's input state, [B,H] ([H]
+            unbatched).
+
+        Raises
+        ------
+        RuntimeError
+            No step is saved: none ran in train() mode, or all were consumed or
+            dropped by :meth:`clear_saved`.
+        TypeError
+            ``dh`` is not a ``numpy.ndarray``.
+        DTypeError
+            ``dh`` does not have the cell's dtype.
+        ShapeError
+            ``dh`` does not have the step's h shape. A failed check keeps the step.
+        """
         dx, dh0 = self._step_backward([(dh, "dh")])
         return dx, dh0

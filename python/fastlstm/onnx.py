@@ -38,9 +38,52 @@ def _onnx():
 def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
                           lengths: bool = False, initial_state: bool = False,
                           opset: int = OPSET, cell: str = "lstm", cell_clip=None):
-    """An ``onnx.ModelProto`` of the layer (cell 'lstm' or 'gru') whose
-    torch-style parameters are `state_dict` (see `fastlstm.convert.describe`);
-    cell_clip (LSTM): the nodes' ``clip`` attribute."""
+    """Build the ONNX model of a layer from its torch-style parameters.
+
+    One standard ``LSTM`` or ``GRU`` node (``linear_before_reset=1``) per
+    layer, as :func:`export` writes; the model is checked with
+    ``onnx.checker``. Graph inputs and outputs: see :func:`export`.
+
+    Parameters
+    ----------
+    state_dict : dict
+        The layer's torch-style parameters (NumPy arrays or torch tensors,
+        float32 or float64), see :func:`fastlstm.convert.describe`; no
+        projection.
+    batch_first : bool, default False
+        ``X`` and ``Y`` are [B,T,...] instead of [T,B,...].
+    lengths : bool, default False
+        Add the graph input ``sequence_lens``, int32 [B].
+    initial_state : bool, default False
+        Add the graph inputs ``initial_h`` (and the LSTM's ``initial_c``),
+        [D*L,B,H].
+    opset : int, default OPSET (17)
+        The ONNX opset to import; the IR version written is the lowest that
+        supports it.
+    cell : {'lstm', 'gru'}, default 'lstm'
+        The cell of ``state_dict``.
+    cell_clip : float or None, default None
+        LSTM only: the nodes' ``clip`` attribute.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model.
+
+    Raises
+    ------
+    ImportError
+        If the ``onnx`` package is not installed.
+    TypeError
+        If a parameter is not float32 or float64.
+    ValueError
+        If ``cell`` is not ``'lstm'`` or ``'gru'``, ``state_dict`` is not one
+        such layer's (see :func:`fastlstm.convert.describe`), the layer has a
+        projection, ``cell_clip`` is given for a GRU, or the installed onnx
+        does not support ``opset``.
+    onnx.checker.ValidationError
+        If the model fails ``onnx.checker``, as with too old an ``opset``.
+    """
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
@@ -120,9 +163,68 @@ def model_from_state_dict(state_dict: dict, *, batch_first: bool = False,
 
 def export(layer, path, *, lengths: bool = False, initial_state: bool = False,
            opset: int = OPSET):
-    """Write `layer` (a `fastlstm.LSTM` / `GRU`, or a `fastlstm.torch` one) to
-    `path` as an ONNX model (see the module docstring for its inputs and
-    outputs). Returns the ``onnx.ModelProto``."""
+    """Write a layer to a file as a standard ONNX model.
+
+    Any ONNX runtime runs the model without fastlstm: one ``LSTM`` node per
+    layer, or one ``GRU`` node with ``linear_before_reset=1`` (torch's GRU
+    maths); see the module docstring. The model computes inference: dropout
+    is not applied.
+
+    Parameters
+    ----------
+    layer : fastlstm.LSTM or fastlstm.GRU
+        The layer, or ``fastlstm.torch``'s LSTM or GRU; its ``state_dict()``,
+        ``batch_first``, ``zoneout`` and ``cell_clip`` are read. Not a
+        layer-norm LSTM (ONNX has no such op), nor a layer with
+        ``proj_size > 0`` or ``zoneout > 0``.
+    path : str or os.PathLike
+        The file to write (``onnx.save``).
+    lengths : bool, default False
+        Add the graph input ``sequence_lens``, int32 [B].
+    initial_state : bool, default False
+        Add the graph inputs ``initial_h`` (and the LSTM's ``initial_c``),
+        [D*L,B,H].
+    opset : int, default OPSET (17)
+        The ONNX opset to import.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model written.
+
+    Raises
+    ------
+    ImportError
+        If the ``onnx`` package is not installed.
+    TypeError
+        If ``layer`` has no ``state_dict`` or ``batch_first``, or its
+        parameters are not float32 or float64.
+    ValueError
+        If the layer has ``zoneout > 0`` or a projection, is a layer-norm
+        LSTM, or its state_dict is not one layer's; and as in
+        :func:`model_from_state_dict` for ``opset``.
+    onnx.checker.ValidationError
+        As in :func:`model_from_state_dict`.
+
+    Notes
+    -----
+    Graph inputs: ``X`` [T,B,I] ([B,T,I] with ``batch_first``), then
+    ``sequence_lens`` and ``initial_h`` / ``initial_c`` if asked for.
+    Outputs: ``Y`` [T,B,D*H] ([B,T,D*H] with ``batch_first``), as the
+    layer's y; ``Y_h`` [D*L,B,H], as h_n; and the LSTM's ``Y_c``
+    [D*L,B,H], as c_n. T and B are symbolic. Peepholes become the LSTM's
+    ``P`` input and ``cell_clip`` its ``clip``.
+
+    Examples
+    --------
+    >>> import numpy as np, onnxruntime, fastlstm, fastlstm.onnx
+    >>> lstm = fastlstm.LSTM(16, 32, num_layers=2, bidirectional=True, seed=0)
+    >>> model = fastlstm.onnx.export(lstm, "lstm.onnx")
+    >>> session = onnxruntime.InferenceSession("lstm.onnx")
+    >>> y, h_n, c_n = session.run(None, {"X": np.zeros((5, 2, 16), np.float32)})
+    >>> y.shape, h_n.shape
+    ((5, 2, 64), (4, 2, 32))
+    """
     for attr in ("state_dict", "batch_first"):
         if not hasattr(layer, attr):
             raise TypeError(f"layer: expected a fastlstm LSTM or GRU layer, got "

@@ -12,7 +12,7 @@ stack's, written once for every cell in ``fastlstm._reference_stack``.
 
 The model
 ---------
-Gate order i, f, g, o (as torch). For each step t, with x_t [B,I], h_{t-1} [B,Hout]:
+Gate order i, f, g, o (as torch). For each step t, with x_t [B,I], h_{t-1} [B,Hout]::
 
     gates = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh            # [B,4H]
     i = σ(gates_i + p_i⊙c_{t-1})   f = σ(gates_f + p_f⊙c_{t-1})  # p_*: peepholes, optional
@@ -149,9 +149,33 @@ class _LSTMCell:
 def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_ph=None):
     """One LSTM step in float64 (the oracle for LSTMCell).
 
-    x [B,I] or [I], h [B,Hout] or [Hout], c [B,H] or [H], w_ih [4H,I],
-    w_hh [4H,Hout], b_ih/b_hh [4H] or None, w_ph [3,H] (rows i, f, o) or None.
-    Returns (h', c').
+    There is no projection: h has H features, as c.
+
+    Parameters
+    ----------
+    x : array_like, [B,I] or [I]
+        The step's input, batched or not.
+    h : array_like, [B,H] or [H]
+        The h before the step.
+    c : array_like, [B,H] or [H]
+        The c before the step.
+    w_ih : array_like, [4H,I]
+        Input weights, rows i, f, g, o.
+    w_hh : array_like, [4H,H]
+        Recurrent weights.
+    b_ih : array_like, [4H], optional
+        The input-side bias. None: zeros, or no bias if ``b_hh`` is None too.
+    b_hh : array_like, [4H], optional
+        The recurrent bias. None: zeros, or no bias if ``b_ih`` is None too.
+    w_ph : array_like, [3,H], optional
+        Peepholes, rows i, f, o; None: none.
+
+    Returns
+    -------
+    h1 : numpy.ndarray, float64
+        The h after the step, shaped as ``c``.
+    c1 : numpy.ndarray, float64
+        The c after the step, shaped as ``c``.
     """
     bias = b_ih is not None or b_hh is not None
     cell = _LSTMCell(np.shape(c)[-1], bias=bias, peephole=w_ph is not None)
@@ -167,21 +191,88 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
                  bias=True, peephole=False, h0=None, c0=None, lengths=None,
                  dropout_masks=None, zoneout=0.0, zoneout_masks=None, training=False,
                  cell_clip=None, dtype=np.float64):
-    """x: [T,B,I] time-major, batched only. params: dict with torch.nn.LSTM state_dict keys
-    (weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, weight_hr_l{k} if proj_size>0,
-    weight_ph_l{k} [3,H] rows (i,f,o) if peephole, suffix _reverse for direction 1), arrays or
-    anything np.asarray takes.
-    h0: [D*L,B,Hout] or None (zeros), c0: [D*L,B,H] or None. Hout = proj_size or hidden_size.
-    lengths: int array [B] (values in [1,T]) or None (= all T).
-    dropout_masks: None or list of num_layers-1 arrays [T,B,D*Hout]; the output of layer k
-    (k < num_layers-1) is multiplied elementwise by dropout_masks[k] before it feeds layer k+1.
-    zoneout, zoneout_masks, training: zoneout on h (module docstring), off by default.
-    training=True: zoneout_masks is None (no zoneout; then zoneout must be 0) or a list of
-    num_layers arrays [T,B,D*Hout] (1 keeps h_{t-1}). training=False: zoneout = p mixes
-    p·h_{t-1} + (1-p)·h_t, and zoneout_masks must be None. Dropout masks apply whenever given.
-    cell_clip: None (default) or a > 0: gate pre-activations clipped to [-a, a] (ONNX clip).
-    dtype: computation dtype (float64 by default; the benchmark may pass float32).
-    Returns y [T,B,D*Hout], h_n [D*L,B,Hout], c_n [D*L,B,H], cache (opaque, for backward)."""
+    """Multi-layer LSTM forward in plain NumPy: the oracle (module docstring: the model).
+
+    Parameters
+    ----------
+    x : array_like, [T,B,I]
+        The input, time-major, batched only.
+    params : dict of str to array_like
+        torch.nn.LSTM's state_dict keys: ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+        ``bias_ih_l{k}``, ``bias_hh_l{k}`` (with ``bias``), ``weight_hr_l{k}``
+        (with ``proj_size > 0``), ``weight_ph_l{k}`` [3,H] rows (i, f, o) (with
+        ``peephole``), suffix ``_reverse`` for direction 1. Arrays or anything
+        :func:`numpy.asarray` takes.
+    num_layers : int
+        The number of layers L.
+    hidden_size : int
+        The hidden size H.
+    proj_size : int, default 0
+        > 0: h projected to proj_size features. Hout = proj_size or hidden_size.
+    bidirectional : bool, default False
+        D = 2 if True, else 1.
+    bias : bool, default True
+        Use ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    peephole : bool, default False
+        Use the peepholes ``weight_ph_l{k}``.
+    h0 : array_like, [D*L,B,Hout], optional
+        The initial h; None: zeros.
+    c0 : array_like, [D*L,B,H], optional
+        The initial c; None: zeros.
+    lengths : array_like of int, [B], optional
+        Each row's length, values in [1, T]; None: all T.
+    dropout_masks : list of array_like, optional
+        num_layers-1 arrays [T,B,D*Hout]: the output of layer k
+        (k < num_layers-1) is multiplied elementwise by ``dropout_masks[k]``
+        before it feeds layer k+1. They apply whenever given, whatever
+        ``training`` says. None: no dropout.
+    zoneout : float, default 0.0
+        p, zoneout on h (module docstring). ``training=False``: h mixed as
+        p·h_{t-1} + (1-p)·h_t. ``training=True``: must be 0 unless
+        ``zoneout_masks`` is given.
+    zoneout_masks : list of array_like, optional
+        ``training=True`` only: num_layers arrays [T,B,D*Hout], 1 keeps
+        h_{t-1}. None: no zoneout in training.
+    training : bool, default False
+        Selects how zoneout applies: with masks (True) or with p (False).
+    cell_clip : float, optional
+        a > 0: gate pre-activations clipped to [-a, a] (ONNX clip). None: no
+        clip.
+    dtype : numpy dtype, default numpy.float64
+        The computation dtype (the benchmark may pass float32).
+
+    Returns
+    -------
+    y : numpy.ndarray, [T,B,D*Hout]
+        The last layer's output.
+    h_n : numpy.ndarray, [D*L,B,Hout]
+        The final h of each layer and direction.
+    c_n : numpy.ndarray, [D*L,B,H]
+        The final c.
+    cache : dict
+        Opaque, for :func:`lstm_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``cell_clip`` is not None and not > 0; ``zoneout_masks`` is given
+        with ``training=False``; ``training=True`` has ``zoneout`` != 0 and no
+        masks; ``zoneout_masks`` is not num_layers arrays [T,B,D*Hout].
+    KeyError
+        If ``params`` lacks a parameter.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> params = {"weight_ih_l0": rng.uniform(-0.5, 0.5, (16, 3)),
+    ...           "weight_hh_l0": rng.uniform(-0.5, 0.5, (16, 4)),
+    ...           "bias_ih_l0": np.zeros(16), "bias_hh_l0": np.zeros(16)}
+    >>> x = rng.standard_normal((5, 2, 3))
+    >>> y, h_n, c_n, cache = lstm_forward(x, params, num_layers=1, hidden_size=4)
+    >>> dx, dh0, dc0, grads = lstm_backward(cache, np.ones_like(y))
+    >>> y.shape, sorted(grads) == sorted(params)
+    ((5, 2, 4), True)
+    """
     cell = _LSTMCell(hidden_size, proj_size, bias, peephole, cell_clip)
     y, (h_n, c_n), cache = stack.forward(
         cell, x, params, num_layers=num_layers, bidirectional=bidirectional, state0=(h0, c0),
@@ -191,7 +282,30 @@ def lstm_forward(x, params, *, num_layers, hidden_size, proj_size=0, bidirection
 
 
 def lstm_backward(cache, dy, dh_n=None, dc_n=None):
-    """Returns dx [T,B,I], dh0 [D*L,B,Hout], dc0 [D*L,B,H], grads (dict keyed like params,
-    same shapes)."""
+    """Back-propagation through time through :func:`lstm_forward`, in plain NumPy.
+
+    Parameters
+    ----------
+    cache : dict
+        What :func:`lstm_forward` returned.
+    dy : array_like, [T,B,D*Hout]
+        The gradient with respect to ``y``. With lengths, its values past a
+        row's length are ignored.
+    dh_n : array_like, [D*L,B,Hout], optional
+        The gradient with respect to ``h_n``; None: zeros.
+    dc_n : array_like, [D*L,B,H], optional
+        The gradient with respect to ``c_n``; None: zeros.
+
+    Returns
+    -------
+    dx : numpy.ndarray, [T,B,I]
+        The gradient with respect to ``x``.
+    dh0 : numpy.ndarray, [D*L,B,Hout]
+        The gradient with respect to ``h0``.
+    dc0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``c0``.
+    grads : dict of str to numpy.ndarray
+        Keyed like ``params``, same shapes.
+    """
     dx, (dh0, dc0), grads = stack.backward(cache, dy, (dh_n, dc_n))
     return dx, dh0, dc0, grads

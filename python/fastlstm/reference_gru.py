@@ -11,14 +11,14 @@ stack's, written once for every cell in ``fastlstm._reference_stack``.
 
 The model
 ---------
-torch.nn.GRU's, gate order r, z, n. For each step t, with x_t [B,I], h_{t-1} [B,H]:
+torch.nn.GRU's, gate order r, z, n. For each step t, with x_t [B,I], h_{t-1} [B,H]::
 
     r = σ(x_t W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)
     z = σ(x_t W_iz^T + b_iz + h_{t-1} W_hz^T + b_hz)
     n = tanh(x_t W_in^T + b_in + r ⊙ (h_{t-1} W_hn^T + b_hn))    # b_hn stays inside r ⊙ (.)
     h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
 
-Zoneout on h (haste's GRU), optional. With p = ``zoneout``:
+Zoneout on h (haste's GRU), optional. With p = ``zoneout``::
 
     training, mask m (1 keeps the previous value):  h_t ← m ⊙ h_{t-1} + (1 − m) ⊙ h_t
     eval (training=False):                          h_t ← p·h_{t-1} + (1 − p)·h_t
@@ -97,7 +97,28 @@ class _GRUCell:
 
 
 def gru_param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False):
-    """{name: shape} of torch.nn.GRU's parameters, in torch's registration order."""
+    """Names and shapes of torch.nn.GRU's parameters, in torch's registration order.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the input width of layer 0.
+    hidden_size : int
+        The hidden size H.
+    num_layers : int, default 1
+        The number of layers L.
+    bias : bool, default True
+        Include ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    bidirectional : bool, default False
+        Add the ``_reverse`` direction of every layer.
+
+    Returns
+    -------
+    dict of str to tuple of int
+        ``{name: shape}``: ``weight_ih_l{k}`` [3H, I_k], ``weight_hh_l{k}``
+        [3H, H], ``bias_ih_l{k}`` and ``bias_hh_l{k}`` [3H], layer by layer,
+        direction by direction (I_0 = I, I_k = D*H for k > 0).
+    """
     return stack.param_shapes(_GRUCell(hidden_size, bias), input_size, num_layers,
                               bidirectional)
 
@@ -105,8 +126,26 @@ def gru_param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirecti
 def gru_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     """One GRU step in float64 (the oracle for GRUCell).
 
-    x [B,I] or [I], h [B,H] or [H], w_ih [3H,I], w_hh [3H,H], b_ih/b_hh [3H] or None.
-    Returns h'.
+    Parameters
+    ----------
+    x : array_like, [B,I] or [I]
+        The step's input, batched or not.
+    h : array_like, [B,H] or [H]
+        The state before the step.
+    w_ih : array_like, [3H,I]
+        Input weights, rows r, z, n.
+    w_hh : array_like, [3H,H]
+        Recurrent weights.
+    b_ih : array_like, [3H], optional
+        The input-side bias. None: zeros, or no bias if ``b_hh`` is None too.
+    b_hh : array_like, [3H], optional
+        The recurrent bias (b_hn stays inside r ⊙ (.)). None: zeros, or no
+        bias if ``b_ih`` is None too.
+
+    Returns
+    -------
+    h1 : numpy.ndarray, float64
+        The state after the step, shaped as ``h``.
     """
     bias = b_ih is not None or b_hh is not None
     w = dict(weight_ih=w_ih, weight_hh=w_hh)
@@ -118,19 +157,63 @@ def gru_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
 def gru_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias=True,
                 h0=None, lengths=None, dropout_masks=None, zoneout=0.0, zoneout_masks=None,
                 training=False, dtype=np.float64):
-    """x: [T,B,I] time-major, batched only. params: dict with torch.nn.GRU state_dict keys
-    (weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, suffix _reverse for
-    direction 1), arrays or anything np.asarray takes.
-    h0: [D*L,B,H] or None (zeros). lengths: int array [B] (values in [1,T]) or None (= all T).
-    dropout_masks: None or list of num_layers-1 arrays [T,B,D*H]; the output of layer k
-    (k < num_layers-1) is multiplied elementwise by dropout_masks[k] before it feeds layer k+1.
-    zoneout, zoneout_masks, training: zoneout on h (module docstring). training=True:
-    zoneout_masks is None (no zoneout; then zoneout must be 0) or a list of num_layers
-    arrays [T,B,D*H] (1 keeps h_{t-1}). training=False: zoneout = p mixes
-    p·h_{t-1} + (1-p)·h_t, and zoneout_masks must be None. Dropout masks apply whenever
-    given, as in reference.lstm_forward.
-    dtype: computation dtype (float64 by default).
-    Returns y [T,B,D*H], h_n [D*L,B,H], cache (opaque, for backward)."""
+    """Multi-layer GRU forward in plain NumPy: the oracle (module docstring: the model).
+
+    Parameters
+    ----------
+    x : array_like, [T,B,I]
+        The input, time-major, batched only.
+    params : dict of str to array_like
+        torch.nn.GRU's state_dict keys: ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+        ``bias_ih_l{k}``, ``bias_hh_l{k}`` (with ``bias``), suffix ``_reverse``
+        for direction 1. Arrays or anything :func:`numpy.asarray` takes.
+    num_layers : int
+        The number of layers L.
+    hidden_size : int
+        The hidden size H.
+    bidirectional : bool, default False
+        D = 2 if True, else 1.
+    bias : bool, default True
+        Use ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    h0 : array_like, [D*L,B,H], optional
+        The initial h; None: zeros.
+    lengths : array_like of int, [B], optional
+        Each row's length, values in [1, T]; None: all T.
+    dropout_masks : list of array_like, optional
+        num_layers-1 arrays [T,B,D*H]: the output of layer k
+        (k < num_layers-1) is multiplied elementwise by ``dropout_masks[k]``
+        before it feeds layer k+1. They apply whenever given, as in
+        :func:`fastlstm.reference.lstm_forward`. None: no dropout.
+    zoneout : float, default 0.0
+        p, zoneout on h (module docstring). ``training=False``: h mixed as
+        p·h_{t-1} + (1-p)·h_t. ``training=True``: must be 0 unless
+        ``zoneout_masks`` is given.
+    zoneout_masks : list of array_like, optional
+        ``training=True`` only: num_layers arrays [T,B,D*H], 1 keeps h_{t-1}.
+        None: no zoneout in training.
+    training : bool, default False
+        Selects how zoneout applies: with masks (True) or with p (False).
+    dtype : numpy dtype, default numpy.float64
+        The computation dtype.
+
+    Returns
+    -------
+    y : numpy.ndarray, [T,B,D*H]
+        The last layer's output.
+    h_n : numpy.ndarray, [D*L,B,H]
+        The final h of each layer and direction.
+    cache : dict
+        Opaque, for :func:`gru_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``zoneout_masks`` is given with ``training=False``;
+        ``training=True`` has ``zoneout`` != 0 and no masks; ``zoneout_masks``
+        is not num_layers arrays [T,B,D*H].
+    KeyError
+        If ``params`` lacks a parameter.
+    """
     y, (h_n,), cache = stack.forward(
         _GRUCell(hidden_size, bias), x, params, num_layers=num_layers,
         bidirectional=bidirectional, state0=(h0,), lengths=lengths,
@@ -140,6 +223,26 @@ def gru_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias
 
 
 def gru_backward(cache, dy, dh_n=None):
-    """Returns dx [T,B,I], dh0 [D*L,B,H], grads (dict keyed like params, same shapes)."""
+    """Back-propagation through time through :func:`gru_forward`, in plain NumPy.
+
+    Parameters
+    ----------
+    cache : dict
+        What :func:`gru_forward` returned.
+    dy : array_like, [T,B,D*H]
+        The gradient with respect to ``y``. With lengths, its values past a
+        row's length are ignored.
+    dh_n : array_like, [D*L,B,H], optional
+        The gradient with respect to ``h_n``; None: zeros.
+
+    Returns
+    -------
+    dx : numpy.ndarray, [T,B,I]
+        The gradient with respect to ``x``.
+    dh0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``h0``.
+    grads : dict of str to numpy.ndarray
+        Keyed like ``params``, same shapes.
+    """
     dx, (dh0,), grads = stack.backward(cache, dy, (dh_n,))
     return dx, dh0, grads

@@ -15,7 +15,7 @@ The model
 The layer-norm LSTM of Ba et al. 2016 as haste's LayerNormLSTM computes it, with
 torch's gate order i, f, g, o. With LN(v) = (v − mean(v)) / sqrt(var(v) + 1e-5) over
 the last axis (biased variance, as torch.nn.LayerNorm), for each step t with
-x_t [B,I], h_{t-1} [B,H]:
+x_t [B,I], h_{t-1} [B,H]::
 
     a_t = LN(x_t W_ih^T) ⊙ γ_ih + LN(h_{t-1} W_hh^T) ⊙ γ_hh + b_ih + b_hh     # [B,4H]
     i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
@@ -24,7 +24,7 @@ x_t [B,I], h_{t-1} [B,H]:
 
 The two products are normalised apart, each over all 4H gate rows at once; c_t is
 kept un-normalised (it is the state and c_n). Zoneout on h (haste), optional, with
-p = ``zoneout``:
+p = ``zoneout``::
 
     training, mask m (1 keeps the previous value):  h_t ← m ⊙ h_{t-1} + (1 − m) ⊙ h_t
     eval (training=False):                          h_t ← p·h_{t-1} + (1 − p)·h_t
@@ -142,7 +142,32 @@ class _LNLSTMCell:
 
 
 def lnlstm_param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False):
-    """{name: shape} of the layer-norm LSTM's parameters, in registration order."""
+    """Names and shapes of the layer-norm LSTM's parameters, in registration order.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the input width of layer 0.
+    hidden_size : int
+        The hidden size H.
+    num_layers : int, default 1
+        The number of layers L.
+    bias : bool, default True
+        Include ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (the layer-norm
+        parameters are there whatever ``bias`` says).
+    bidirectional : bool, default False
+        Add the ``_reverse`` direction of every layer.
+
+    Returns
+    -------
+    dict of str to tuple of int
+        ``{name: shape}``, layer by layer, direction by direction, in the order
+        of the module docstring: ``weight_ih_l{k}`` [4H, I_k],
+        ``weight_hh_l{k}`` [4H, H], ``bias_ih_l{k}`` and ``bias_hh_l{k}``
+        [4H], ``weight_ln_ih_l{k}`` and ``weight_ln_hh_l{k}`` [4H],
+        ``weight_ln_c_l{k}`` and ``bias_ln_c_l{k}`` [H] (I_0 = I,
+        I_k = D*H for k > 0).
+    """
     return stack.param_shapes(_LNLSTMCell(hidden_size, bias), input_size, num_layers,
                               bidirectional)
 
@@ -150,8 +175,39 @@ def lnlstm_param_shapes(input_size, hidden_size, num_layers=1, bias=True, bidire
 def lnlstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, w_ln_ih, w_ln_hh, w_ln_c, b_ln_c):
     """One layer-norm LSTM step in float64.
 
-    x [B,I] or [I], h [B,H] or [H], c [B,H] or [H], w_ih [4H,I], w_hh [4H,H],
-    b_ih/b_hh [4H] or None, w_ln_ih/w_ln_hh [4H], w_ln_c/b_ln_c [H]. Returns (h', c').
+    Parameters
+    ----------
+    x : array_like, [B,I] or [I]
+        The step's input, batched or not.
+    h : array_like, [B,H] or [H]
+        The h before the step.
+    c : array_like, [B,H] or [H]
+        The c before the step (un-normalised).
+    w_ih : array_like, [4H,I]
+        Input weights, rows i, f, g, o.
+    w_hh : array_like, [4H,H]
+        Recurrent weights.
+    b_ih : array_like, [4H], or None
+        The input-side bias (a required argument). None: zeros, or no bias if
+        ``b_hh`` is None too.
+    b_hh : array_like, [4H], or None
+        The recurrent bias (a required argument). None: zeros, or no bias if
+        ``b_ih`` is None too.
+    w_ln_ih : array_like, [4H]
+        γ_ih, the gain of LN(x W_ih^T).
+    w_ln_hh : array_like, [4H]
+        γ_hh, the gain of LN(h W_hh^T).
+    w_ln_c : array_like, [H]
+        γ_c, the gain of LN(c_t).
+    b_ln_c : array_like, [H]
+        β_c, the bias of LN(c_t).
+
+    Returns
+    -------
+    h1 : numpy.ndarray, float64
+        The h after the step, shaped as ``c``.
+    c1 : numpy.ndarray, float64
+        The c after the step, un-normalised, shaped as ``c``.
     """
     bias = b_ih is not None or b_hh is not None
     w = dict(weight_ih=w_ih, weight_hh=w_hh, weight_ln_ih=w_ln_ih, weight_ln_hh=w_ln_hh,
@@ -164,18 +220,66 @@ def lnlstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, w_ln_ih, w_ln_hh, w_ln_
 def lnlstm_forward(x, params, *, num_layers, hidden_size, bidirectional=False, bias=True,
                    h0=None, c0=None, lengths=None, dropout_masks=None, zoneout=0.0,
                    zoneout_masks=None, training=False, dtype=np.float64):
-    """x: [T,B,I] time-major, batched only. params: dict keyed as lnlstm_param_shapes
-    (suffix _reverse for direction 1), arrays or anything np.asarray takes.
-    h0, c0: [D*L,B,H] or None (zeros). lengths: int array [B] (values in [1,T]) or None.
-    dropout_masks: None or list of num_layers-1 arrays [T,B,D*H]; the output of layer k
-    (k < num_layers-1) is multiplied elementwise by dropout_masks[k] before it feeds layer k+1.
-    zoneout, zoneout_masks, training: zoneout on h (module docstring). training=True:
-    zoneout_masks is None (no zoneout; then zoneout must be 0) or a list of num_layers
-    arrays [T,B,D*H] (1 keeps h_{t-1}). training=False: zoneout = p mixes
-    p·h_{t-1} + (1-p)·h_t, and zoneout_masks must be None. Dropout masks apply whenever
-    given, as in reference.lstm_forward.
-    dtype: computation dtype (float64 by default).
-    Returns y [T,B,D*H], h_n [D*L,B,H], c_n [D*L,B,H] (un-normalised), cache (for backward)."""
+    """Multi-layer layer-norm LSTM forward in plain NumPy: the oracle (module docstring).
+
+    Parameters
+    ----------
+    x : array_like, [T,B,I]
+        The input, time-major, batched only.
+    params : dict of str to array_like
+        Keyed as :func:`lnlstm_param_shapes` (suffix ``_reverse`` for
+        direction 1). Arrays or anything :func:`numpy.asarray` takes.
+    num_layers : int
+        The number of layers L.
+    hidden_size : int
+        The hidden size H.
+    bidirectional : bool, default False
+        D = 2 if True, else 1.
+    bias : bool, default True
+        Use ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    h0 : array_like, [D*L,B,H], optional
+        The initial h; None: zeros.
+    c0 : array_like, [D*L,B,H], optional
+        The initial c; None: zeros.
+    lengths : array_like of int, [B], optional
+        Each row's length, values in [1, T]; None: all T.
+    dropout_masks : list of array_like, optional
+        num_layers-1 arrays [T,B,D*H]: the output of layer k
+        (k < num_layers-1) is multiplied elementwise by ``dropout_masks[k]``
+        before it feeds layer k+1. They apply whenever given, as in
+        :func:`fastlstm.reference.lstm_forward`. None: no dropout.
+    zoneout : float, default 0.0
+        p, zoneout on h (module docstring). ``training=False``: h mixed as
+        p·h_{t-1} + (1-p)·h_t. ``training=True``: must be 0 unless
+        ``zoneout_masks`` is given.
+    zoneout_masks : list of array_like, optional
+        ``training=True`` only: num_layers arrays [T,B,D*H], 1 keeps h_{t-1}.
+        None: no zoneout in training.
+    training : bool, default False
+        Selects how zoneout applies: with masks (True) or with p (False).
+    dtype : numpy dtype, default numpy.float64
+        The computation dtype.
+
+    Returns
+    -------
+    y : numpy.ndarray, [T,B,D*H]
+        The last layer's output.
+    h_n : numpy.ndarray, [D*L,B,H]
+        The final h of each layer and direction.
+    c_n : numpy.ndarray, [D*L,B,H]
+        The final c, un-normalised.
+    cache : dict
+        Opaque, for :func:`lnlstm_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``zoneout_masks`` is given with ``training=False``;
+        ``training=True`` has ``zoneout`` != 0 and no masks; ``zoneout_masks``
+        is not num_layers arrays [T,B,D*H].
+    KeyError
+        If ``params`` lacks a parameter.
+    """
     y, (h_n, c_n), cache = stack.forward(
         _LNLSTMCell(hidden_size, bias), x, params, num_layers=num_layers,
         bidirectional=bidirectional, state0=(h0, c0), lengths=lengths,
@@ -185,7 +289,30 @@ def lnlstm_forward(x, params, *, num_layers, hidden_size, bidirectional=False, b
 
 
 def lnlstm_backward(cache, dy, dh_n=None, dc_n=None):
-    """Returns dx [T,B,I], dh0 [D*L,B,H], dc0 [D*L,B,H], grads (dict keyed like params,
-    same shapes)."""
+    """Back-propagation through time through :func:`lnlstm_forward`, in plain NumPy.
+
+    Parameters
+    ----------
+    cache : dict
+        What :func:`lnlstm_forward` returned.
+    dy : array_like, [T,B,D*H]
+        The gradient with respect to ``y``. With lengths, its values past a
+        row's length are ignored.
+    dh_n : array_like, [D*L,B,H], optional
+        The gradient with respect to ``h_n``; None: zeros.
+    dc_n : array_like, [D*L,B,H], optional
+        The gradient with respect to ``c_n``; None: zeros.
+
+    Returns
+    -------
+    dx : numpy.ndarray, [T,B,I]
+        The gradient with respect to ``x``.
+    dh0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``h0``.
+    dc0 : numpy.ndarray, [D*L,B,H]
+        The gradient with respect to ``c0``.
+    grads : dict of str to numpy.ndarray
+        Keyed like ``params``, same shapes.
+    """
     dx, (dh0, dc0), grads = stack.backward(cache, dy, (dh_n, dc_n))
     return dx, dh0, dc0, grads

@@ -243,14 +243,58 @@ class _StepCell(KernelModule):
 
 
 class LSTMCell(_StepCell):
-    """torch.nn.LSTMCell on fastlstm's CPU kernels: the same constructor,
-    parameters (names, shapes, order, init), forward and errors.
-    `peephole=True` adds ``weight_ph`` [3, hidden_size] (rows i, f, o) after
-    them. `weights_dtype="bfloat16"` runs eager inference (no autograd) with
-    W_ih and W_hh rounded to bfloat16 (float32 parameters only).
+    """``torch.nn.LSTMCell`` on fastlstm's CPU kernels.
 
-    Like torch.nn.LSTMCell it accepts sizes of zero (those cells run torch's
-    own op) and takes `bias` by truth value."""
+    The same constructor, parameters (names, shapes, order, init),
+    ``state_dict``, forward and errors as ``torch.nn.LSTMCell``, plus
+    peepholes and bfloat16 weights. Like ``torch.nn.LSTMCell`` it accepts
+    sizes of zero (those cells run torch's own op) and takes ``bias`` by
+    truth value.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the features of the input.
+    hidden_size : int
+        H, the features of h and c.
+    bias : bool, default True
+        Whether the cell has ``bias_ih`` and ``bias_hh`` [4H] (by truth
+        value).
+    device, dtype : optional
+        Where and in which dtype the parameters are made, as torch's.
+    peephole : bool, default False
+        Add ``weight_ph`` [3, hidden_size] (rows i, f, o) after torch's
+        parameters; needs ``input_size`` and ``hidden_size`` > 0.
+    weights_dtype : {None, "bfloat16"}, default None
+        ``"bfloat16"``: eager inference (no autograd) rounds W_ih and W_hh to
+        bfloat16; float32 parameters only.
+
+    Raises
+    ------
+    TypeError
+        ``peephole`` is not a bool.
+    ValueError
+        ``weights_dtype`` is neither None nor ``"bfloat16"``, or
+        ``peephole=True`` with a size of zero.
+
+    Notes
+    -----
+    Sizes go to ``torch.empty`` as in ``torch.nn.LSTMCell``, so bad ones
+    raise torch's errors. Training, ``torch.compile``, ``torch.jit.trace``,
+    ``vmap``, ``jvp`` and double backward run the layer's paths with T=1;
+    under ``torch.no_grad()`` a step with an ``(h, c)`` tuple goes straight
+    to the kernels' streaming entry on cached packed weights.
+
+    Examples
+    --------
+    >>> import torch, fastlstm.torch
+    >>> cell = fastlstm.torch.LSTMCell(8, 16)
+    >>> h, c = cell(torch.randn(4, 8))
+    >>> with torch.no_grad():
+    ...     h, c = cell(torch.randn(4, 8), (h, c))
+    >>> h.shape
+    torch.Size([4, 16])
+    """
 
     _CELL = "lstm"
     _TORCH_NAME = "LSTMCell"
@@ -261,7 +305,43 @@ class LSTMCell(_StepCell):
         self._setup(input_size, hidden_size, bias, device, dtype, peephole, weights_dtype)
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
-        """input [B,I] or [I], hx (h [B,H], c [B,H]) ([H] unbatched) -> (h_1, c_1)."""
+        """One LSTM step, as ``torch.nn.LSTMCell``.
+
+        Parameters
+        ----------
+        input : Tensor
+            [B,I], or [I] unbatched.
+        hx : tuple of Tensor or None, optional
+            ``(h_0, c_0)``, each [B,H] ([H] unbatched); None (default) gives
+            zeros.
+
+        Returns
+        -------
+        h_1, c_1 : tuple of Tensor
+            The new states, each [B,H] ([H] unbatched), the input's dtype.
+
+        Raises
+        ------
+        TypeError
+            ``input`` is not a Tensor (a NumPy array is told how to convert
+            it); with peepholes, ``hx`` is not a tuple of two Tensors.
+        ValueError
+            ``input`` or an item of ``hx`` is not 1-D or 2-D.
+        fastlstm.ShapeError
+            (a ValueError and a RuntimeError) ``input.size(1)`` differs from
+            ``input_size``, a state's batch from the input's or its size(1)
+            from ``hidden_size``; with peepholes, a state's rank does not
+            match the input's.
+        fastlstm.DTypeError
+            (a TypeError and a RuntimeError) with peepholes, input, ``hx`` and
+            parameters are not CPU float32/float64 of one dtype; or
+            ``weights_dtype="bfloat16"`` meets parameters that are not
+            float32, in eager inference.
+        RuntimeError
+            torch's own errors where its cell op runs the step (other
+            devices, dtypes or dtype mismatches, state ranks, an ``hx`` that
+            is not two states).
+        """
         require_tensor(input, "input", self)
         if type(hx) is tuple and len(hx) == 2 and not torch.is_grad_enabled():
             out = self._stream(input, list(hx))
@@ -305,14 +385,50 @@ class LSTMCell(_StepCell):
 
 
 class GRUCell(_StepCell):
-    """torch.nn.GRUCell on fastlstm's CPU kernels: the same constructor,
-    parameters (names, shapes, order, init: gates r, z, n), forward and
-    errors: ``h_1 = cell(input, hx=None)``. `weights_dtype="bfloat16"` runs
-    eager inference (no autograd) with W_ih and W_hh rounded to bfloat16
-    (float32 parameters only).
+    """``torch.nn.GRUCell`` on fastlstm's CPU kernels.
 
-    Like torch.nn.GRUCell it accepts sizes of zero (those cells run torch's
-    own op) and takes `bias` by truth value."""
+    The same constructor, parameters (names, shapes, order, init: gates r,
+    z, n), ``state_dict``, forward and errors as ``torch.nn.GRUCell``:
+    ``h_1 = cell(input, hx=None)``, plus bfloat16 weights. Like
+    ``torch.nn.GRUCell`` it accepts sizes of zero (those cells run torch's
+    own op) and takes ``bias`` by truth value.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the features of the input.
+    hidden_size : int
+        H, the features of h.
+    bias : bool, default True
+        Whether the cell has ``bias_ih`` and ``bias_hh`` [3H] (by truth
+        value).
+    device, dtype : optional
+        Where and in which dtype the parameters are made, as torch's.
+    weights_dtype : {None, "bfloat16"}, default None
+        ``"bfloat16"``: eager inference (no autograd) rounds W_ih and W_hh to
+        bfloat16; float32 parameters only.
+
+    Raises
+    ------
+    ValueError
+        ``weights_dtype`` is neither None nor ``"bfloat16"``.
+
+    Notes
+    -----
+    Sizes go to ``torch.empty`` as in ``torch.nn.GRUCell``, so bad ones raise
+    torch's errors. A step runs the layer's paths with T=1
+    (``gru_layer``); under ``torch.no_grad()`` a step with an ``h`` tensor
+    goes straight to the kernels' streaming entry on cached packed weights.
+
+    Examples
+    --------
+    >>> import torch, fastlstm.torch
+    >>> cell = fastlstm.torch.GRUCell(8, 16)
+    >>> h = cell(torch.randn(4, 8))
+    >>> h = cell(torch.randn(4, 8), h)
+    >>> h.shape
+    torch.Size([4, 16])
+    """
 
     _CELL = "gru"
     _TORCH_NAME = "GRUCell"
@@ -323,7 +439,38 @@ class GRUCell(_StepCell):
         self._setup(input_size, hidden_size, bias, device, dtype, False, weights_dtype)
 
     def forward(self, input: Tensor, hx=None):  # noqa: A002 (torch's name)
-        """input [B,I] or [I], hx [B,H] ([H] unbatched) or None -> h_1."""
+        """One GRU step, as ``torch.nn.GRUCell``.
+
+        Parameters
+        ----------
+        input : Tensor
+            [B,I], or [I] unbatched.
+        hx : Tensor or None, optional
+            h_0 [B,H] ([H] unbatched); None (default) gives zeros.
+
+        Returns
+        -------
+        h_1 : Tensor
+            The new state, [B,H] ([H] unbatched), the input's dtype.
+
+        Raises
+        ------
+        TypeError
+            ``input`` is not a Tensor (a NumPy array is told how to convert
+            it).
+        ValueError
+            ``input`` or ``hx`` is not 1-D or 2-D.
+        fastlstm.ShapeError
+            (a ValueError and a RuntimeError) ``input.size(1)`` differs from
+            ``input_size``, h_0's batch from the input's or its size(1) from
+            ``hidden_size``.
+        fastlstm.DTypeError
+            (a TypeError and a RuntimeError) ``weights_dtype="bfloat16"``
+            meets parameters that are not float32, in eager inference.
+        RuntimeError
+            torch's own errors where its cell op runs the step (other
+            devices, dtypes or dtype mismatches, state ranks).
+        """
         require_tensor(input, "input", self)
         if type(hx) is Tensor and not torch.is_grad_enabled():
             out = self._stream(input, [hx])

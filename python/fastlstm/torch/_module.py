@@ -133,7 +133,10 @@ class _Recurrent(KernelModule):
         return [[getattr(self, n) for n in names] for names in self._all_weights]
 
     def flatten_parameters(self) -> None:
-        """A no-op, as torch's on the CPU: the kernels pack the weights."""
+        """Do nothing, as ``torch.nn.LSTM.flatten_parameters`` does on the CPU.
+
+        The kernels pack the weights themselves (see ``params_changed``).
+        """
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -211,6 +214,86 @@ class _Recurrent(KernelModule):
         raise NotImplementedError
 
     def forward(self, input, hx=None):  # noqa: A002 (torch's name)
+        """Run the layers over a sequence, as ``torch.nn.LSTM`` / ``torch.nn.GRU``.
+
+        Below, L = ``num_layers``, D = 2 if ``bidirectional`` else 1,
+        H = ``hidden_size`` and Ho = ``proj_size`` if it is > 0, else H.
+
+        Parameters
+        ----------
+        input : Tensor or PackedSequence
+            [T,B,I] ([B,T,I] with ``batch_first``), [T,I] unbatched, or a
+            ``PackedSequence`` with [sum(lengths), I] data. Its dtype must be
+            the parameters' (outside autocast).
+        hx : tuple of Tensor, Tensor or None, optional
+            The initial states; None (default) gives zeros. ``LSTM`` and
+            ``LayerNormLSTM``: a tuple ``(h_0, c_0)``, h_0 [D*L,B,Ho] and c_0
+            [D*L,B,H]; ``GRU``: the Tensor h_0 [D*L,B,H]. Unbatched input
+            drops the B axis; ``batch_first`` does not apply to them. Same
+            dtype and device as the input; with a ``PackedSequence``, rows in
+            the caller's batch order.
+
+        Returns
+        -------
+        output : Tensor or PackedSequence
+            The last layer's h at every step, directions concatenated:
+            [T,B,D*Ho] ([B,T,D*Ho] with ``batch_first``, [T,D*Ho]
+            unbatched). A ``PackedSequence`` input gives one with the same
+            ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices``.
+        state : tuple of Tensor or Tensor
+            The states after each row's last step, layer by layer (row
+            ``k*D + d`` for layer k, direction d): ``(h_n, c_n)`` for
+            ``LSTM`` and ``LayerNormLSTM``, h_n [D*L,B,Ho] and c_n [D*L,B,H]
+            (the layer-norm LSTM's c_n is the un-normalised c); ``h_n``
+            [D*L,B,H] for ``GRU``. Unbatched input drops the B axis.
+
+        Raises
+        ------
+        TypeError
+            ``input`` is not a Tensor or PackedSequence (a NumPy array is
+            told how to convert it), or ``hx`` is not the class's state form:
+            a tuple or list of two Tensors (LSTMs), a Tensor (GRU).
+        ValueError
+            ``input`` is not 2-D or 3-D, or its dtype differs from the
+            parameters' (torch's message), outside autocast.
+        fastlstm.ShapeError
+            (a ValueError and a RuntimeError, as torch raises RuntimeError)
+            ``input.size(-1)`` differs from ``input_size``, the sequence
+            length is 0, a ``PackedSequence``'s data is not 2-D, or a state
+            has the wrong rank or shape.
+        fastlstm.DTypeError
+            (a TypeError and a RuntimeError) a state's dtype or device differs
+            from the input's; peepholes, zoneout or a cell clip meet input or
+            parameters that are not CPU float32/float64 of one dtype (torch's
+            op, which would run them, has none of those); or
+            ``weights_dtype="bfloat16"`` meets parameters that are not
+            float32, in eager inference.
+        RuntimeError
+            A ``LayerNormLSTM`` runs under ONNX export (ONNX has no
+            layer-norm LSTM op).
+
+        Notes
+        -----
+        CPU float32/float64 calls run fastlstm's kernels (eager training
+        through an autograd Function; eager inference on cached packed
+        weights; ``torch.compile``, ``torch.export``, ``torch.jit.trace`` and
+        ``torch.func.vmap`` through the custom ops). Other devices and dtypes
+        run torch's own op (``torch.lstm`` / ``torch.gru``, with its results
+        and errors), or, for the layer-norm LSTM, the same maths in torch
+        ops. In training, ``dropout`` applies to every layer's output but the
+        last, and with ``zoneout > 0`` each layer draws a keep mask
+        [T,B,D*Ho], kept in ``zoneout_masks`` after an eager call.
+
+        Examples
+        --------
+        >>> import torch, fastlstm.torch
+        >>> from torch.nn.utils.rnn import pack_padded_sequence
+        >>> lstm = fastlstm.torch.LSTM(8, 16, bidirectional=True)
+        >>> packed = pack_padded_sequence(torch.randn(10, 3, 8), torch.tensor([10, 7, 4]))
+        >>> out, (h_n, c_n) = lstm(packed)
+        >>> out.data.shape, h_n.shape
+        (torch.Size([21, 32]), torch.Size([2, 3, 16]))
+        """
         x, lengths, unbatched = self._time_major(input)
         path = self._path(x)
         if path == "torch":
@@ -387,20 +470,90 @@ class _TwoStates(_Recurrent):
 
 
 class LSTM(_TwoStates):
-    """torch.nn.LSTM on fastlstm's CPU kernels, with the same constructor,
-    parameters (names, shapes, order, init), forward and errors.
-    `peephole=True` adds ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows
-    i, f, o) after them. `weights_dtype="bfloat16"` runs eager inference
-    (no autograd) with W_ih and W_hh rounded to bfloat16, as fastlstm.LSTM.
-    `zoneout=p` is haste's zoneout on h, as fastlstm.LSTM's: in training
-    h_t = m*h_{t-1} + (1-m)*h~_t with a keep mask m ~ Bernoulli(p) per
-    element and step, drawn from torch's default generator (one [T,B,D*Ho]
-    mask per layer, kept as `zoneout_masks` after an eager call); in eval()
-    h_t = p*h_{t-1} + (1-p)*h~_t. `cell_clip=c` clips every gate
-    pre-activation (peepholes added) to [-c, c], as ONNX LSTM's `clip`.
+    """``torch.nn.LSTM`` on fastlstm's CPU kernels.
 
-    It mirrors torch.nn.LSTM rather than subclassing it: torch.compile graph
-    breaks on every torch.nn.LSTM instance, subclasses included."""
+    The same constructor, parameters (names, shapes, order, init),
+    ``state_dict``, forward and errors as ``torch.nn.LSTM``, plus peepholes,
+    bfloat16 weights, zoneout and a cell clip. It mirrors ``torch.nn.LSTM``
+    rather than subclassing it: torch.compile graph breaks on every
+    ``torch.nn.LSTM`` instance, subclasses included.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the features of each input step; > 0.
+    hidden_size : int
+        H, the features of the cell state (and of h without projection); > 0.
+    num_layers : int, default 1
+        Stacked layers; > 0.
+    bias : bool, default True
+        Whether each layer has ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    batch_first : bool, default False
+        Input and output as [B,T,*] instead of [T,B,*] (not the states).
+    dropout : float, default 0.0
+        In [0, 1]: the dropout on every layer's output but the last, in
+        training (``torch.nn.functional.dropout``, torch's RNG).
+    bidirectional : bool, default False
+        Two directions per layer, their outputs concatenated.
+    proj_size : int, default 0
+        In [0, hidden_size): > 0 projects h to Ho = ``proj_size`` through
+        ``weight_hr_l{k}`` [Ho,H]; 0, no projection (Ho = H).
+    device, dtype : optional
+        Where and in which dtype the parameters are made, as torch's.
+    peephole : bool, default False
+        Add ``weight_ph_l{k}[_reverse]`` [3, hidden_size] (rows i, f, o),
+        registered after torch's parameters.
+    weights_dtype : {None, "bfloat16"}, default None
+        ``"bfloat16"``: eager inference (no autograd) rounds W_ih and W_hh to
+        bfloat16, as ``fastlstm.LSTM``; it needs float32 parameters.
+        Autograd calls and compiled or traced graphs use the float32 weights.
+    zoneout : float, default 0.0
+        p in [0, 1]: haste's zoneout on h, as ``fastlstm.LSTM``'s (Notes).
+    cell_clip : float or None, default None
+        c > 0 clips every gate pre-activation (peepholes added) to [-c, c],
+        as ONNX LSTM's ``clip``; None, no clip.
+
+    Attributes
+    ----------
+    zoneout_masks : list of Tensor
+        After an eager training call with ``zoneout > 0``, the keep masks it
+        drew: one [T,B,D*Ho] per layer (1 keeps h_{t-1}); else empty.
+
+    Raises
+    ------
+    TypeError
+        ``bias``, ``batch_first``, ``bidirectional`` or ``peephole`` is not a
+        bool; ``input_size``, ``hidden_size``, ``num_layers`` or
+        ``proj_size`` is not an int; ``zoneout`` or ``cell_clip`` is not a
+        real number.
+    ValueError
+        ``dropout`` is not a number in [0, 1]; ``input_size``,
+        ``hidden_size`` or ``num_layers`` is not > 0; ``proj_size`` is < 0
+        or >= ``hidden_size``; ``weights_dtype`` is neither None nor
+        ``"bfloat16"``; ``zoneout`` is outside [0, 1]; ``cell_clip`` is not
+        > 0.
+
+    Warns
+    -----
+    UserWarning
+        ``dropout > 0`` with ``num_layers=1``, as torch.
+
+    Notes
+    -----
+    Zoneout (``zoneout=p``): in training h_t = m*h_{t-1} + (1-m)*h~_t with
+    a keep mask m ~ Bernoulli(p) per element and step, drawn from torch's
+    default generator (one [T,B,D*Ho] mask per layer); in ``eval()``
+    h_t = p*h_{t-1} + (1-p)*h~_t. Peepholes, zoneout and the cell clip,
+    which torch's op lacks, need CPU float32/float64 input and parameters.
+
+    Examples
+    --------
+    >>> import torch, fastlstm.torch
+    >>> lstm = fastlstm.torch.LSTM(8, 16, num_layers=2, batch_first=True)
+    >>> y, (h_n, c_n) = lstm(torch.randn(4, 10, 8))
+    >>> y.shape, h_n.shape, c_n.shape
+    (torch.Size([4, 10, 16]), torch.Size([2, 4, 16]), torch.Size([2, 4, 16]))
+    """
 
     _CELL = "lstm"
 
@@ -416,26 +569,91 @@ class LSTM(_TwoStates):
 
 
 class LayerNormLSTM(_TwoStates):
-    """The layer-norm LSTM (Ba et al. 2016, as haste's LayerNormLSTM and
-    `fastlstm.LayerNormLSTM`) on fastlstm's CPU kernels, with torch.nn.LSTM's
-    constructor, forward and errors (no proj_size, peepholes, cell clip or
-    bfloat16 weights, which the cell has not). With LN(v) = (v - mean v) /
-    sqrt(var v + 1e-5) over the last axis (biased variance, as
-    torch.nn.LayerNorm):
+    """The layer-norm LSTM on fastlstm's CPU kernels, with ``torch.nn.LSTM``'s interface.
+
+    The layer-norm LSTM of Ba et al. 2016, as haste's LayerNormLSTM and
+    ``fastlstm.LayerNormLSTM``, with ``torch.nn.LSTM``'s constructor,
+    forward and errors, less what the cell has not: a projection,
+    peepholes, a cell clip and bfloat16 weights.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the features of each input step; > 0.
+    hidden_size : int
+        H, the features of h and c; > 0.
+    num_layers : int, default 1
+        Stacked layers; > 0.
+    bias : bool, default True
+        Whether each layer has ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (the
+        layer-norm gains and bias are there either way).
+    batch_first : bool, default False
+        Input and output as [B,T,*] instead of [T,B,*] (not the states).
+    dropout : float, default 0.0
+        In [0, 1]: the dropout on every layer's output but the last, in
+        training.
+    bidirectional : bool, default False
+        Two directions per layer, their outputs concatenated.
+    device, dtype : optional
+        Where and in which dtype the parameters are made, as torch's.
+    zoneout : float, default 0.0
+        p in [0, 1]: haste's zoneout on h, as in ``LSTM``.
+    **kwargs
+        None accepted: ``proj_size``, ``peephole``, ``cell_clip`` and
+        ``weights_dtype`` (whatever their value) raise a TypeError that says
+        the cell has none, as ``fastlstm.LayerNormLSTM`` does.
+
+    Attributes
+    ----------
+    zoneout_masks : list of Tensor
+        After an eager training call with ``zoneout > 0``, the keep masks it
+        drew: one [T,B,D*H] per layer; else empty.
+
+    Raises
+    ------
+    TypeError
+        An unexpected keyword argument (see ``**kwargs``); ``bias``,
+        ``batch_first`` or ``bidirectional`` is not a bool;
+        ``input_size``, ``hidden_size`` or ``num_layers`` is not an int;
+        ``zoneout`` is not a real number.
+    ValueError
+        ``dropout`` is not a number in [0, 1]; ``input_size``,
+        ``hidden_size`` or ``num_layers`` is not > 0; ``zoneout`` is outside
+        [0, 1].
+
+    Warns
+    -----
+    UserWarning
+        ``dropout > 0`` with ``num_layers=1``, as torch.
+
+    Notes
+    -----
+    With LN(v) = (v - mean v) / sqrt(var v + 1e-5) over the last axis
+    (biased variance, as ``torch.nn.LayerNorm``)::
 
         a = LN(x W_ih^T)*weight_ln_ih + LN(h W_hh^T)*weight_ln_hh + b_ih + b_hh
         c_t = sigmoid(a_f)*c_{t-1} + sigmoid(a_i)*tanh(a_g)
         h_t = sigmoid(a_o)*tanh(LN(c_t)*weight_ln_c + bias_ln_c)
 
-    Parameters per layer and direction, from the cell spec: torch.nn.LSTM's
-    four (U(-1/sqrt(H), 1/sqrt(H))), then ``weight_ln_ih_l{k}`` [4H],
-    ``weight_ln_hh_l{k}`` [4H], ``weight_ln_c_l{k}`` [H] (ones) and
-    ``bias_ln_c_l{k}`` [H] (zeros), present whatever `bias` says; the
-    state_dict loads into `fastlstm.LayerNormLSTM` and back. c_n is the
-    un-normalised c. `zoneout=p` as in `LSTM`. On CPU float32/float64 it runs
-    the kernels (``torch.ops.fastlstm.lnlstm_layer``); elsewhere (CUDA,
-    float16, bfloat16), as torch has no such op, the same maths in torch ops.
-    ONNX has no layer-norm LSTM op: ONNX export refuses it."""
+    c_n is the un-normalised c. The parameters per layer and direction come
+    from the cell spec: ``torch.nn.LSTM``'s four (U(-1/sqrt(H), 1/sqrt(H))),
+    then ``weight_ln_ih_l{k}`` [4H], ``weight_ln_hh_l{k}`` [4H],
+    ``weight_ln_c_l{k}`` [H] (ones) and ``bias_ln_c_l{k}`` [H] (zeros); the
+    ``state_dict`` loads into ``fastlstm.LayerNormLSTM`` and back.
+
+    On CPU float32/float64 it runs the kernels
+    (``torch.ops.fastlstm.lnlstm_layer``); elsewhere (CUDA, float16,
+    bfloat16), as torch has no such op, the same maths in torch ops. ONNX
+    has no layer-norm LSTM op: ONNX export refuses it.
+
+    Examples
+    --------
+    >>> import torch, fastlstm.torch
+    >>> ln = fastlstm.torch.LayerNormLSTM(8, 16, batch_first=True)
+    >>> y, (h_n, c_n) = ln(torch.randn(4, 10, 8))
+    >>> y.shape, c_n.shape
+    (torch.Size([4, 10, 16]), torch.Size([1, 4, 16]))
+    """
 
     _CELL = "lnlstm"
 
@@ -460,15 +678,74 @@ _LNLSTM_LACKS = {"proj_size": "projection", "peephole": "peepholes",
 
 
 class GRU(_Recurrent):
-    """torch.nn.GRU on fastlstm's CPU kernels, with the same constructor,
-    parameters (names, shapes, order, init: gates r, z, n), forward and
-    errors: ``y, h_n = gru(input, h_0=None)``. `weights_dtype="bfloat16"`
-    runs eager inference (no autograd) with W_ih and W_hh rounded to
-    bfloat16, as fastlstm.GRU. `zoneout=p` is haste's zoneout on h, as in
-    `LSTM` (the GRU has no cell clip).
+    """``torch.nn.GRU`` on fastlstm's CPU kernels.
 
-    It mirrors torch.nn.GRU rather than subclassing it: torch.compile graph
-    breaks on every torch.nn.RNNBase instance, subclasses included."""
+    The same constructor, parameters (names, shapes, order, init: gates r,
+    z, n), ``state_dict``, forward and errors as ``torch.nn.GRU``:
+    ``y, h_n = gru(input, h_0=None)``, plus bfloat16 weights and zoneout (no
+    cell clip). It mirrors ``torch.nn.GRU`` rather than subclassing it:
+    torch.compile graph breaks on every ``torch.nn.RNNBase`` instance,
+    subclasses included.
+
+    Parameters
+    ----------
+    input_size : int
+        I, the features of each input step; > 0.
+    hidden_size : int
+        H, the features of h; > 0.
+    num_layers : int, default 1
+        Stacked layers; > 0.
+    bias : bool, default True
+        Whether each layer has ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    batch_first : bool, default False
+        Input and output as [B,T,*] instead of [T,B,*] (not the state).
+    dropout : float, default 0.0
+        In [0, 1]: the dropout on every layer's output but the last, in
+        training.
+    bidirectional : bool, default False
+        Two directions per layer, their outputs concatenated.
+    device, dtype : optional
+        Where and in which dtype the parameters are made, as torch's.
+    weights_dtype : {None, "bfloat16"}, default None
+        ``"bfloat16"``: eager inference (no autograd) rounds W_ih and W_hh to
+        bfloat16, as ``fastlstm.GRU``; it needs float32 parameters.
+    zoneout : float, default 0.0
+        p in [0, 1]: haste's zoneout on h, as in ``LSTM``.
+    **kwargs
+        None accepted: ``proj_size`` raises torch's ValueError, any other
+        keyword a TypeError.
+
+    Attributes
+    ----------
+    zoneout_masks : list of Tensor
+        After an eager training call with ``zoneout > 0``, the keep masks it
+        drew: one [T,B,D*H] per layer; else empty.
+
+    Raises
+    ------
+    TypeError
+        An unexpected keyword argument; ``bias``, ``batch_first`` or
+        ``bidirectional`` is not a bool; ``input_size``, ``hidden_size`` or
+        ``num_layers`` is not an int; ``zoneout`` is not a real number.
+    ValueError
+        ``proj_size`` is given (whatever its value, as torch);
+        ``dropout`` is not a number in [0, 1]; ``input_size``,
+        ``hidden_size`` or ``num_layers`` is not > 0; ``weights_dtype`` is
+        neither None nor ``"bfloat16"``; ``zoneout`` is outside [0, 1].
+
+    Warns
+    -----
+    UserWarning
+        ``dropout > 0`` with ``num_layers=1``, as torch.
+
+    Examples
+    --------
+    >>> import torch, fastlstm.torch
+    >>> gru = fastlstm.torch.GRU(8, 16, num_layers=2, zoneout=0.1)
+    >>> y, h_n = gru(torch.randn(10, 4, 8))
+    >>> y.shape, h_n.shape
+    (torch.Size([10, 4, 16]), torch.Size([2, 4, 16]))
+    """
 
     _CELL = "gru"
     _STATES = ("h",)

@@ -266,15 +266,46 @@ def _lnlstm_layer_refused(x, *args, **kwargs):
 
 
 def onnx_translation_table() -> dict:
-    """``{torch.ops.fastlstm.lstm_layer.default: translation,
-    torch.ops.fastlstm.gru_layer.default: translation, ...}`` for
-    ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)``:
-    each LSTM or GRU layer becomes one standard ONNX ``LSTM`` or ``GRU``
-    node. The layer-norm LSTM's entry (``torch.ops.fastlstm.lnlstm_layer``:
-    ONNX has no such op) refuses with a message saying so, also for an
-    ExportedProgram captured before the export (the exporter refuses it
-    while capturing too: see `check_exportable`). Merge the table with your
-    own entries if you have some. Needs the ``onnxscript`` package."""
+    """The dynamo ONNX exporter's translations of fastlstm's layer ops.
+
+    Pass it as ``torch.onnx.export(..., dynamo=True,
+    custom_translation_table=fastlstm.torch.onnx_translation_table())``:
+    each layer of ``fastlstm.torch.LSTM`` or ``GRU`` becomes one standard
+    ONNX ``LSTM`` or ``GRU`` node (the GRU's with ``linear_before_reset=1``,
+    torch's maths), which any ONNX runtime runs without fastlstm. Merge the
+    table with your own entries if you have some.
+
+    Returns
+    -------
+    dict
+        ``{torch.ops.fastlstm.lstm_layer.default: translation,
+        torch.ops.fastlstm.gru_layer.default: translation,
+        torch.ops.fastlstm.lnlstm_layer.default: refusal}``, onnxscript
+        functions.
+
+    Raises
+    ------
+    ImportError
+        The ``onnxscript`` package is not installed.
+
+    Notes
+    -----
+    Gate rows are reordered by Gather nodes in the graph, lengths become
+    ``sequence_lens`` and an LSTM's ``cell_clip`` the node's ``clip``. A
+    layer that ONNX's ops cannot express is refused with an error while it
+    is translated: ``proj_size > 0`` and zoneout (a mask, or ``zoneout > 0``).
+    The layer-norm LSTM's entry raises NotImplementedError (ONNX has no such
+    op), also for an ExportedProgram captured before the export; the
+    exporter refuses that layer while it captures the model too.
+
+    Examples
+    --------
+    >>> import torch, fastlstm.torch
+    >>> model = fastlstm.torch.LSTM(8, 16)
+    >>> program = torch.onnx.export(
+    ...     model, (torch.randn(10, 2, 8),), "lstm.onnx", dynamo=True,
+    ...     custom_translation_table=fastlstm.torch.onnx_translation_table())
+    """
     try:
         import onnxscript  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment

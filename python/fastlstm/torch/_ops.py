@@ -282,13 +282,105 @@ def lstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
                bidirectional: bool, bias: bool, peephole: bool,
                training: bool, zoneout_mask: Optional[Tensor] = None, zoneout: float = 0.0,
                cell_clip: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One LSTM layer: x [T,B,I], h0 [D,B,Ho], c0 [D,B,H], lengths int64 [B] or
-    None -> y [T,B,D*Ho], h_n [D,B,Ho], c_n [D,B,H], workspace (what
-    `lstm_layer_backward` needs when training, else empty). Zoneout on h:
-    h_t = k*h_{t-1} + (1-k)*h~_t with k = zoneout_mask [T,B,D*Ho] (x's dtype,
-    1 keeps h_{t-1}; not differentiated) or, without a mask, k = zoneout (0 =
-    none). cell_clip > 0 clips the gate pre-activations to [-cell_clip,
-    cell_clip] (0 = none)."""
+    """lstm_layer(x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias, \
+peephole, training, zoneout_mask=None, zoneout=0.0, cell_clip=0.0)
+
+    One LSTM layer (one or two directions) on fastlstm's CPU kernels.
+
+    The custom operator ``torch.ops.fastlstm.lstm_layer``, with a fake
+    kernel, an autograd rule (through ``lstm_layer_backward``) and a vmap
+    rule: ``fastlstm.torch.LSTM`` calls it once per layer under
+    ``torch.compile``, ``torch.export``, ``torch.jit.trace`` and
+    ``torch.func.vmap``. Below, D = 2 if ``bidirectional`` else 1 and
+    Ho = ``proj_size`` if it is > 0, else H = ``hidden_size``.
+
+    Parameters
+    ----------
+    x : Tensor
+        [T,B,I], time-major; CPU float32 or float64.
+    weights : list of Tensor
+        Per direction (forward, then reverse), ``torch.nn.LSTM``'s
+        parameters of the layer in the cell spec's order: ``weight_ih``
+        [4H,I], ``weight_hh`` [4H,Ho], then ``bias_ih``, ``bias_hh`` [4H]
+        (with ``bias``), ``weight_hr`` [Ho,H] (with ``proj_size > 0``) and
+        ``weight_ph`` [3,H] (with ``peephole``, rows i, f, o). ``x``'s dtype.
+    h0 : Tensor
+        [D,B,Ho], the initial h.
+    c0 : Tensor
+        [D,B,H], the initial c.
+    lengths : Tensor or None
+        int64 [B], each row's valid steps, in [1, T]; None: all T.
+    hidden_size : int
+        H, the features of c (and of h without projection).
+    proj_size : int
+        Ho, the projection's size; 0, none.
+    bidirectional : bool
+        Two directions (D = 2), their outputs concatenated.
+    bias : bool
+        Whether ``weights`` holds the biases.
+    peephole : bool
+        Whether ``weights`` holds the peepholes.
+    training : bool
+        True returns the workspace that ``lstm_layer_backward`` (and so
+        autograd) needs; False an empty one.
+    zoneout_mask : Tensor or None, default None
+        [T,B,D*Ho], ``x``'s dtype: the zoneout keep mask k (1 keeps
+        h_{t-1}); not differentiated.
+    zoneout : float, default 0.0
+        In [0, 1]: without a mask, the constant k (``eval()``'s zoneout);
+        0, none.
+    cell_clip : float, default 0.0
+        >= 0: clips the gate pre-activations to [-cell_clip, cell_clip]; 0,
+        none.
+
+    Returns
+    -------
+    y : Tensor
+        [T,B,D*Ho], zeros past a row's length.
+    h_n : Tensor
+        [D,B,Ho], h after each row's last step.
+    c_n : Tensor
+        [D,B,H].
+    workspace : Tensor
+        1-D, ``x``'s dtype: what the backward reads; empty unless
+        ``training``. Its size covers all T*B rows, whatever ``lengths``
+        holds.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a float32 or float64 tensor; ``lengths`` is not an
+        integer tensor; ``zoneout_mask`` is neither None nor a CPU tensor;
+        ``zoneout`` or ``cell_clip`` is not a real number.
+    ValueError
+        ``x`` is not 3-D; ``weights`` holds the wrong number of tensors; a
+        ``lengths`` shape other than [B] or a value outside [1, T];
+        ``zoneout`` outside [0, 1]; ``cell_clip`` < 0.
+    fastlstm.ShapeError
+        (a ValueError) a weight, state or ``zoneout_mask`` of the wrong shape.
+    fastlstm.DTypeError
+        (a TypeError) a weight, state or ``zoneout_mask`` whose dtype is not
+        ``x``'s.
+    RuntimeError
+        Autograd's backward through a call with ``training=False`` (a
+        ``create_graph`` backward excepted, which recomputes in torch ops).
+
+    Notes
+    -----
+    Zoneout on h: h_t = k*h_{t-1} + (1-k)*h~_t, with k the mask or, without
+    one, ``zoneout``. The op has a CPU kernel and a fake kernel only.
+
+    Examples
+    --------
+    >>> import torch, fastlstm.torch
+    >>> lstm = fastlstm.torch.LSTM(8, 16)
+    >>> weights = [p.detach() for p in lstm.parameters()]
+    >>> x, h0 = torch.randn(10, 4, 8), torch.zeros(1, 4, 16)
+    >>> y, h_n, c_n, ws = torch.ops.fastlstm.lstm_layer(
+    ...     x, weights, h0, h0, None, 16, 0, False, True, False, False)
+    >>> y.shape, ws.numel()
+    (torch.Size([10, 4, 16]), 0)
+    """
     return _layer_impl("lstm", x, weights, [h0, c0], lengths,
                        (hidden_size, proj_size, bidirectional, bias, peephole), training,
                        (zoneout_mask, zoneout, cell_clip))
@@ -307,9 +399,52 @@ def lstm_layer_backward(x: Tensor, weights: list[Tensor], c0: Tensor, lengths: O
                         hidden_size: int, proj_size: int, bidirectional: bool, bias: bool,
                         peephole: bool, zoneout_mask: Optional[Tensor] = None,
                         zoneout: float = 0.0, cell_clip: float = 0.0) -> list[Tensor]:
-    """BPTT through `lstm_layer(..., training=True)` (with the same
-    zoneout_mask, zoneout and cell_clip): returns [dx, dh0, dc0] and then one
-    gradient per tensor of `weights`, in its order."""
+    """lstm_layer_backward(x, weights, c0, lengths, workspace, dy, dh_n, dc_n, hidden_size, \
+proj_size, bidirectional, bias, peephole, zoneout_mask=None, zoneout=0.0, cell_clip=0.0)
+
+    BPTT through one ``lstm_layer(..., training=True)`` call.
+
+    The custom operator ``torch.ops.fastlstm.lstm_layer_backward``:
+    ``lstm_layer``'s autograd rule calls it. Every argument that the forward
+    also takes must be the forward call's (it reads ``c0``, never ``h0``);
+    it checks them as ``lstm_layer`` does, with the same exceptions.
+
+    Parameters
+    ----------
+    x, weights, c0, lengths
+        As given to ``lstm_layer``.
+    workspace : Tensor
+        The workspace that call returned.
+    dy : Tensor
+        [T,B,D*Ho], the gradient of ``y``.
+    dh_n : Tensor
+        [D,B,Ho], the gradient of ``h_n``.
+    dc_n : Tensor
+        [D,B,H], the gradient of ``c_n``.
+    hidden_size, proj_size, bidirectional, bias, peephole
+        As given to ``lstm_layer``.
+    zoneout_mask, zoneout, cell_clip : optional
+        As given to ``lstm_layer``.
+
+    Returns
+    -------
+    list of Tensor
+        ``[dx, dh0, dc0]``, [T,B,I], [D,B,Ho] and [D,B,H], then one gradient
+        per tensor of ``weights``, in its order and shapes.
+
+    Raises
+    ------
+    ValueError
+        ``workspace`` is not one of a ``training=True`` call: 1-D, of ``x``'s
+        dtype and at least the size the kernels need.
+    fastlstm.ShapeError
+        (a ValueError) ``dy``, ``dh_n`` or ``dc_n`` of the wrong shape.
+    fastlstm.DTypeError
+        (a TypeError) ``dy``, ``dh_n`` or ``dc_n`` whose dtype is not ``x``'s.
+    RuntimeError
+        On an attempt to differentiate it: for second derivatives,
+        differentiate ``lstm_layer`` with ``create_graph=True``.
+    """
     return _backward_impl("lstm", x, weights, c0, lengths, workspace, dy, [dh_n, dc_n],
                           (hidden_size, proj_size, bidirectional, bias, peephole),
                           (zoneout_mask, zoneout, cell_clip))
@@ -327,10 +462,71 @@ def gru_layer(x: Tensor, weights: list[Tensor], h0: Tensor, lengths: Optional[Te
               hidden_size: int, bidirectional: bool, bias: bool,
               training: bool, zoneout_mask: Optional[Tensor] = None,
               zoneout: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
-    """One GRU layer (torch.nn.GRU's maths): x [T,B,I], h0 [D,B,H], lengths
-    int64 [B] or None -> y [T,B,D*H], h_n [D,B,H], workspace (what
-    `gru_layer_backward` needs when training, else empty). zoneout_mask and
-    zoneout as in `lstm_layer`."""
+    """gru_layer(x, weights, h0, lengths, hidden_size, bidirectional, bias, training, \
+zoneout_mask=None, zoneout=0.0)
+
+    One GRU layer (one or two directions, ``torch.nn.GRU``'s maths) on fastlstm's CPU kernels.
+
+    The custom operator ``torch.ops.fastlstm.gru_layer``, with a fake
+    kernel, an autograd rule (through ``gru_layer_backward``) and a vmap
+    rule; ``fastlstm.torch.GRU`` calls it as ``LSTM`` calls ``lstm_layer``.
+    Below, D = 2 if ``bidirectional`` else 1 and H = ``hidden_size``.
+
+    Parameters
+    ----------
+    x : Tensor
+        [T,B,I], time-major; CPU float32 or float64.
+    weights : list of Tensor
+        Per direction (forward, then reverse), ``torch.nn.GRU``'s parameters
+        of the layer (gates r, z, n): ``weight_ih`` [3H,I], ``weight_hh``
+        [3H,H], then ``bias_ih``, ``bias_hh`` [3H] (with ``bias``). ``x``'s
+        dtype.
+    h0 : Tensor
+        [D,B,H], the initial h.
+    lengths : Tensor or None
+        int64 [B], each row's valid steps, in [1, T]; None: all T.
+    hidden_size : int
+        H, the features of h.
+    bidirectional : bool
+        Two directions (D = 2), their outputs concatenated.
+    bias : bool
+        Whether ``weights`` holds ``bias_ih`` and ``bias_hh``.
+    training : bool
+        True returns the workspace that ``gru_layer_backward`` needs; False
+        an empty one.
+    zoneout_mask : Tensor or None, default None
+        [T,B,D*H], as in ``lstm_layer``.
+    zoneout : float, default 0.0
+        As in ``lstm_layer``.
+
+    Returns
+    -------
+    y : Tensor
+        [T,B,D*H], zeros past a row's length.
+    h_n : Tensor
+        [D,B,H], h after each row's last step.
+    workspace : Tensor
+        1-D, ``x``'s dtype; empty unless ``training``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a float32 or float64 tensor; ``lengths`` is not an
+        integer tensor; ``zoneout_mask`` is neither None nor a CPU tensor;
+        ``zoneout`` is not a real number.
+    ValueError
+        ``x`` is not 3-D; ``weights`` holds the wrong number of tensors; a
+        ``lengths`` shape other than [B] or a value outside [1, T];
+        ``zoneout`` outside [0, 1].
+    fastlstm.ShapeError
+        (a ValueError) a weight, state or ``zoneout_mask`` of the wrong shape.
+    fastlstm.DTypeError
+        (a TypeError) a weight, state or ``zoneout_mask`` whose dtype is not
+        ``x``'s.
+    RuntimeError
+        Autograd's backward through a call with ``training=False`` (a
+        ``create_graph`` backward excepted, which recomputes in torch ops).
+    """
     return _layer_impl("gru", x, weights, [h0], lengths,
                        _common_cfg("gru", (hidden_size, bidirectional, bias)), training,
                        (zoneout_mask, zoneout, 0.0))
@@ -348,9 +544,50 @@ def gru_layer_backward(x: Tensor, weights: list[Tensor], lengths: Optional[Tenso
                        workspace: Tensor, dy: Tensor, dh_n: Tensor, hidden_size: int,
                        bidirectional: bool, bias: bool, zoneout_mask: Optional[Tensor] = None,
                        zoneout: float = 0.0) -> list[Tensor]:
-    """BPTT through `gru_layer(..., training=True)` (with the same zoneout_mask
-    and zoneout): returns [dx, dh0] and then one gradient per tensor of
-    `weights`, in its order."""
+    """gru_layer_backward(x, weights, lengths, workspace, dy, dh_n, hidden_size, bidirectional, \
+bias, zoneout_mask=None, zoneout=0.0)
+
+    BPTT through one ``gru_layer(..., training=True)`` call.
+
+    The custom operator ``torch.ops.fastlstm.gru_layer_backward``:
+    ``gru_layer``'s autograd rule calls it. Every argument that the forward
+    also takes must be the forward call's; it checks them as ``gru_layer``
+    does, with the same exceptions.
+
+    Parameters
+    ----------
+    x, weights, lengths
+        As given to ``gru_layer``.
+    workspace : Tensor
+        The workspace that call returned.
+    dy : Tensor
+        [T,B,D*H], the gradient of ``y``.
+    dh_n : Tensor
+        [D,B,H], the gradient of ``h_n``.
+    hidden_size, bidirectional, bias
+        As given to ``gru_layer``.
+    zoneout_mask, zoneout : optional
+        As given to ``gru_layer``.
+
+    Returns
+    -------
+    list of Tensor
+        ``[dx, dh0]``, [T,B,I] and [D,B,H], then one gradient per tensor of
+        ``weights``, in its order and shapes.
+
+    Raises
+    ------
+    ValueError
+        ``workspace`` is not one of a ``training=True`` call: 1-D, of ``x``'s
+        dtype and at least the size the kernels need.
+    fastlstm.ShapeError
+        (a ValueError) ``dy`` or ``dh_n`` of the wrong shape.
+    fastlstm.DTypeError
+        (a TypeError) ``dy`` or ``dh_n`` whose dtype is not ``x``'s.
+    RuntimeError
+        On an attempt to differentiate it: for second derivatives,
+        differentiate ``gru_layer`` with ``create_graph=True``.
+    """
     return _backward_impl("gru", x, weights, None, lengths, workspace, dy, [dh_n],
                           _common_cfg("gru", (hidden_size, bidirectional, bias)),
                           (zoneout_mask, zoneout, 0.0))
@@ -367,14 +604,81 @@ def lnlstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
                  lengths: Optional[Tensor], hidden_size: int, bidirectional: bool, bias: bool,
                  training: bool, zoneout_mask: Optional[Tensor] = None,
                  zoneout: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One layer-norm LSTM layer (Ba et al. 2016, as haste's LayerNormLSTM;
-    `fastlstm.reference_lnlstm`): x [T,B,I], h0 [D,B,H], c0 [D,B,H], lengths
-    int64 [B] or None -> y [T,B,D*H], h_n [D,B,H], c_n [D,B,H] (the
-    un-normalised c), workspace (what `lnlstm_layer_backward` needs when
-    training, else empty). `weights` per direction in the cell spec's order:
-    w_ih, w_hh, (b_ih, b_hh with bias), then the gains weight_ln_ih [4H],
-    weight_ln_hh [4H], weight_ln_c [H] and bias_ln_c [H]. zoneout_mask and
-    zoneout as in `lstm_layer` (the cell has no cell clip)."""
+    """lnlstm_layer(x, weights, h0, c0, lengths, hidden_size, bidirectional, bias, training, \
+zoneout_mask=None, zoneout=0.0)
+
+    One layer-norm LSTM layer (one or two directions) on fastlstm's CPU kernels.
+
+    The custom operator ``torch.ops.fastlstm.lnlstm_layer``: the layer-norm
+    LSTM of Ba et al. 2016, as haste's LayerNormLSTM and
+    ``fastlstm.reference_lnlstm``, with a fake kernel, an autograd rule
+    (through ``lnlstm_layer_backward``) and a vmap rule;
+    ``fastlstm.torch.LayerNormLSTM`` calls it. Below, D = 2 if
+    ``bidirectional`` else 1 and H = ``hidden_size``.
+
+    Parameters
+    ----------
+    x : Tensor
+        [T,B,I], time-major; CPU float32 or float64.
+    weights : list of Tensor
+        Per direction (forward, then reverse), in the cell spec's order:
+        ``weight_ih`` [4H,I], ``weight_hh`` [4H,H], ``bias_ih``, ``bias_hh``
+        [4H] (with ``bias``), then the gains and bias ``weight_ln_ih`` [4H],
+        ``weight_ln_hh`` [4H], ``weight_ln_c`` [H] and ``bias_ln_c`` [H].
+        ``x``'s dtype.
+    h0, c0 : Tensor
+        [D,B,H] each, the initial h and c.
+    lengths : Tensor or None
+        int64 [B], each row's valid steps, in [1, T]; None: all T.
+    hidden_size : int
+        H, the features of h and c.
+    bidirectional : bool
+        Two directions (D = 2), their outputs concatenated.
+    bias : bool
+        Whether ``weights`` holds ``bias_ih`` and ``bias_hh``.
+    training : bool
+        True returns the workspace that ``lnlstm_layer_backward`` needs;
+        False an empty one.
+    zoneout_mask : Tensor or None, default None
+        [T,B,D*H], as in ``lstm_layer``.
+    zoneout : float, default 0.0
+        As in ``lstm_layer`` (the cell has no cell clip).
+
+    Returns
+    -------
+    y : Tensor
+        [T,B,D*H], zeros past a row's length.
+    h_n : Tensor
+        [D,B,H], h after each row's last step.
+    c_n : Tensor
+        [D,B,H], the un-normalised c.
+    workspace : Tensor
+        1-D, ``x``'s dtype; empty unless ``training``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a float32 or float64 tensor; ``lengths`` is not an
+        integer tensor; ``zoneout_mask`` is neither None nor a CPU tensor;
+        ``zoneout`` is not a real number.
+    ValueError
+        ``x`` is not 3-D; ``weights`` holds the wrong number of tensors; a
+        ``lengths`` shape other than [B] or a value outside [1, T];
+        ``zoneout`` outside [0, 1].
+    fastlstm.ShapeError
+        (a ValueError) a weight, state or ``zoneout_mask`` of the wrong shape.
+    fastlstm.DTypeError
+        (a TypeError) a weight, state or ``zoneout_mask`` whose dtype is not
+        ``x``'s.
+    RuntimeError
+        Autograd's backward through a call with ``training=False`` (a
+        ``create_graph`` backward excepted, which recomputes in torch ops).
+
+    Notes
+    -----
+    Under an ONNX export its fake kernel raises RuntimeError: ONNX has no
+    layer-norm LSTM op.
+    """
     return _layer_impl("lnlstm", x, weights, [h0, c0], lengths,
                        _common_cfg("lnlstm", (hidden_size, bidirectional, bias)), training,
                        (zoneout_mask, zoneout, 0.0))
@@ -395,9 +699,51 @@ def lnlstm_layer_backward(x: Tensor, weights: list[Tensor], c0: Tensor,
                           dh_n: Tensor, dc_n: Tensor, hidden_size: int, bidirectional: bool,
                           bias: bool, zoneout_mask: Optional[Tensor] = None,
                           zoneout: float = 0.0) -> list[Tensor]:
-    """BPTT through `lnlstm_layer(..., training=True)` (with the same
-    zoneout_mask and zoneout): returns [dx, dh0, dc0] and then one gradient
-    per tensor of `weights`, in its order."""
+    """lnlstm_layer_backward(x, weights, c0, lengths, workspace, dy, dh_n, dc_n, hidden_size, \
+bidirectional, bias, zoneout_mask=None, zoneout=0.0)
+
+    BPTT through one ``lnlstm_layer(..., training=True)`` call.
+
+    The custom operator ``torch.ops.fastlstm.lnlstm_layer_backward``:
+    ``lnlstm_layer``'s autograd rule calls it. Every argument that the
+    forward also takes must be the forward call's (it reads ``c0``, never
+    ``h0``); it checks them as ``lnlstm_layer`` does, with the same
+    exceptions.
+
+    Parameters
+    ----------
+    x, weights, c0, lengths
+        As given to ``lnlstm_layer``.
+    workspace : Tensor
+        The workspace that call returned.
+    dy : Tensor
+        [T,B,D*H], the gradient of ``y``.
+    dh_n, dc_n : Tensor
+        [D,B,H] each, the gradients of ``h_n`` and ``c_n``.
+    hidden_size, bidirectional, bias
+        As given to ``lnlstm_layer``.
+    zoneout_mask, zoneout : optional
+        As given to ``lnlstm_layer``.
+
+    Returns
+    -------
+    list of Tensor
+        ``[dx, dh0, dc0]``, [T,B,I], [D,B,H] and [D,B,H], then one gradient
+        per tensor of ``weights``, in its order and shapes.
+
+    Raises
+    ------
+    ValueError
+        ``workspace`` is not one of a ``training=True`` call: 1-D, of ``x``'s
+        dtype and at least the size the kernels need.
+    fastlstm.ShapeError
+        (a ValueError) ``dy``, ``dh_n`` or ``dc_n`` of the wrong shape.
+    fastlstm.DTypeError
+        (a TypeError) ``dy``, ``dh_n`` or ``dc_n`` whose dtype is not ``x``'s.
+    RuntimeError
+        On an attempt to differentiate it: for second derivatives,
+        differentiate ``lnlstm_layer`` with ``create_graph=True``.
+    """
     return _backward_impl("lnlstm", x, weights, c0, lengths, workspace, dy, [dh_n, dc_n],
                           _common_cfg("lnlstm", (hidden_size, bidirectional, bias)),
                           (zoneout_mask, zoneout, 0.0))
@@ -409,6 +755,12 @@ def _lnlstm_layer_backward_fake(x, weights, c0, lengths, workspace, dy, dh_n, dc
                                 zoneout=0.0):
     return _backward_fake("lnlstm", x, weights, (hidden_size, 0, bidirectional))
 
+
+# Sphinx documents each op through its CustomOpDef, whose own __doc__ is torch's
+# class docstring: give it the function's (documentation only)
+for _op in (lstm_layer, lstm_layer_backward, gru_layer, gru_layer_backward, lnlstm_layer,
+            lnlstm_layer_backward):
+    _op.__doc__ = getattr(_op, "_init_fn", _op).__doc__
 
 # the op pair of each cell, and how its schema's trailing arguments map to cfg
 _OPS = {"lstm": (lstm_layer, lstm_layer_backward), "gru": (gru_layer, gru_layer_backward),
@@ -569,7 +921,24 @@ class KernelModule(torch.nn.Module):
                            f"record {op}")
 
     def params_changed(self) -> None:
-        """Drop the packed inference weights (after writes through `.data`)."""
+        """Drop the cached packed weights, after writes that torch does not see.
+
+        Eager inference keeps the weights packed for the kernels until a
+        parameter is replaced or its version counter moves, which every
+        in-place torch op does (optimizer steps, ``load_state_dict``,
+        ``torch.nn.init``). Writes through ``param.data`` or a NumPy view of a
+        parameter bypass the counter: call this after them, and the next
+        call packs the weights again.
+
+        Examples
+        --------
+        >>> import torch, fastlstm.torch
+        >>> lstm = fastlstm.torch.LSTM(8, 16)
+        >>> with torch.no_grad():
+        ...     y, _ = lstm(torch.randn(5, 2, 8))
+        >>> _ = lstm.weight_hh_l0.data.mul_(0.5)
+        >>> lstm.params_changed()
+        """
         self._fl_cache = None
 
 
