@@ -198,7 +198,7 @@ class _Recurrent(keras.layers.Layer):
                 src = ops.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
                 x = ops.take_along_axis(x, src[:, :, None], axis=1)
         run_lengths = None if lengths is None else ops.maximum(lengths, 1)
-        y, finals = self._run(ops.transpose(x, (1, 0, 2)), states0, run_lengths, training)
+        y, finals = self._run(ops.transpose(x, (1, 0, 2)), states0, run_lengths)
         y = ops.transpose(y, (1, 0, 2))  # [B,T,U], in the order the steps ran
         if lengths is not None:
             empty = (lengths == 0)[:, None]  # fully masked: the initial states stay
@@ -236,7 +236,7 @@ class _Recurrent(keras.layers.Layer):
                              f"got {len(states)}")
         return [ops.cast(s, dtype) for s in states]
 
-    def _run(self, x_tm, states0, lengths, training):
+    def _run(self, x_tm, states0, lengths):
         """The layer on x_tm [T,B,I] -> y [T,B,U], final states [[B,U], ...]."""
         weights = self._torch_weights()
         if keras.backend.backend() == "torch":
