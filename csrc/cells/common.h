@@ -9,10 +9,14 @@
 // values must stay in registers.
 #if defined(__CUDACC__)
 #define FL_CELL_FN __host__ __device__ __forceinline__
+#define FL_HD __host__ __device__
 #elif defined(__GNUC__)
 #define FL_CELL_FN inline __attribute__((always_inline))
 #else
 #define FL_CELL_FN inline
+#endif
+#if !defined(__CUDACC__)
+#define FL_HD  // a function the CUDA kernels and host code both call
 #endif
 
 namespace fastlstm {
