@@ -9,32 +9,20 @@ launches: the layouts, the step indexing with lengths in both directions,
 zoneout, the cell clip, projections, peepholes, and every gradient product.
 """
 import ctypes
-import shutil
-import subprocess
-from pathlib import Path
 
+import _cuda_emu
 import numpy as np
 import pytest
 
 from fastlstm import reference, reference_gru
 
-ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"lstm": 0, "gru": 1}
 VP = ctypes.c_void_p
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    out = tmp_path_factory.mktemp("emu") / "emu.so"
-    subprocess.run([cxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Werror",
-                    f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'csrc/include'}",
-                    str(ROOT / "tests/cuda_host/emulate.cpp"), "-o", str(out)], check=True)
-    lib = ctypes.CDLL(str(out))
-    lib.emu_workspace_size.restype = ctypes.c_int64
-    return lib
+    return _cuda_emu.build(tmp_path_factory.mktemp("emu"))
 
 
 def _p(a):

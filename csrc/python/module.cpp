@@ -21,8 +21,10 @@
 #include "cpu/kernels.h"
 #include "cpu/packed.h"
 #include "fastlstm/cell_spec.h"
+#include "fastlstm/cuda.h"
 #include "fastlstm/rnn.h"
 #include "python/c_api_table.h"
+#include "python/cuda_entries.h"
 #include "python/kernel_entries.h"
 #if defined(FASTLSTM_HAVE_XLA_FFI)
 #include "jax/ffi.h"
@@ -536,7 +538,7 @@ py::dict build_info() {
   info["build_type"] = FASTLSTM_BUILD_TYPE;
   info["native"] = bool(FASTLSTM_BUILD_NATIVE);
   info["openmp"] = int(_OPENMP);
-  info["cuda"] = false;
+  info["cuda"] = cuda_built();
   py::list isas;
   for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512}) {
     try {
@@ -678,4 +680,5 @@ PYBIND11_MODULE(_core, m) {
   def_kernel_entries<double>(m, "f64");
   def_kernel_entries_bf16(m);
   pyentry::def_kernel_cell_entries(m);  // the GRU's and layer-norm LSTM's (kernel_cells.cpp)
+  pyentry::def_cuda_entries(m);         // the CUDA backend (cuda_entries.cpp)
 }

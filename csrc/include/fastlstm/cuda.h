@@ -22,6 +22,9 @@ inline namespace v1 {
 
 // Whether this build has the CUDA backend.
 bool cuda_built();
+// CUDART_VERSION of the runtime the backend was built with (13000 = 13.0),
+// whose major version is the cuBLAS it loads; 0 without the backend.
+int cuda_runtime_version();
 
 // Elements of T of a training forward's saved workspace (all directions).
 int64_t cuda_workspace_size(const LayerDims& d);

@@ -11,8 +11,9 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import _checks, _spec, functional
+from .. import cuda as _backend
 from .._checks import DTypeError, ShapeError
-from . import _autodiff, _onnx
+from . import _autodiff, _cuda, _onnx
 from ._ops import (_DTYPES, KernelModule, _EagerLayer, _infer_layer, _np, _transforms_active,
                    cached_pack, call_layer, inference_tensors, require_tensor, route)
 
@@ -167,13 +168,21 @@ class _Recurrent(KernelModule):
         has_op = _autodiff.has_torch_op(self._CELL)
         ok = x.device.type == "cpu" and x.dtype in _DTYPES and all(
             p.device.type == "cpu" and p.dtype == x.dtype for p in params)
+        if not ok and x.is_cuda and self._CELL in _cuda.CELLS:
+            ok = _cuda.usable(x, params)
         if not ok:
             if has_op and extras:
+                why = ""
+                if self._CELL in _cuda.CELLS:
+                    reason = _backend.unavailable_reason()
+                    why = (" or on one CUDA device" if reason is None else
+                           f" (or on one CUDA device with fastlstm's CUDA backend, which "
+                           f"cannot run here: {reason})")
                 raise DTypeError(f"fastlstm.torch.{self}: {' and '.join(extras)} "
-                                 f"need CPU float32/float64 input and parameters of the same "
-                                 f"dtype, got {x.dtype} on {x.device}")
+                                 f"need float32/float64 input and parameters of the same "
+                                 f"dtype on the CPU{why}, got {x.dtype} on {x.device}")
             return "torch" if has_op else "autodiff"
-        autocast = x.dtype is torch.float32 and torch.is_autocast_enabled("cpu")
+        autocast = x.dtype is torch.float32 and torch.is_autocast_enabled(x.device.type)
         saved_inference = torch.is_grad_enabled() and inference_tensors(params) and (
             x.requires_grad or any(p.requires_grad for p in params))
         if autocast and not extras:
@@ -399,6 +408,8 @@ class _Recurrent(KernelModule):
             or any(w.requires_grad for ws in weights for w in ws))
         cell, cfg = self._CELL, self._cfg
         path = path or route(grad, x.shape[1])
+        if x.is_cuda and path in ("eager", "infer"):
+            path = "ops"  # the CUDA kernels: the ops (and their autograd rule), no packing
         packed = self._packed(weights, x.dtype) if path == "infer" else None
         # a traced graph keeps the op's flag: the module's mode, not this call's grad
         # mode (jit.trace's check reruns under no_grad); eval-mode traces then

@@ -22,7 +22,7 @@ from torch import Tensor
 from .. import _checks, _core, _spec, functional
 from .._checks import DTypeError
 from .._runtime import resolve_isa
-from . import _autodiff, _onnx
+from . import _autodiff, _cuda, _onnx
 
 _DTYPES = (torch.float32, torch.float64)
 _TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -91,15 +91,17 @@ def _dims(cell: str, T: int, B: int, I: int, H: int, P: int, D: int, peephole,
                            zoneout=zoneout, cell_clip=cell_clip)
 
 
-def check_zo(cell: str, zo) -> tuple:
-    """zo = (zoneout_mask, zoneout, cell_clip) checked: the mask a CPU Tensor or
-    None, zoneout a float in [0, 1], cell_clip a float >= 0 (0 = none; LSTM
-    only). None stands for no zoneout and no clip."""
+def check_zo(cell: str, zo, device=None) -> tuple:
+    """zo = (zoneout_mask, zoneout, cell_clip) checked: the mask None or a
+    Tensor on `device` (default the CPU), zoneout a float in [0, 1],
+    cell_clip a float >= 0 (0 = none; LSTM only). None stands for no zoneout
+    and no clip."""
     if zo is None:
         return NO_ZONEOUT
     mask, zoneout, clip = zo
-    if mask is not None and (not isinstance(mask, Tensor) or mask.device.type != "cpu"):
-        raise TypeError(f"zoneout_mask: expected None or a CPU tensor, got "
+    device = torch.device("cpu") if device is None else device
+    if mask is not None and (not isinstance(mask, Tensor) or mask.device != device):
+        raise TypeError(f"zoneout_mask: expected None or a tensor on {device} (x's), got "
                         f"{getattr(mask, 'device', type(mask).__name__)}")
     zoneout, _ = _checks.zoneout_config(zoneout)
     if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
@@ -261,6 +263,10 @@ def _layer_fake(cell, x, cfg, training):
     T, B, I = x.shape
     H, P, bidirectional, _, peephole = cfg
     D = 2 if bidirectional else 1
+    if x.device.type == "cuda":  # the CUDA kernels' workspace
+        return (x.new_empty((T, B, D * (P or H))),
+                *[x.new_empty(s) for s in _state_shapes(cell, D, B, H, P)],
+                x.new_empty((_cuda.workspace_numel(cell, x, cfg) if training else 0,)))
     per_row = _workspace_per_row(cell, _dims(cell, 1, 1, I, H, P, D, peephole), resolve_isa(),
                                  x.element_size())
     return (x.new_empty((T, B, D * (P or H))),
@@ -1067,9 +1073,50 @@ def _register_vmap(cell: str) -> None:
                                 _vmap_loop(backward_op, info, in_dims, args))
 
 
+# --------------------------------------------------------------------------- CUDA
+
+
+def _register_cuda(cell: str) -> None:
+    """The op pair's CUDA kernels (`_cuda`); a clear error for a cell without."""
+    layer_op, backward_op = _OPS[cell]
+    ns, nc, defaults = n_states(cell), _N_CFG[cell], _op_zo(cell, None)
+    nb = ns - 1  # the backward op's states before lengths: c0 (LSTM)
+
+    def full(rest, n):  # trailing arguments left at their defaults may be absent
+        return tuple(rest) + defaults[len(rest) - n:] if len(rest) < n else tuple(rest)
+
+    if cell not in _cuda.CELLS:
+        def no_kernel(*args):
+            raise NotImplementedError(
+                f"fastlstm::{cell}_layer has no CUDA kernel (the CUDA backend has "
+                f"{' and '.join(_cuda.CELLS)}); run it on CPU tensors")
+        layer_op.register_kernel("cuda")(no_kernel)
+        backward_op.register_kernel("cuda")(no_kernel)
+        return
+
+    def layer(x, weights, *rest):
+        rest = full(rest, ns + 2 + nc + len(defaults))
+        cfg = _common_cfg(cell, rest[ns + 1:ns + 1 + nc])
+        zo = check_zo(cell, _common_zo(cell, rest[ns + 2 + nc:]), x.device)
+        return _cuda.forward(cell, x, weights, list(rest[:ns]), rest[ns], cfg,
+                             rest[ns + 1 + nc], zo)
+
+    def backward(x, weights, *rest):
+        rest = full(rest, nb + 3 + ns + nc + len(defaults))
+        lengths, ws, dy = rest[nb:nb + 3]
+        cfg = _common_cfg(cell, rest[nb + 3 + ns:nb + 3 + ns + nc])
+        zo = check_zo(cell, _common_zo(cell, rest[nb + 3 + ns + nc:]), x.device)
+        return _cuda.backward(cell, x, weights, rest[0] if nb else None, lengths, ws, dy,
+                              list(rest[nb + 3:nb + 3 + ns]), cfg, zo)
+
+    layer_op.register_kernel("cuda")(layer)
+    backward_op.register_kernel("cuda")(backward)
+
+
 for _cell in _OPS:
     _register_autograd(_cell)
     _register_vmap(_cell)
+    _register_cuda(_cell)
 
 
 # --------------------------------------------------------------------------- eager
