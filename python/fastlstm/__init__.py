@@ -54,7 +54,10 @@ def info() -> dict:
         - ``"num_threads"``: :func:`get_num_threads`;
         - ``"adaptive_threads"``: :func:`adaptive_threads_state`;
         - ``"num_procs"``: OpenMP's processor count;
-        - ``"backends"``: the compute backends (``["cpu"]``);
+        - ``"backends"``: the compute backends built in (``["cpu"]``, plus
+          ``"cuda"`` in a ``FASTLSTM_CUDA=ON`` build);
+        - ``"cuda"``: :func:`fastlstm.cuda.describe`, the CUDA build, runtime,
+          driver, devices and cuBLAS;
         - ``"jax_ffi"``: whether ``fastlstm.jax``'s FFI handlers are built in;
         - ``"jax_ffi_api"``: the (major, minor) version of their headers, or
           None.
@@ -70,6 +73,7 @@ def info() -> dict:
     >>> fastlstm.info()["isa"] in fastlstm.available_isas()
     True
     """
+    from . import cuda
     from ._runtime import resolve_isa
     build = _core.build_info()
     return {
@@ -82,6 +86,7 @@ def info() -> dict:
         "adaptive_threads": adaptive_threads_state(),
         "num_procs": _core.num_procs(),
         "backends": ["cpu"] + (["cuda"] if build["cuda"] else []),
+        "cuda": cuda.describe(),
         "jax_ffi": bool(_core.jax_ffi_targets()),  # fastlstm.jax's handlers are built in
         "jax_ffi_api": _core.jax_ffi_api_version(),  # (major, minor) of their headers, or None
     }

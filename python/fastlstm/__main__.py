@@ -17,6 +17,7 @@ def _info() -> int:
           f"override with FASTLSTM_ISA)")
     print(f"threads:      {info['num_threads']} (of {info['num_procs']} processors)")
     print(f"backends:     {', '.join(info['backends'])}")
+    print(f"cuda:         {info['cuda']}")
     print(f"jax:          {_jax_line(info)}")
     return 0
 
@@ -38,7 +39,7 @@ def _jax_line(info) -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: python -m fastlstm {info,bench} [options]\n"
-             "  info   version, build options, CPU features, threads, backends, jax\n"
+             "  info   version, build options, CPU features, threads, backends, CUDA, jax\n"
              "  bench  time fastlstm against the NumPy reference and installed peers "
              "(bench --help)")
     if argv and argv[0] in ("-h", "--help"):
