@@ -4,8 +4,9 @@ A build with ``-Ccmake.define.FASTLSTM_CUDA=ON`` carries LSTM and GRU
 kernels (forward and BPTT, float32 and float64) for NVIDIA GPUs, which
 ``fastlstm.torch.LSTM`` / ``GRU`` run on CUDA tensors. The backend needs,
 at run time, a CUDA driver, a device, and cuBLAS of the major version it was
-built with (the ``nvidia-cublas`` wheel, fastlstm's ``cuda`` extra, or the
-system's). It links no cuBLAS: the library is loaded on first use, from
+built with (the ``nvidia-cublas`` wheel or the
+system's). It has not yet run on a GPU: see the CUDA page of the docs.
+It links no cuBLAS: the library is loaded on first use, from
 ``$FASTLSTM_CUBLAS`` (a file) if set, else from the ``nvidia-cublas`` wheel,
 else by the loader's search.
 """
@@ -17,7 +18,7 @@ import os
 
 from . import _core
 
-__all__ = ["is_available", "unavailable_reason", "built", "device_count", "describe"]
+__all__ = ["is_available", "unavailable_reason", "built", "device_count", "describe", "require"]
 
 _cublas_error: str | None = None  # None until the first load; then "" or why not
 

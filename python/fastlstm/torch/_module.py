@@ -283,7 +283,10 @@ class _Recurrent(KernelModule):
 
         Notes
         -----
-        CPU float32/float64 calls run fastlstm's kernels (eager training
+        CUDA float32/float64 calls of the LSTM and GRU run the CUDA
+        backend's kernels through the custom ops where
+        ``fastlstm.cuda.is_available()``. CPU float32/float64 calls run
+        fastlstm's kernels (eager training
         through an autograd Function; eager inference on cached packed
         weights; ``torch.compile``, ``torch.export``, ``torch.jit.trace`` and
         ``torch.func.vmap`` through the custom ops). Other devices and dtypes
@@ -555,7 +558,8 @@ class LSTM(_TwoStates):
     a keep mask m ~ Bernoulli(p) per element and step, drawn from torch's
     default generator (one [T,B,D*Ho] mask per layer); in ``eval()``
     h_t = p*h_{t-1} + (1-p)*h~_t. Peepholes, zoneout and the cell clip,
-    which torch's op lacks, need CPU float32/float64 input and parameters.
+    which torch's op lacks, need float32/float64 input and parameters on the
+    CPU, or on a CUDA device with the CUDA backend (``fastlstm.cuda``).
 
     Examples
     --------

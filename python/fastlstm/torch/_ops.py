@@ -291,7 +291,7 @@ def lstm_layer(x: Tensor, weights: list[Tensor], h0: Tensor, c0: Tensor,
     """lstm_layer(x, weights, h0, c0, lengths, hidden_size, proj_size, bidirectional, bias, \
 peephole, training, zoneout_mask=None, zoneout=0.0, cell_clip=0.0)
 
-    One LSTM layer (one or two directions) on fastlstm's CPU kernels.
+    One LSTM layer (one or two directions) on fastlstm's CPU or CUDA kernels.
 
     The custom operator ``torch.ops.fastlstm.lstm_layer``, with a fake
     kernel, an autograd rule (through ``lstm_layer_backward``) and a vmap
@@ -303,7 +303,9 @@ peephole, training, zoneout_mask=None, zoneout=0.0, cell_clip=0.0)
     Parameters
     ----------
     x : Tensor
-        [T,B,I], time-major; CPU float32 or float64.
+        [T,B,I], time-major; float32 or float64, on the CPU or (with the CUDA
+        backend, ``fastlstm.cuda``) a CUDA device, where every other tensor
+        must be too.
     weights : list of Tensor
         Per direction (forward, then reverse), ``torch.nn.LSTM``'s
         parameters of the layer in the cell spec's order: ``weight_ih``
@@ -471,7 +473,8 @@ def gru_layer(x: Tensor, weights: list[Tensor], h0: Tensor, lengths: Optional[Te
     """gru_layer(x, weights, h0, lengths, hidden_size, bidirectional, bias, training, \
 zoneout_mask=None, zoneout=0.0)
 
-    One GRU layer (one or two directions, ``torch.nn.GRU``'s maths) on fastlstm's CPU kernels.
+    One GRU layer (one or two directions, ``torch.nn.GRU``'s maths) on fastlstm's CPU or
+    CUDA kernels.
 
     The custom operator ``torch.ops.fastlstm.gru_layer``, with a fake
     kernel, an autograd rule (through ``gru_layer_backward``) and a vmap
