@@ -107,24 +107,21 @@ class DeviceScope {
 };
 
 blas::Op op(bool t) { return t ? blas::kT : blas::kN; }
+blas::Gemm64<float> gemm_of(const CublasLib& l, float) { return l.sgemm; }
+blas::Gemm64<double> gemm_of(const CublasLib& l, double) { return l.dgemm; }
 
 struct CudaDev {
   cudaStream_t stream;
   blas::Handle handle;
 
-  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  template <class T>
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+            int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
     const ColMajorGemm g = col_major(ta, tb, M, N, K, lda, ldb, ldc);
-    ok_blas(cublas().sgemm(handle, op(g.ta), op(g.tb), g.m, g.n, g.k, &alpha, g.a_is_B ? B : A,
-                      g.lda, g.a_is_B ? A : B, g.ldb, &beta, C, g.ldc),
-       "cublasSgemm");
-  }
-  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
-            int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-    const ColMajorGemm g = col_major(ta, tb, M, N, K, lda, ldb, ldc);
-    ok_blas(cublas().dgemm(handle, op(g.ta), op(g.tb), g.m, g.n, g.k, &alpha, g.a_is_B ? B : A,
-                      g.lda, g.a_is_B ? A : B, g.ldb, &beta, C, g.ldc),
-       "cublasDgemm");
+    ok_blas(gemm_of(cublas(), T())(handle, op(g.ta), op(g.tb), g.m, g.n, g.k, &alpha,
+                                   g.a_is_B ? B : A, g.lda, g.a_is_B ? A : B, g.ldb, &beta,
+                                   C, g.ldc),
+            "cublas gemm");
   }
   template <class F>
   void for_each(int64_t n, const F& f) {
