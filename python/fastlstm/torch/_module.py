@@ -412,6 +412,10 @@ class _Recurrent(KernelModule):
         cell, cfg = self._CELL, self._cfg
         path = path or route(grad, x.shape[1])
         if x.is_cuda and path in ("eager", "infer"):
+            if path == "infer" and self.weights_dtype is not None:
+                raise DTypeError(f"weights_dtype={self.weights_dtype!r}: eager inference "
+                                 f"with bfloat16 weights runs on the CPU kernels only (the "
+                                 f"CUDA backend has no bfloat16 kernels)")
             path = "ops"  # the CUDA kernels: the ops (and their autograd rule), no packing
         packed = self._packed(weights, x.dtype) if path == "infer" else None
         # a traced graph keeps the op's flag: the module's mode, not this call's grad
