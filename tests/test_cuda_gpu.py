@@ -169,3 +169,9 @@ def test_errors():
     ln = flt.LayerNormLSTM(8, 16).to(DEV)
     y, _ = ln(x)  # the layer-norm LSTM on CUDA: its maths in torch ops
     assert y.is_cuda
+
+
+def test_bfloat16_weights_are_cpu_only():
+    bf = flt.LSTM(8, 16, weights_dtype="bfloat16").to(DEV)
+    with torch.no_grad(), pytest.raises(TypeError, match="CPU kernels only"):
+        bf(torch.randn(5, 2, 8, device=DEV))
