@@ -64,10 +64,10 @@ def test_a_live_context_keeps_its_workspace():
     step(m, x, dy, None)
     pooled = {id(v) for v in m._ws_pool._free}
     m(x)
-    ws = m._ctx[0].layers[0].ws
+    ws = m._ctx.peek()[0].layers[0].ws
     assert id(ws) in pooled and id(ws) not in {id(v) for v in m._ws_pool._free}
     m(x)
-    assert m._ctx[0].layers[0].ws is not ws
+    assert m._ctx.peek()[0].layers[0].ws is not ws
 
 
 def test_eval_releases_the_buffers():
@@ -112,7 +112,7 @@ def test_backward_scratch_is_checked():
     m = fastlstm.LSTM(I, H, seed=0)
     x = np.ones((T, B, I), np.float32)
     m(x)
-    ctx = m._ctx[0]
+    ctx = m._ctx.peek()[0]
     lay = ctx.layers[0]
     n = _core.backward_scratch_size(lay.dims, None, ctx.isa, 4)
     assert n >= T * B * 4 * H

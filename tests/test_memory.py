@@ -101,7 +101,7 @@ def call():
     y, _ = tl(xt)
     isa = tl._packed[1].isa
     ws = _core.workspace_size(_core.LayerDims(T=20_000, B=1, I=256, H=256), None, isa, 4) * 4
-    saved = tl._ctx[0].layers[0].ws
+    saved = tl._ctx.peek()[0].layers[0].ws
     assert saved.nbytes == ws, (saved.nbytes, ws)
     out["train_ws_bytes"] = ws
     return y.nbytes + ws

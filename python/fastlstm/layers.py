@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _checks, _core, _spec
 from ._param import Parameter, VersionCell
+from ._per_thread import PerThread
 from ._runtime import get_num_threads, resolve_isa
 from .functional import (BufferPool, _backward, _forward, _pack_checked, init_params,
                          param_shapes, weights_dtype_of)
@@ -60,7 +61,7 @@ class _Module:
 
     # Pickling and copy.deepcopy: the copy gets its own parameters and version,
     # and none of the caches (packed weights, saved contexts) travel.
-    _TRANSIENT = {"_packed": None, "_ctx": None, "_saved": list, "_cell_kernel": None,
+    _TRANSIENT = {"_packed": None, "_ctx": PerThread, "_saved": list, "_cell_kernel": None,
                   "_ws_pool": BufferPool}
 
     def __getstate__(self):
@@ -303,7 +304,7 @@ class _Recurrent(_Module):
         shapes = param_shapes(self.input_size, self.hidden_size, self.num_layers, self.bias,
                               self.bidirectional, self.proj_size, self.peephole, self._CELL)
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
-        self._ctx = None
+        self._ctx = PerThread()  # each thread's saved training forward
         self._ws_pool = BufferPool()  # buffers of consumed training steps, for the next
         self.dropout_masks = []
         self.zoneout_masks = []
@@ -401,11 +402,11 @@ class _Recurrent(_Module):
                                   self.dropout, self.training, self._rng, get_num_threads(),
                                   self.zoneout, None, self.cell_clip, self._ws_pool)
         if self.training:
-            self._ctx = (ctx, T, B, batched)
+            self._ctx.put((ctx, T, B, batched))
             self.dropout_masks = ctx.dropout_masks
             self.zoneout_masks = ctx.zoneout_masks
         else:
-            self._ctx = None
+            self._ctx.put(None)
         finals = [hn] if cn is None else [hn, cn]
         return self._out(y, batched), [s if batched else s[:, 0, :] for s in finals]
 
@@ -416,29 +417,35 @@ class _Recurrent(_Module):
 
     def _run_backward(self, dy, d_states):
         """dx and the gradients of the initial states, from dy and those of the final ones."""
-        if self._ctx is None:
+        saved, others = self._ctx.take()
+        if saved is None:
             raise RuntimeError("backward: no saved training-mode forward to differentiate "
                                "(call the layer in train() mode first; each forward can be "
-                               "back-propagated once)")
-        ctx, T, B, batched = self._ctx
+                               "back-propagated once" + (", by the thread that ran it: "
+                               "another thread's forward is pending" if others else "") + ")")
+        ctx, T, B, batched = saved
         D, Ho = self._D, self._Ho
         if batched:
             ys = (B, T, D * Ho) if self.batch_first else (T, B, D * Ho)
         else:
             ys = (T, D * Ho)
-        dy = _checks.shaped(dy, "dy", self.dtype, ys)
-        ds = [None if v is None else _checks.shaped(v, name, self.dtype, shape)
-              for v, name, shape in zip(d_states, ("dh_n", "dc_n"),
-                                        self._state_shapes(B, batched))]
+        try:
+            dy = _checks.shaped(dy, "dy", self.dtype, ys)
+            ds = [None if v is None else _checks.shaped(v, name, self.dtype, shape)
+                  for v, name, shape in zip(d_states, ("dh_n", "dc_n"),
+                                            self._state_shapes(B, batched))]
+        except (TypeError, ValueError):
+            self._ctx.put(saved)  # bad gradients leave the forward to back-propagate
+            raise
         if not batched:
             dy = dy[:, None, :]
             ds = [None if v is None else v[:, None, :] for v in ds]
         elif self.batch_first:
             dy = dy.transpose(1, 0, 2)
-        self._ctx = None
         dh_n, dc_n = (ds + [None])[:2]
-        dx, dh0, dc0, _ = _backward(ctx, self._CELL, np.ascontiguousarray(dy), dh_n, dc_n,
-                                    self.grads, self._ws_pool)
+        with self._ctx.accumulate:  # threads add into the one set of gradients in turn
+            dx, dh0, dc0, _ = _backward(ctx, self._CELL, np.ascontiguousarray(dy), dh_n, dc_n,
+                                        self.grads, self._ws_pool)
         d0 = [dh0] if dc0 is None else [dh0, dc0]
         return self._out(dx, batched), [s if batched else s[:, 0, :] for s in d0]
 
@@ -512,9 +519,11 @@ class _TwoStates(_Recurrent):
         """Back-propagate the last forward: ``dx, (dh0, dc0) = lstm.backward(dy, dh_n, dc_n)``.
 
         Needs the last forward in train() mode and consumes it: each forward can
-        be back-propagated once. Parameter gradients are accumulated (added) into
-        ``self.grads``, so truncated BPTT over chunks works; :meth:`zero_grad`
-        clears them. The gradients are those of the weights that the forward
+        be back-propagated once. The last forward is this thread's: threads that
+        train one layer at once each back-propagate their own. Parameter
+        gradients are accumulated (added) into ``self.grads`` (by one thread at
+        a time), so truncated BPTT over chunks works; :meth:`zero_grad` clears
+        them. The gradients are those of the weights that the forward
         used, even if the parameters changed since.
 
         Parameters
@@ -538,8 +547,9 @@ class _TwoStates(_Recurrent):
         Raises
         ------
         RuntimeError
-            There is no forward to back-propagate: none ran in train() mode, it was
-            back-propagated already, or an eval() call came after it.
+            There is no forward to back-propagate: none ran in train() mode (in
+            this thread), it was back-propagated already, or an eval() call came
+            after it.
         TypeError
             An argument is not a ``numpy.ndarray``.
         DTypeError
@@ -890,9 +900,11 @@ class GRU(_Recurrent):
         """Back-propagate the last forward: ``dx, dh0 = gru.backward(dy, dh_n)``.
 
         Needs the last forward in train() mode and consumes it: each forward can
-        be back-propagated once. Parameter gradients are accumulated (added) into
-        ``self.grads``, so truncated BPTT over chunks works; :meth:`zero_grad`
-        clears them. The gradients are those of the weights that the forward
+        be back-propagated once. The last forward is this thread's: threads that
+        train one layer at once each back-propagate their own. Parameter
+        gradients are accumulated (added) into ``self.grads`` (by one thread at
+        a time), so truncated BPTT over chunks works; :meth:`zero_grad` clears
+        them. The gradients are those of the weights that the forward
         used, even if the parameters changed since.
 
         Parameters
@@ -914,8 +926,9 @@ class GRU(_Recurrent):
         Raises
         ------
         RuntimeError
-            There is no forward to back-propagate: none ran in train() mode, it was
-            back-propagated already, or an eval() call came after it.
+            There is no forward to back-propagate: none ran in train() mode (in
+            this thread), it was back-propagated already, or an eval() call came
+            after it.
         TypeError
             An argument is not a ``numpy.ndarray``.
         DTypeError
