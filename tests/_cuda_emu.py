@@ -39,7 +39,7 @@ def entries(lib, dtype_suffix: str):
     def vp(a):
         return VP(a) if a else None
 
-    def common(d, weights):
+    def common(d):
         names = [p["name"] for p in _core.cell_specs()[d.cell]["params"]]
         s = (ctypes.c_int64 * 7)(d.T, d.B, d.I, d.H, d.P, d.D, int(d.peephole))
         assert lib.emu_workspace_size(_CELLS[d.cell], s) == _core.cuda_workspace_size(d)
@@ -53,7 +53,7 @@ def entries(lib, dtype_suffix: str):
 
     def forward(d, weights, x, lengths, h0, c0, y, hn, cn, ws, scratch, stream, keep):
         assert stream == 0 and scratch  # host memory: the default stream, a scratch given
-        cell, s, table = common(d, weights)
+        cell, s, table = common(d)
         rc = getattr(lib, f"emu_forward_{dtype_suffix}")(
             cell, s, ctypes.c_double(d.zoneout), ctypes.c_double(d.cell_clip), table(weights),
             vp(x), vp(lengths), vp(h0), vp(c0), vp(y), vp(hn), vp(cn), vp(ws), vp(keep))
@@ -62,7 +62,7 @@ def entries(lib, dtype_suffix: str):
     def backward(d, weights, grads, x, lengths, ws, dy, dhn, dcn, dx, dh0, dc0, scratch,
                  stream, keep):
         assert stream == 0 and scratch
-        cell, s, table = common(d, weights)
+        cell, s, table = common(d)
         rc = getattr(lib, f"emu_backward_{dtype_suffix}")(
             cell, s, ctypes.c_double(d.zoneout), ctypes.c_double(d.cell_clip), table(weights),
             vp(x), vp(lengths), vp(ws), vp(dy), vp(dhn), vp(dcn), vp(dx), vp(dh0), vp(dc0),

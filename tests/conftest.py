@@ -1,5 +1,6 @@
 """Fixtures shared by the test modules: thread counts, kernel paths (ISA),
-and torch's threads for the torch adapter's tests."""
+the CUDA drivers compiled for the host, and torch's threads for the torch
+adapter's tests."""
 import importlib.util
 
 import pytest
@@ -42,6 +43,13 @@ def isa(request, monkeypatch):
     """Each kernel path this CPU runs, selected through FASTLSTM_ISA."""
     monkeypatch.setenv("FASTLSTM_ISA", request.param)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def emu(tmp_path_factory):
+    """csrc/cuda's drivers compiled for the host, once (tests/_cuda_emu.py)."""
+    import _cuda_emu
+    return _cuda_emu.build(tmp_path_factory.mktemp("emu"))
 
 
 @pytest.fixture

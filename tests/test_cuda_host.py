@@ -10,7 +10,6 @@ zoneout, the cell clip, projections, peepholes, and every gradient product.
 """
 import ctypes
 
-import _cuda_emu
 import numpy as np
 import pytest
 
@@ -18,11 +17,6 @@ from fastlstm import reference, reference_gru
 
 CELLS = {"lstm": 0, "gru": 1}
 VP = ctypes.c_void_p
-
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    return _cuda_emu.build(tmp_path_factory.mktemp("emu"))
 
 
 def _p(a):

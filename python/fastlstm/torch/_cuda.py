@@ -4,9 +4,10 @@ Each call checks its tensors (dtype, device, shape), checks ``lengths`` on
 the host, allocates its outputs, workspace and scratch with torch's caching
 allocator on the input's device, and queues the kernels on torch's current
 stream: contiguous inputs are read in place, and nothing waits for the GPU.
-The op registrations (`register`) route CUDA tensors here; the forward and
-backward below take the kernel entry as an argument so that the host-side
-tests can run this code with the drivers compiled for the host.
+The ops' CUDA registrations (`_ops._register_cuda`) route CUDA tensors
+here; the forward and backward below take the kernel entry as an argument
+so that the host-side tests can run this code with the drivers compiled for
+the host.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class Call:
         H, P, bidirectional, bias, peephole = cfg
         T, B, I = x.shape
         D = 2 if bidirectional else 1
-        self.cell, self.x = cell, x.contiguous()
+        self.x = x.contiguous()
         self.dims = _core.LayerDims(T=T, B=B, I=I, H=H, P=P, D=D, peephole=bool(peephole),
                                     cell=cell, zoneout=zo[1], cell_clip=zo[2])
         names = _spec.layer_weight_names(cell, 0, bidirectional, bias, P > 0, peephole)
@@ -123,28 +124,19 @@ def backward(cell: str, x: Tensor, weights, c0, lengths, ws: Tensor, dy: Tensor,
     Ho = d.P or d.H
     dy = _like(dy, "dy", x, (d.T, d.B, d.D * Ho))
     dn = [a.state(t, f"d{s}_n", k) for k, (t, s) in enumerate(zip(d_states, "hc"))]
-    c0 = a.state(c0, "c0", 1) if len(a.state_shapes) > 1 else None
+    if len(a.state_shapes) > 1:  # checked; the CUDA backward reads c_{t-1} from the workspace
+        a.state(c0, "c0", 1)
     grads = {n: torch.zeros_like(w) for n, w in a.weights.items()}
     dx = x.new_empty(tuple(x.shape))
     d0 = [x.new_empty(s) for s in a.state_shapes]
     scratch = x.new_empty((_core.cuda_backward_scratch_size(d),))
     dhn, dcn = (dn + [None])[:2]
     dh0, dc0 = (d0 + [None])[:2]
-    del c0  # the CUDA backward reads c_{t-1} from the workspace
     (kernel or entry("backward", x.dtype))(
         d, a.addrs(a.weights), a.addrs(grads), a.x.data_ptr(), _addr(a.lengths),
         ws.data_ptr(), dy.data_ptr(), _addr(dhn), _addr(dcn), dx.data_ptr(), dh0.data_ptr(),
         _addr(dc0), scratch.data_ptr(), _stream(x), _addr(a.mask))
     return [dx] + d0 + [grads[n] for n in a.names]
-
-
-def workspace_numel(cell: str, x, cfg: tuple) -> int:
-    """The workspace size of a training call (for the fake kernels)."""
-    T, B, I = x.shape
-    H, P, bidirectional, _, peephole = cfg
-    return _core.cuda_workspace_size(_core.LayerDims(
-        T=T, B=B, I=I, H=H, P=P, D=2 if bidirectional else 1, peephole=bool(peephole),
-        cell=cell))
 
 
 def usable(x: Tensor, params) -> bool:
@@ -154,4 +146,3 @@ def usable(x: Tensor, params) -> bool:
     return (x.is_cuda and x.dtype in _SUFFIX
             and all(p.device == x.device and p.dtype == x.dtype for p in params)
             and _backend.is_available())
-

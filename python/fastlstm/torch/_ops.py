@@ -263,12 +263,11 @@ def _layer_fake(cell, x, cfg, training):
     T, B, I = x.shape
     H, P, bidirectional, _, peephole = cfg
     D = 2 if bidirectional else 1
-    if x.device.type == "cuda":  # the CUDA kernels' workspace
-        return (x.new_empty((T, B, D * (P or H))),
-                *[x.new_empty(s) for s in _state_shapes(cell, D, B, H, P)],
-                x.new_empty((_cuda.workspace_numel(cell, x, cfg) if training else 0,)))
-    per_row = _workspace_per_row(cell, _dims(cell, 1, 1, I, H, P, D, peephole), resolve_isa(),
-                                 x.element_size())
+    one_row = _dims(cell, 1, 1, I, H, P, D, peephole)  # T, B may be symbolic: sizes per row
+    if x.device.type == "cuda":  # the CUDA kernels' workspace: R = T*B rows of one layout
+        per_row = _core.cuda_workspace_size(one_row)
+    else:
+        per_row = _workspace_per_row(cell, one_row, resolve_isa(), x.element_size())
     return (x.new_empty((T, B, D * (P or H))),
             *[x.new_empty(s) for s in _state_shapes(cell, D, B, H, P)],
             x.new_empty((T * B * per_row if training else 0,)))
