@@ -1,4 +1,4 @@
-"""Training one NumPy layer from several threads: each thread's backward
+"""Training one NumPy layer or step cell from several threads: each thread's backward
 consumes its own forward (never another thread's), and the gradients are
 the sum of every thread's, added in turn."""
 import threading
@@ -90,3 +90,52 @@ def test_bad_gradients_leave_the_forward_saved():
     with pytest.raises(ValueError, match="dy"):
         m.backward(np.zeros((4, 2, 7)))
     m.backward(np.zeros((4, 2, 4)))
+
+
+def _cell_alone(cls, x, dh):
+    c = cls(3, 5, seed=0, dtype=np.float64)
+    c(x)
+    return c.backward(dh)[0], {k: np.array(v) for k, v in c.grads.items()}
+
+
+@pytest.mark.parametrize("cls", [fastlstm.LSTMCell, fastlstm.GRUCell, fastlstm.LayerNormLSTMCell],
+                         ids=["lstm", "gru", "lnlstm"])
+def test_interleaved_steps_on_one_cell(cls):
+    """A step cell's saved steps are per thread too: A steps, B steps, A
+    back-propagates, B back-propagates; each gets its own dx, and the
+    gradients add up."""
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((2, 3)) for _ in range(2)]
+    dhs = [rng.standard_normal((2, 5)) for _ in range(2)]
+    c = cls(3, 5, seed=0, dtype=np.float64)
+    a_stepped, b_stepped, a_done = (threading.Event() for _ in range(3))
+    out, errors = {}, []
+
+    def run(i, wait, then):
+        try:
+            wait.wait(10)
+            c(xs[i])
+            then.set()
+            (b_stepped if i == 0 else a_done).wait(10)
+            out[i] = c.backward(dhs[i])[0]
+            if i == 0:
+                a_done.set()
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+            for s in (a_stepped, b_stepped, a_done):
+                s.set()
+
+    go = threading.Event()
+    threads = [threading.Thread(target=run, args=(0, go, a_stepped)),
+               threading.Thread(target=run, args=(1, a_stepped, b_stepped))]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    want = [_cell_alone(cls, x, dh) for x, dh in zip(xs, dhs)]
+    for i in range(2):
+        np.testing.assert_allclose(out[i], want[i][0], rtol=1e-12, atol=1e-12)
+    for k, g in c.grads.items():
+        np.testing.assert_allclose(g, want[0][1][k] + want[1][1][k], rtol=1e-12, atol=1e-12)

@@ -61,7 +61,7 @@ class _Module:
 
     # Pickling and copy.deepcopy: the copy gets its own parameters and version,
     # and none of the caches (packed weights, saved contexts) travel.
-    _TRANSIENT = {"_packed": None, "_ctx": PerThread, "_saved": list, "_cell_kernel": None,
+    _TRANSIENT = {"_packed": None, "_ctx": PerThread, "_saved": PerThread, "_cell_kernel": None,
                   "_ws_pool": BufferPool}
 
     def __getstate__(self):
@@ -945,7 +945,9 @@ class _StepCell(_Module):
     """One step of a cell (torch.nn.LSTMCell / GRUCell's API). In train() mode
     every call saves its step on a stack; ``backward`` consumes the most recent
     one, so BPTT over many steps is a series of backward calls in reverse
-    order. ``clear_saved()`` drops unconsumed steps."""
+    order. ``clear_saved()`` drops unconsumed steps. The stack is per thread,
+    as a layer's saved forward: threads that step one cell at once each
+    back-propagate their own steps, adding into ``grads`` one at a time."""
 
     def _init_cell(self, input_size, hidden_size, bias, peephole, dtype, seed, weights_dtype):
         self.input_size, self.hidden_size, _, _, _ = _checks.layer_config(
@@ -960,7 +962,7 @@ class _StepCell(_Module):
                                     self.peephole, self._CELL)
         shapes = {k[:-3]: v for k, v in layer_shapes.items()}  # drop "_l0"
         self._setup_params(shapes, self.hidden_size, self.dtype, seed)
-        self._saved = []
+        self._saved = PerThread()  # this thread's stack of (ctx, B, batched)
         self._init_transient()
 
     def _init_transient(self) -> None:
@@ -1019,33 +1021,44 @@ class _StepCell(_Module):
             h0, c0 = (s0 + [None])[:2]
             _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), self._packed_for(True),
                                       h0, c0, None, 0.0, True, None, get_num_threads())
-            self._saved.append((ctx, B, batched))
+            self._steps().append((ctx, B, batched))
             out = [hn[0]] if cn is None else [hn[0], cn[0]]
         return out if batched else [v[0] for v in out]
 
     def _step_backward(self, d_states):
         """dx and the gradients of the step's initial states, from those of its outputs."""
-        if not self._saved:
+        steps = self._steps()
+        if not steps:
             raise RuntimeError("backward: no saved training-mode step to differentiate "
                                "(call the cell in train() mode first; each step can be "
-                               "back-propagated once)")
-        ctx, B, batched = self._saved[-1]
+                               "back-propagated once, by the thread that ran it)")
+        ctx, B, batched = steps[-1]
         shape = (B, self.hidden_size) if batched else (self.hidden_size,)
         dh, dc = [None if v is None else
                   _checks.shaped(v, name, self.dtype, shape).reshape(1, B, -1)
                   for v, name in d_states] + [None] * (2 - len(d_states))
-        self._saved.pop()
-        grads = {f"{k}_l0": v for k, v in self.grads.items()}
-        dx, dh0, dc0, grads = _backward(ctx, self._CELL,
-                                        np.zeros((1, B, self.hidden_size), self.dtype), dh, dc,
-                                        grads)
-        self.grads = {k[:-3]: v for k, v in grads.items()}
+        steps.pop()
+        with self._saved.accumulate:  # threads add into the one set of gradients in turn
+            grads = {f"{k}_l0": v for k, v in self.grads.items()}
+            dx, dh0, dc0, grads = _backward(ctx, self._CELL,
+                                            np.zeros((1, B, self.hidden_size), self.dtype), dh,
+                                            dc, grads)
+            self.grads = {k[:-3]: v for k, v in grads.items()}
         out = [dx[0], dh0[0]] + ([] if dc0 is None else [dc0[0]])
         return out if batched else [v[0] for v in out]
 
     def clear_saved(self) -> None:
-        """Drop the saved training-mode steps that ``backward`` has not consumed."""
-        self._saved.clear()
+        """Drop this thread's saved training-mode steps that ``backward`` has not
+        consumed."""
+        self._saved.put(None)
+
+    def _steps(self) -> list:
+        """This thread's stack of saved steps."""
+        steps = self._saved.peek()
+        if steps is None:
+            steps = []
+            self._saved.put(steps)
+        return steps
 
 
 class _TwoStateCell(_StepCell):
