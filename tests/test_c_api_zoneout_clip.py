@@ -38,7 +38,9 @@ def lib(tmp_path_factory):
         build = tmp_path_factory.mktemp("fastlstm-c") / "build"
         gen = ["-G", "Ninja"] if shutil.which("ninja") else []
         for cmd in (["cmake", "-S", ROOT, "-B", build, *gen, "-DCMAKE_BUILD_TYPE=Release",
-                     "-DBUILD_SHARED_LIBS=ON", "-DFASTLSTM_PYTHON=OFF", "-DFASTLSTM_INSTALL=OFF"],
+                     "-DBUILD_SHARED_LIBS=ON", "-DFASTLSTM_PYTHON=OFF", "-DFASTLSTM_INSTALL=OFF",
+                     # compiled as the package under test is (.ci/sanitize): the same bits
+                     "-DFASTLSTM_SANITIZE=" + os.environ.get("FASTLSTM_TEST_SANITIZE", "")],
                     ["cmake", "--build", build, "--target", "fastlstm_core", "--parallel",
                      str(os.cpu_count() or 1)]):
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)

@@ -2,7 +2,11 @@
 this repository, `cmake --install`, then examples/cpp and examples/c built
 with find_package(fastlstm) against the installed package and run. Each
 example checks its gradients against finite differences and exits non-zero
-on a mismatch; the C one also checks the error path of the C ABI."""
+on a mismatch; the C one also checks the error path of the C ABI.
+
+FASTLSTM_TEST_SANITIZE=address,undefined (.ci/sanitize) builds the library and
+the examples with those sanitizers and runs the examples with LeakSanitizer
+on: any report fails the test."""
 import os
 import shutil
 import subprocess
@@ -11,14 +15,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SANITIZE = os.environ.get("FASTLSTM_TEST_SANITIZE", "")
+SAN_FLAGS = f"-fsanitize={SANITIZE} -fno-sanitize-recover=all -fno-omit-frame-pointer"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cmake") is None or shutil.which("cc") is None and shutil.which("gcc") is None,
     reason="needs cmake and a C/C++ compiler")
 
 
-def run(cmd, cwd=None):
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+def run(cmd, cwd=None, env=None):
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     return r.stdout
 
@@ -29,12 +35,16 @@ def generator():
 
 @pytest.fixture(scope="module", params=["shared", "static"])
 def prefix(request, tmp_path_factory):
-    """The library built and installed from this checkout."""
+    """The library built and installed from this checkout (the shared one:
+    $FASTLSTM_C_PREFIX where .ci/sanitize installed it)."""
+    if request.param == "shared" and os.environ.get("FASTLSTM_C_PREFIX"):
+        return Path(os.environ["FASTLSTM_C_PREFIX"])
     tmp = tmp_path_factory.mktemp(f"fastlstm-{request.param}")
     build, prefix = tmp / "build", tmp / "prefix"
     shared = "ON" if request.param == "shared" else "OFF"
     run(["cmake", "-S", ROOT, "-B", build, *generator(), "-DCMAKE_BUILD_TYPE=Release",
-         f"-DBUILD_SHARED_LIBS={shared}", f"-DCMAKE_INSTALL_PREFIX={prefix}"])
+         f"-DBUILD_SHARED_LIBS={shared}", f"-DCMAKE_INSTALL_PREFIX={prefix}",
+         f"-DFASTLSTM_SANITIZE={SANITIZE}"])
     run(["cmake", "--build", build, "--parallel", str(os.cpu_count() or 1)])
     run(["cmake", "--install", build])
     return prefix
@@ -51,10 +61,17 @@ def test_install_layout(prefix):
 @pytest.mark.parametrize("example, exe", [("cpp", "lstm_example"), ("c", "lstm_example_c")])
 def test_example_builds_and_runs(prefix, tmp_path, example, exe):
     build = tmp_path / "build"
+    san = [f"-DCMAKE_{k}_FLAGS={SAN_FLAGS}" for k in ("C", "CXX", "EXE_LINKER")] if SANITIZE else []
     run(["cmake", "-S", ROOT / "examples" / example, "-B", build, *generator(),
-         f"-DCMAKE_PREFIX_PATH={prefix}"])
+         f"-DCMAKE_PREFIX_PATH={prefix}", *san])
     run(["cmake", "--build", build])
-    out = run([build / exe])
+    # the sanitized examples run with LeakSanitizer (the Python tests above them do not)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:halt_on_error=1",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    env.pop("LD_PRELOAD", None)
+    if "address" in SANITIZE:  # the flags took: the example carries ASan's runtime
+        assert "libasan" in run(["ldd", build / exe]), "the example is not built with ASan"
+    out = run([build / exe], env=env)
     assert "gradient check passed" in out, out
     if example == "c":
         assert "status 1" in out and "packed from float64 weights" in out, out

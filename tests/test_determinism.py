@@ -75,6 +75,7 @@ def test_bitwise_identical_across_runs_and_threads(dtype, cfg):
     assert_bitwise(r2, full_run(dtype, cfg, 2), "repeat, 2 threads")
     assert_bitwise(ref, r2, "1 vs 2 threads")
     assert_bitwise(ref, full_run(dtype, cfg, 3), "1 vs 3 threads")
+    assert_bitwise(ref, full_run(dtype, cfg, 4), "1 vs 4 threads")
 
 
 CELLS = {"lstm": fastlstm.LSTM, "gru": fastlstm.GRU, "lnlstm": fastlstm.LayerNormLSTM}
@@ -106,6 +107,7 @@ def test_every_cell_bitwise_identical_across_threads(cell, dims):
     ref = cell_run(cell, dims, 1)
     assert_bitwise(ref, cell_run(cell, dims, 2), "1 vs 2 threads")
     assert_bitwise(ref, cell_run(cell, dims, 3), "1 vs 3 threads")
+    assert_bitwise(ref, cell_run(cell, dims, 4), "1 vs 4 threads")
 
 
 def test_repeated_calls_on_one_layer_are_bitwise_identical():

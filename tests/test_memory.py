@@ -1,5 +1,6 @@
 """Memory of the forward: inference does not grow with T; training allocates the
-workspace `_core.workspace_size` announces and nothing per step beyond it.
+workspace `_core.workspace_size` announces and nothing per step beyond it, and
+its backward dx and the scratch `_core.backward_scratch_size` announces.
 
 Each measurement runs in one fresh subprocess (a clean RSS): the peak resident
 set (VmHWM, reset through /proc/self/clear_refs just before the call) minus the
@@ -106,6 +107,17 @@ def call():
     out["train_ws_bytes"] = ws
     return y.nbytes + ws
 out["train_T20000"] = measure(call)
+
+# 4. training backward: dx and the backward scratch backward_scratch_size says
+dy = np.ones((20_000, 1, 256), np.float32)
+def call():
+    isa = tl._packed[1].isa
+    d = _core.LayerDims(T=20_000, B=1, I=256, H=256)
+    scratch = _core.backward_scratch_size(d, None, isa, 4) * 4
+    dx, _ = tl.backward(dy)
+    out["train_scratch_bytes"] = scratch
+    return dx.nbytes + scratch
+out["train_backward_T20000"] = measure(call)
 print(json.dumps(out))
 """
 
@@ -148,3 +160,9 @@ def test_training_forward_allocates_only_the_workspace(measured):
     assert ws > 3 * BOUND       # a hidden copy of even a third of it would show
     assert extra <= BOUND, (f"training forward: {fmt(extra)} beyond x, y and the "
                             f"{fmt(ws)} workspace (bound {fmt(BOUND)})")
+
+
+def test_training_backward_allocates_only_dx_and_the_scratch(measured):
+    extra, scratch = measured["train_backward_T20000"], measured["train_scratch_bytes"]
+    assert extra <= BOUND, (f"training backward: {fmt(extra)} beyond dy, dx and the "
+                            f"{fmt(scratch)} backward scratch (bound {fmt(BOUND)})")

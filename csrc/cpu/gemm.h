@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/aligned.h"
+#include "core/denormals.h"
 #include "cpu/kernels.h"
 #include "cpu/prefetch.h"
 
@@ -361,6 +362,7 @@ void gemm(const GemmKernels<T>& kr, const Gemm<T>& g, int nt) {
   nt = threads_for(2.0 * g.M * g.N * g.K, nt);
 #pragma omp parallel num_threads(nt)
   {
+    const DenormalsOff daz;
     avec<T> abuf = gemm_abuf(kr);
     gemm_part(kr, g, omp_get_thread_num(), omp_get_num_threads(), abuf.data());
   }

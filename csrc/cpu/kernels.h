@@ -45,6 +45,8 @@ struct FwdBlockArgs {
   int64_t ldcs = 0;
   bool split_k = true;            // a lone row may split k (see tile)
   T clip = T(0);                  // LSTM cell clip, read by [clip] kernels
+  int units = 0;                  // the block's units when fewer than W (the last
+                                  // block of H): its padding lanes are zeroed; 0 = W
 };
 
 // Unit blocks [0,nblk) of one backward step (pointwise part), rows [0,n);

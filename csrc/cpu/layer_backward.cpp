@@ -276,9 +276,14 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
     T* dX = st.dR;
     const auto norm_backward = kr.lnlstm.norm_backward;
     const T* gih = pw.ln.data();
-#pragma omp parallel for num_threads(threads_for(32.0 * N * GX, nt)) schedule(static)
-    for (int64_t rw = 0; rw < N; ++rw)
-      norm_backward(H, Hp, gih, dG + rw * GD, sv.xn + rw * GX, sv.rstd[rw * g.lds], dX + rw * GD);
+#pragma omp parallel num_threads(threads_for(32.0 * N * GX, nt))
+    {
+      const DenormalsOff daz;
+#pragma omp for schedule(static)
+      for (int64_t rw = 0; rw < N; ++rw)
+        norm_backward(H, Hp, gih, dG + rw * GD, sv.xn + rw * GX, sv.rstd[rw * g.lds],
+                      dX + rw * GD);
+    }
     dGx = dX;
   }
   // dx += dG_x W_ih
@@ -312,6 +317,7 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   if (gr.b_ih || gr.b_hh || peep || C::norm) {
 #pragma omp parallel num_threads(ntr_rows)
     {
+      const DenormalsOff daz;
       int64_t u0, u1;
       split(H, omp_get_thread_num(), omp_get_num_threads(), u0, u1);
       const int64_t nu = u1 - u0;
@@ -373,11 +379,15 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   if (P > 0) {
     avec<T> rr(static_cast<size_t>(N * H));
     T* rp = rr.data();
-#pragma omp parallel for num_threads(ntr_rows) schedule(static)
-    for (int64_t rw = 0; rw < N; ++rw) {
-      T* o = rp + rw * H;
-      kr.act.tanh(H, cs + rw * Hp, o);
-      for (int64_t u = 0; u < H; ++u) o[u] *= gs[rw * GX + (u / W) * NR + 3 * W + u % W];
+#pragma omp parallel num_threads(ntr_rows)
+    {
+      const DenormalsOff daz;
+#pragma omp for schedule(static)
+      for (int64_t rw = 0; rw < N; ++rw) {
+        T* o = rp + rw * H;
+        kr.act.tanh(H, cs + rw * Hp, o);
+        for (int64_t u = 0; u < H; ++u) o[u] *= gs[rw * GX + (u / W) * NR + 3 * W + u % W];
+      }
     }
     Gemm<T> gm;
     gm.M = P; gm.N = H; gm.K = N;
@@ -422,9 +432,12 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   }
   const int64_t t0 = now_ns();
 #pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode, kStepFlopsBackward))
-  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
-    recurrence<C>(L, st[dir], gtid, gn);
-  });
+  {
+    const DenormalsOff daz;
+    run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
+      recurrence<C>(L, st[dir], gtid, gn);
+    });
+  }
   report_stalls(st, now_ns() - t0, nt, cfg.num_threads);
   for (int dir = 0; dir < d.D; ++dir) gradients<C>(L, st[dir], x, dx, g[dir], nt, scr + sp.panels);
 }
@@ -445,6 +458,7 @@ void layer_backward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T*
       if (!g[k].ln_ih || !g[k].ln_hh || !g[k].ln_c || !g[k].ln_cb)
         throw std::invalid_argument("grads: the layer-norm LSTM needs ln_ih, ln_hh, ln_c and "
                                     "ln_cb");
+  const DenormalsOff daz;  // this thread; the teams' threads each set their own
   on_cell(d.cell, [&](auto c) {
     backward_cell<decltype(c)>(d, pw, x, lengths, c0, ws, dy, dhn, dcn, dx, dh0, dc0, g, cfg,
                                zoneout_keep, scratch);

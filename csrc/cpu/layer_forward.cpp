@@ -239,6 +239,7 @@ void run_direction(const FwdLayer<T>& L, FwdDir<T>& st, int gtid, int gn,
         }
         a.split_k = !rows;
         a.clip = static_cast<T>(d.cell_clip);
+        a.units = blk == g.nblk - 1 ? static_cast<int>(d.H - blk * W) % W : 0;
         block_kernel(a);
       }
       if (P > 0) {
@@ -317,10 +318,13 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
   }
   const int64_t t0 = now_ns();
 #pragma omp parallel num_threads(team)
-  run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
-    const int tid = omp_get_thread_num();
-    run_direction<C>(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
-  });
+  {
+    const DenormalsOff daz;
+    run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
+      const int tid = omp_get_thread_num();
+      run_direction<C>(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
+    });
+  }
   report_stalls(st, now_ns() - t0, nt, cfg.num_threads);
   if (C::has_c)
     for (const FwdDir<T>& s : st)
@@ -339,6 +343,7 @@ void layer_forward_packed(const LayerDims& d, const PackedImpl<T>& pw, const T* 
   pw.check(d, cfg.isa, false);  // a training forward needs no backward panels
   if (ws != nullptr && pw.bf16)
     throw std::invalid_argument("packed weights: bfloat16 weights are for inference only");
+  const DenormalsOff daz;  // this thread; the teams' threads each set their own
   on_cell(d.cell, [&](auto c) {
     forward_cell<decltype(c)>(d, pw, x, lengths, h0, c0, y, hn, cn, ws, cfg, zoneout_keep);
   });
