@@ -107,6 +107,16 @@ def test_pool_keeps_at_most_most_and_matches_size_and_dtype():
     assert pool.take(5, np.float32) is c
 
 
+def test_pool_most_zero_keeps_none_and_a_bad_most_is_named():
+    pool = BufferPool()
+    pool.give([np.empty(4, np.float32)], 2)
+    pool.give([np.empty(3, np.float32)], 0)
+    assert pool._free == []
+    for bad in (-1, 1.5, None, True):
+        with pytest.raises(ValueError, match="most: expected an int >= 0"):
+            pool.give([], bad)
+
+
 def test_backward_scratch_is_checked():
     """The binding names a wrong scratch; the size is the C++ API's."""
     m = fastlstm.LSTM(I, H, seed=0)

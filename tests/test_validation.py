@@ -824,3 +824,48 @@ def test_unbatched_readonly_noncontiguous():
     yb, (hb, cb) = lstm_b(x.copy(), (h0.copy(), c0.copy()))
     assert ya.shape == (T, H) and ha.shape == (1, H)
     assert np.array_equal(ya, yb) and np.array_equal(ha, hb) and np.array_equal(ca, cb)
+
+
+def _unaligned(shape, dtype):
+    """A C-contiguous view of `shape` whose data sit one byte off alignment."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.zeros(n + 1, np.uint8)[1:]
+    a = buf.view(dtype).reshape(shape)
+    assert not a.flags.aligned and a.flags.c_contiguous
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_inputs_give_the_aligned_result(dtype):
+    """Unaligned arrays (a view at an odd byte offset) are valid input: the
+    layer copies them (the kernels' loads need the element's alignment)."""
+    lstm = fastlstm.LSTM(I, H, dtype=dtype, seed=0)
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(dtype)
+    xu, h0 = _unaligned(x.shape, dtype), _unaligned((1, B, H), dtype)
+    xu[...] = x
+    h0[...] = 0.5
+    y, (hn, cn) = lstm(xu, (h0, np.full((1, B, H), 0.5, dtype)))
+    y2, (hn2, cn2) = lstm(x, (np.full((1, B, H), 0.5, dtype),) * 2)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(hn, hn2)
+    cell = fastlstm.LSTMCell(I, H, dtype=dtype, seed=0).eval()
+    h, c = cell(_unaligned((B, I), dtype), (_unaligned((B, H), dtype), _unaligned((B, H), dtype)))
+    assert np.isfinite(h).all() and np.isfinite(c).all()
+
+
+def test_the_binding_refuses_an_unaligned_buffer():
+    from fastlstm import _core
+    d = _core.LayerDims(T=T, B=B, I=I, H=H)
+    p = _core.PackedLayerF64(d, [(np.zeros((4 * H, I)), np.zeros((4 * H, H)), None, None,
+                                  None, None)], "scalar", False, 1)
+    x, z = _unaligned((T, B, I), np.float64), np.zeros((1, B, H))
+    with pytest.raises(ValueError, match="^x: expected an aligned array"):
+        _core.layer_forward_f64(d, p, x, None, z, z, np.zeros((T, B, H)), np.zeros_like(z),
+                                np.zeros_like(z), None, 1, "scalar", None)
+
+
+@pytest.mark.parametrize("seed, exc", [("abc", TypeError), (-1, ValueError), (1.5, TypeError)])
+@pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU, fastlstm.LSTMCell])
+def test_a_bad_seed_is_named(cls, seed, exc):
+    with pytest.raises(exc, match=r"^seed: expected None or an int >= 0"):
+        cls(I, H, seed=seed)

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,6 +62,9 @@ T* buffer(const py::object& o, const char* name, int64_t size, bool writable) {
     throw py::value_error(std::string(name) + ": expected " + std::to_string(size) +
                           " elements, got " + std::to_string(a.size()));
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
+  if (reinterpret_cast<uintptr_t>(a.data()) % alignof(T) != 0)
+    throw py::value_error(std::string(name) + ": expected an aligned array (copy it: " +
+                          "np.require(a, requirements='CA'))");
   return static_cast<T*>(const_cast<void*>(a.data()));
 }
 

@@ -108,6 +108,13 @@ def _foreign(value) -> str:
     return ""
 
 
+def c_array(a, dtype=None) -> np.ndarray:
+    """a as a C-contiguous, aligned ndarray (copied only if needed): what the
+    core reads (an unaligned view, as of a bytes buffer at an odd offset, is
+    copied; the binding refuses one)."""
+    return np.require(a, dtype, ("C", "A", "E"))
+
+
 def array(value, name: str, dtype: np.dtype) -> np.ndarray:
     """A C-contiguous array of exactly `dtype` (copied only if needed)."""
     if not isinstance(value, np.ndarray):
@@ -120,7 +127,7 @@ def array(value, name: str, dtype: np.dtype) -> np.ndarray:
             if name == "dy":
                 fix += "; a readout or loss in another dtype than the layer's changes dy's"
         raise DTypeError(f"{name}: expected dtype {dtype}, got {value.dtype}: {fix}")
-    return np.ascontiguousarray(value)
+    return c_array(value)
 
 
 def shaped(value, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
@@ -146,4 +153,4 @@ def lengths_array(lengths, batch: int, steps: int) -> np.ndarray:
     if a.size and (a.min() < 1 or a.max() > steps):
         raise ValueError(f"lengths: every value must be in [1, {steps}] (T), got values in "
                          f"[{a.min()}, {a.max()}]")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return c_array(a, np.int64)

@@ -747,7 +747,7 @@ def _checked_forward(cell, x, params, num_layers, hidden_size, proj_size, bidire
     dtype = _checks.dtype_of(x.dtype)
     if x.ndim != 3:
         raise ValueError(f"x: expected a 3-D [T,B,I] array, got shape {x.shape}")
-    x = np.ascontiguousarray(x)
+    x = _checks.c_array(x)
     T, B, I = x.shape
     I, H, num_layers, dropout, P = _checks.layer_config(I, hidden_size, num_layers, dropout,
                                                         proj_size)
@@ -826,7 +826,7 @@ def _forward(x, packed: Packed, h0, c0, lengths, dropout, training, rng, nt, zon
             ws = _workspace(pool, _core.workspace_size(dims, lengths, isa, dtype.itemsize),
                             dtype)
             if zoneout_masks is not None:
-                keep = np.ascontiguousarray(zoneout_masks[k])
+                keep = _checks.c_array(zoneout_masks[k])
             elif zoneout > 0.0:
                 keep = (rng.random((T, B, D * Ho)) < zoneout).astype(dtype)
             if keep is not None:
@@ -1027,12 +1027,14 @@ class BufferPool:
         buffers : list of numpy.ndarray
             Buffers that nothing uses any more.
         most : int
-            The most buffers the pool keeps, >= 1: beyond it, the oldest ones
-            are dropped.
+            The most buffers the pool keeps, >= 0: beyond it, the oldest ones
+            are dropped (0 keeps none).
         """
+        if isinstance(most, bool) or not isinstance(most, (int, np.integer)) or most < 0:
+            raise ValueError(f"most: expected an int >= 0, got {most!r}")
         with self._lock:
             self._free.extend(buffers)
-            del self._free[:-most]
+            del self._free[:max(len(self._free) - int(most), 0)]
 
     def clear(self) -> None:
         """Drop every kept buffer."""

@@ -32,7 +32,10 @@ class _Module:
 
     def _setup_params(self, shapes: dict, hidden_size: int, dtype, seed) -> None:
         object.__setattr__(self, "_shapes", dict(shapes))
-        self._rng = np.random.default_rng(seed)
+        try:
+            self._rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as e:  # numpy's message does not say which argument
+            raise type(e)(f"seed: expected None or an int >= 0, got {seed!r} ({e})") from None
         self._cell = VersionCell()
         params = {k: Parameter.wrap(v, self._cell)
                   for k, v in init_params(shapes, hidden_size, dtype, self._rng, self._CELL).items()}
@@ -388,12 +391,12 @@ class _Recurrent(_Module):
             raise ValueError(f"x: the sequence length and batch size must be >= 1, got T={T}, "
                              f"B={B}")
         _checks.check_sizes("x", T, B, max(self.input_size, self._D * self._Ho, 4))
-        x = np.ascontiguousarray(x)
+        x = _checks.c_array(x)
         if lengths is not None:
             if not batched:
                 raise ValueError("lengths: not accepted with unbatched (2-D) input")
             lengths = _checks.lengths_array(lengths, B, T)
-        s0 = [None if v is None else np.ascontiguousarray(
+        s0 = [None if v is None else _checks.c_array(
                   _checks.shaped(v, name, self.dtype, shape).reshape(shape[:1] + (B,)
                                                                      + shape[-1:]))
               for (v, name), shape in zip(states, self._state_shapes(B, batched))]
@@ -444,7 +447,7 @@ class _Recurrent(_Module):
             dy = dy.transpose(1, 0, 2)
         dh_n, dc_n = (ds + [None])[:2]
         with self._ctx.accumulate:  # threads add into the one set of gradients in turn
-            dx, dh0, dc0, _ = _backward(ctx, self._CELL, np.ascontiguousarray(dy), dh_n, dc_n,
+            dx, dh0, dc0, _ = _backward(ctx, self._CELL, _checks.c_array(dy), dh_n, dc_n,
                                         self.grads, self._ws_pool)
         d0 = [dh0] if dc0 is None else [dh0, dc0]
         return self._out(dx, batched), [s if batched else s[:, 0, :] for s in d0]
@@ -995,8 +998,9 @@ class _StepCell(_Module):
         shape = (x.shape[0], self.hidden_size) if x.ndim == 2 else None
         return (not self.training and x.ndim == 2 and x.dtype == self.dtype
                 and x.shape[1] == self.input_size and shape[0] > 0 and x.flags.c_contiguous
+                and x.flags.aligned
                 and all(type(v) is np.ndarray and v.dtype == self.dtype and v.shape == shape
-                        and v.flags.c_contiguous for v in states))
+                        and v.flags.c_contiguous and v.flags.aligned for v in states))
 
     def _step(self, x, states):
         """The new states; states: per state (array or None, its name in errors)."""
@@ -1016,10 +1020,10 @@ class _StepCell(_Module):
               for v, name in states]
         if not self.training:  # inference: one core call, no context
             s0 = [np.zeros((B, H), self.dtype) if v is None else v for v in s0]
-            out = self._infer_step(np.ascontiguousarray(xb), *(s0 + [None])[:2])
+            out = self._infer_step(_checks.c_array(xb), *(s0 + [None])[:2])
         else:
             h0, c0 = (s0 + [None])[:2]
-            _, hn, cn, ctx = _forward(np.ascontiguousarray(xb[None]), self._packed_for(True),
+            _, hn, cn, ctx = _forward(_checks.c_array(xb[None]), self._packed_for(True),
                                       h0, c0, None, 0.0, True, None, get_num_threads())
             self._steps().append((ctx, B, batched))
             out = [hn[0]] if cn is None else [hn[0], cn[0]]
