@@ -5,6 +5,7 @@ resident set flat. Each case runs in a fresh subprocess: 1,000 warm-up steps
 catches a leak of 100 bytes per step; the calibration case leaks 128 bytes
 per step on purpose to prove that the measurement sees one."""
 import json
+import os
 import subprocess
 import sys
 
@@ -60,8 +61,10 @@ print(json.dumps({"growth": rss() - before}))
 
 
 def growth(kind):
+    # one thread: a busy machine's preemptions would only slow the steps down
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(STEPS)], capture_output=True,
-                       text=True, timeout=600)
+                       text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])["growth"]
 

@@ -210,7 +210,7 @@ def check_like_reference(got, want64, dtype, ref32=None):
 def watchdog():
     """Dump every thread's stack and exit if the test hangs (a NaN must not make a
     barrier or a loop spin forever)."""
-    faulthandler.dump_traceback_later(120, exit=True)
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.__stderr__)  # not the capture
     yield
     faulthandler.cancel_dump_traceback_later()
 
