@@ -164,12 +164,18 @@ void run_directions(int64_t D, bool rows_mode, std::vector<Dir>& st, Run&& run) 
 }
 
 // Team size for a layer's recurrence: a bidirectional layer runs its two
-// directions at once on two groups when the team has two or more threads.
+// directions at once on two groups when the team has two or more threads,
+// unless a direction's whole run is under two threads' grain (threads_for):
+// then one thread runs both, as a partner preempted on a busy machine would
+// stall such a call for a time slice (50x a tiny call's time).
 // Split rows go at least four to a thread.
 inline int layer_team(const LayerDims& d, int nt, bool rows_mode, double per_thread) {
   if (rows_mode) return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, d.D * d.B / 4)));
   const int per_dir = recurrent_threads(d, nt, per_thread);
-  return d.D == 2 ? std::min(nt, 2 * per_dir) : per_dir;
+  if (d.D != 2) return per_dir;
+  const double dir_flops =
+      2.0 * cell_spec(d.cell).gates * d.T * d.B * d.H * (d.I + d.hout());
+  return threads_for(dir_flops, nt) < 2 ? 1 : std::min(nt, 2 * per_dir);
 }
 
 // Rows of x [T,B,I] in packed order [N,I]; returns x itself when the orders agree.
