@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "core/aligned.h"
-#include "core/denormals.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 #include "cpu/prefetch.h"
 
 namespace fastlstm {
@@ -46,8 +46,7 @@ void pack_panels_into(const std::vector<int64_t>& row, const std::vector<const T
   // down its columns): copy each column's run of 64 k at a time, reading in
   // order; otherwise sweep k with the columns inner (adjacent in the source).
   const bool k_runs = K > 1 && row[1] - row[0] == 1;
-#pragma omp parallel for num_threads(threads_for(16.0 * np * K * NR, nt)) schedule(static)
-  for (int64_t p = 0; p < np; ++p) {
+  parallel_for(threads_for(16.0 * np * K * NR, nt), np, [&](int64_t p) {
     const T* cp[64];  // NR <= 64 (AVX-512 float)
     const int64_t nc = std::min(NR, N - p * NR);
     for (int64_t c = 0; c < NR; ++c) cp[c] = c < nc ? col[p * NR + c] : nullptr;
@@ -83,7 +82,7 @@ void pack_panels_into(const std::vector<int64_t>& row, const std::vector<const T
         }
       }
     }
-  }
+  });
 }
 
 template <class T>
@@ -113,10 +112,10 @@ pvec<uint16_t> to_bf16(const pvec<T>& src, int64_t W, int (*order)(int), int nt)
   const int64_t G = 2 * W, ng = static_cast<int64_t>(src.size()) / G;
   std::vector<int> perm(static_cast<size_t>(G));
   for (int64_t s = 0; s < G; ++s) perm[s] = order(static_cast<int>(s));
-#pragma omp parallel for num_threads(threads_for(8.0 * ng * G, nt)) schedule(static)
-  for (int64_t g = 0; g < ng; ++g)
+  parallel_for(threads_for(8.0 * ng * G, nt), ng, [&](int64_t g) {
     for (int64_t s = 0; s < G; ++s)
       out[g * G + s] = to_bf16(static_cast<float>(src[g * G + perm[s]]));
+  });
   return out;
 }
 
@@ -360,12 +359,10 @@ template <class T>
 void gemm(const GemmKernels<T>& kr, const Gemm<T>& g, int nt) {
   if (g.M <= 0 || g.N <= 0) return;
   nt = threads_for(2.0 * g.M * g.N * g.K, nt);
-#pragma omp parallel num_threads(nt)
-  {
-    const DenormalsOff daz;
+  parallel(nt, [&] {
     avec<T> abuf = gemm_abuf(kr);
     gemm_part(kr, g, omp_get_thread_num(), omp_get_num_threads(), abuf.data());
-  }
+  });
 }
 
 }  // namespace detail

@@ -41,13 +41,12 @@ void gate_weight_grad(const Kernels<T>& kr, const Geometry& g, int64_t H, int64_
   gm.accumulate = direct;
   gemm(kr, gm, nt);
   if (direct) return;
-#pragma omp parallel for num_threads(threads_for(2.0 * g.GX * ncols, nt)) schedule(static)
-  for (int64_t r = 0; r < g.GX; ++r) {
-    if (r % g.Hp >= H) continue;
+  parallel_for(threads_for(2.0 * g.GX * ncols, nt), g.GX, [&](int64_t r) {
+    if (r % g.Hp >= H) return;
     const T* src = tmp.data() + r * ncols;
     T* dst = grad + (gate[r / g.Hp] * H + r % g.Hp) * ncols;
     for (int64_t j = 0; j < ncols; ++j) dst[j] += src[j];
-  }
+  });
 }
 
 // State of one direction's BPTT. The recurrence fills dG and the carried
@@ -276,14 +275,9 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
     T* dX = st.dR;
     const auto norm_backward = kr.lnlstm.norm_backward;
     const T* gih = pw.ln.data();
-#pragma omp parallel num_threads(threads_for(32.0 * N * GX, nt))
-    {
-      const DenormalsOff daz;
-#pragma omp for schedule(static)
-      for (int64_t rw = 0; rw < N; ++rw)
-        norm_backward(H, Hp, gih, dG + rw * GD, sv.xn + rw * GX, sv.rstd[rw * g.lds],
-                      dX + rw * GD);
-    }
+    parallel_for(threads_for(32.0 * N * GX, nt), N, [&](int64_t rw) {
+      norm_backward(H, Hp, gih, dG + rw * GD, sv.xn + rw * GX, sv.rstd[rw * g.lds], dX + rw * GD);
+    });
     dGx = dX;
   }
   // dx += dG_x W_ih
@@ -315,9 +309,7 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
   const int ntr_rows = threads_for(16.0 * N * H, nt);
   const T* c0p = st.c0p.data();
   if (gr.b_ih || gr.b_hh || peep || C::norm) {
-#pragma omp parallel num_threads(ntr_rows)
-    {
-      const DenormalsOff daz;
+    parallel(ntr_rows, [&] {
       int64_t u0, u1;
       split(H, omp_get_thread_num(), omp_get_num_threads(), u0, u1);
       const int64_t nu = u1 - u0;
@@ -373,22 +365,17 @@ void gradients(const BwdLayer<T>& L, BwdDir<T>& st, const T* x /*[T,B,I]*/,
           gr.ln_cb[u0 + u] += dn[9 * nu + u];
         }
       }
-    }
+    });
   }
   // dW_hr += dh^T r, with r = o * tanh(c_t) recomputed.
   if (P > 0) {
     avec<T> rr(static_cast<size_t>(N * H));
     T* rp = rr.data();
-#pragma omp parallel num_threads(ntr_rows)
-    {
-      const DenormalsOff daz;
-#pragma omp for schedule(static)
-      for (int64_t rw = 0; rw < N; ++rw) {
-        T* o = rp + rw * H;
-        kr.act.tanh(H, cs + rw * Hp, o);
-        for (int64_t u = 0; u < H; ++u) o[u] *= gs[rw * GX + (u / W) * NR + 3 * W + u % W];
-      }
-    }
+    parallel_for(ntr_rows, N, [&](int64_t rw) {
+      T* o = rp + rw * H;
+      kr.act.tanh(H, cs + rw * Hp, o);
+      for (int64_t u = 0; u < H; ++u) o[u] *= gs[rw * GX + (u / W) * NR + 3 * W + u % W];
+    });
     Gemm<T> gm;
     gm.M = P; gm.N = H; gm.K = N;
     gm.a = st.dH.data(); gm.rsa = 1; gm.csa = ldh;
@@ -431,13 +418,11 @@ void backward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     init_state<C>(L, C::has_c ? c0 + dir * d.B * d.H : nullptr, s);
   }
   const int64_t t0 = now_ns();
-#pragma omp parallel num_threads(layer_team(d, nt, L.rows_mode, kStepFlopsBackward))
-  {
-    const DenormalsOff daz;
+  parallel(layer_team(d, nt, L.rows_mode, kStepFlopsBackward), [&] {
     run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
       recurrence<C>(L, st[dir], gtid, gn);
     });
-  }
+  });
   report_stalls(st, now_ns() - t0, nt, cfg.num_threads);
   for (int dir = 0; dir < d.D; ++dir) gradients<C>(L, st[dir], x, dx, g[dir], nt, scr + sp.panels);
 }

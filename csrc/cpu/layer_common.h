@@ -17,6 +17,7 @@
 #include "core/contention.h"
 #include "core/schedule.h"
 #include "cpu/gemm.h"
+#include "cpu/parallel.h"
 #include "cpu/geometry.h"
 #include "fastlstm/rnn.h"
 
@@ -185,11 +186,11 @@ const T* packed_rows(const Schedule& sc, bool rev, const T* x, int64_t B, int64_
   if (sc.identity && !rev) return x;
   buf.resize(static_cast<size_t>(sc.N * I));
   T* o = buf.data();
-#pragma omp parallel for num_threads(threads_for(16.0 * sc.N * I, nt)) schedule(static)
-  for (int64_t s = 0; s < sc.S; ++s)
+  parallel_for(threads_for(16.0 * sc.N * I, nt), sc.S, [&](int64_t s) {
     for (int64_t j = 0; j < sc.n_at[s]; ++j)
       std::memcpy(o + (sc.off[s] + j) * I, x + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I,
                   sizeof(T) * I);
+  });
   return o;
 }
 
@@ -197,13 +198,13 @@ const T* packed_rows(const Schedule& sc, bool rev, const T* x, int64_t B, int64_
 template <class T>
 void scatter_add_rows(const Schedule& sc, bool rev, const T* src, int64_t B, int64_t I, T* dx,
                       int nt) {
-#pragma omp parallel for num_threads(threads_for(16.0 * sc.N * I, nt)) schedule(static)
-  for (int64_t s = 0; s < sc.S; ++s)
+  parallel_for(threads_for(16.0 * sc.N * I, nt), sc.S, [&](int64_t s) {
     for (int64_t j = 0; j < sc.n_at[s]; ++j) {
       const T* a = src + (sc.off[s] + j) * I;
       T* o = dx + (sc.t_of(s, j, rev) * B + sc.perm[j]) * I;
       for (int64_t i = 0; i < I; ++i) o[i] += a[i];
     }
+  });
 }
 
 // Zoneout of one direction (LayerDims::zoneout): the weight k of h_{t-1} in

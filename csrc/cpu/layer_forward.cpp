@@ -317,14 +317,12 @@ void forward_cell(const LayerDims& d, const PackedImpl<T>& pw, const T* x,
     if (L.rows_mode) gxl[t].resize(static_cast<size_t>(L.chunk_rows * g.GX));
   }
   const int64_t t0 = now_ns();
-#pragma omp parallel num_threads(team)
-  {
-    const DenormalsOff daz;
+  parallel(team, [&] {
     run_directions(d.D, L.rows_mode, st, [&](int dir, int gtid, int gn) {
       const int tid = omp_get_thread_num();
       run_direction<C>(L, st[dir], gtid, gn, xa[tid].data(), gxl[tid].data());
     });
-  }
+  });
   report_stalls(st, now_ns() - t0, nt, cfg.num_threads);
   if (C::has_c)
     for (const FwdDir<T>& s : st)
