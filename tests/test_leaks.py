@@ -4,12 +4,10 @@ resident set flat. Each case runs in a fresh subprocess: 1,000 warm-up steps
 (VmRSS) before and after 10,000 more. The bound, LEAK_BOUND for 10,000 steps,
 catches a leak of 100 bytes per step; the calibration case leaks 128 bytes
 per step on purpose to prove that the measurement sees one."""
-import json
 import os
-import subprocess
-import sys
 
 import pytest
+from _proc_memory import run_child
 
 STEPS = 10_000
 LEAK_BOUND = 1 << 20  # bytes of growth over STEPS steps: 105 bytes a step
@@ -19,11 +17,7 @@ import json, sys
 import numpy as np
 kind, steps = sys.argv[1], int(sys.argv[2])
 
-def rss():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+from _proc_memory import status
 
 rng = np.random.default_rng(0)
 x = rng.standard_normal((5, 2, 8)).astype(np.float32)
@@ -53,20 +47,17 @@ else:
             kept.append(bytes(128 - 33))  # 33: a bytes object's header
 for _ in range(1000):
     step()
-before = rss()
+before = status()["VmRSS"]
 for _ in range(steps):
     step()
-print(json.dumps({"growth": rss() - before}))
+print(json.dumps({"growth": status()["VmRSS"] - before}))
 """
 
 
 def growth(kind):
     # one thread: a busy machine's preemptions would only slow the steps down
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(STEPS)], capture_output=True,
-                       text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])["growth"]
+    return run_child(SCRIPT, [kind, STEPS], timeout=600, env=env)["growth"]
 
 
 def test_the_measurement_sees_a_leak_of_128_bytes_a_step():

@@ -15,11 +15,8 @@ T = 10_000; the bound is 32 MB on each and 16 MB on their difference (a buffer
 of more than ~44 floats per step is caught). The subprocess also allocates such
 a buffer on purpose (calibration) to prove the measurement sees it.
 """
-import json
-import subprocess
-import sys
-
 import pytest
+from _proc_memory import run_child
 
 fastlstm = pytest.importorskip("fastlstm")
 
@@ -32,23 +29,7 @@ import json, sys
 import numpy as np
 import fastlstm
 from fastlstm import _core
-
-def status():
-    d = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            k, v = line.split(":", 1)
-            if k in ("VmHWM", "VmRSS"):
-                d[k] = int(v.split()[0]) * 1024
-    return d
-
-def reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # then VmHWM keeps older peaks: the measure can only over-estimate
-    return status()["VmRSS"]
+from _proc_memory import reset_peak, status
 
 def measure(fn):
     base = reset_peak()
@@ -124,10 +105,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def measured():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(SCRIPT)
 
 
 def fmt(n):

@@ -31,13 +31,12 @@ offsets pass 2^31 from 5.6M (workspace) and 4.2M (scratch) rows:
 test_training_past_2_31_bytes covers the scratch, at ~4.4 GiB peak.
 """
 import faulthandler
-import json
-import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from _proc_memory import run_child
 from _tolerance import F32, F64, F32_MULTIPLE, F32_FLOOR_ULPS, TOL64, max_abs
 
 fastlstm = pytest.importorskip("fastlstm")
@@ -286,23 +285,7 @@ from fastlstm import reference as ref
 
 T, B, K, H, PERTURB = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
     float(sys.argv[5])
-
-def status():
-    d = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            k, v = line.split(":", 1)
-            if k in ("VmHWM", "VmRSS"):
-                d[k] = int(v.split()[0]) * 1024
-    return d
-
-def reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # VmHWM then keeps older peaks: the measure can only over-estimate
-    return status()["VmRSS"]
+from _proc_memory import reset_peak, status
 
 rng = np.random.default_rng(21)
 lstm = fastlstm.LSTM(1, H, seed=3).eval()
@@ -356,12 +339,7 @@ print(json.dumps(out))
 """
 
 
-def _run_child(script, args, timeout=300):
-    proc = subprocess.run([sys.executable, "-c", script] + [str(a) for a in args],
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (f"the child exited with {proc.returncode} (a negative "
-                                  f"code is a signal: a crash)\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
 
 
 def test_inference_past_2_31_elements():
@@ -373,7 +351,7 @@ def test_inference_past_2_31_elements():
     of which x is 0.27 and y 2.15 GiB; the child ~15 s in all."""
     T, B, K, H = 8800, 8192, 7, 8
     assert T * B * 4 * H > 2 ** 31 and T * B * H * 4 > 2 ** 31
-    r = _run_child(BIG_SCRIPT, [T, B, K, H, 0.0])
+    r = run_child(BIG_SCRIPT, [T, B, K, H, 0.0])
     assert r["y_shape"] == [T, B, H] and r["y_bytes"] > 2 ** 31
     eps = np.finfo(F32).eps
     for k in ("y", "h", "c"):
@@ -400,10 +378,7 @@ T, B, K, H, PERTURB = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(
     float(sys.argv[5])
 f64 = np.float64
 
-def status():
-    with open("/proc/self/status") as f:
-        return {k: int(v.split()[0]) * 1024 for k, v in (l.split(":", 1) for l in f)
-                if k in ("VmHWM", "VmRSS")}
+from _proc_memory import status
 
 rng = np.random.default_rng(22)
 lstm = fastlstm.LSTM(1, H, seed=4, dtype=f64).train()
@@ -459,7 +434,7 @@ def test_training_past_2_31_bytes():
     docstring). ~15-20 s (mostly backward's first-touch page faults), 4.4 GiB peak
     RSS."""
     T, B, K, H = 540, 8192, 7, 8
-    r = _run_child(BIG_TRAIN_SCRIPT, [T, B, K, H, 0.0])
+    r = run_child(BIG_TRAIN_SCRIPT, [T, B, K, H, 0.0])
     assert r["scratch_bytes"] > 2 ** 31, r["scratch_bytes"]
     for name, (err, scale) in r["errs"].items():
         assert err <= TOL64 * scale, f"{name}: max|diff| = {err:.3e} > {TOL64 * scale:.3e}"

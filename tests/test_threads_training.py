@@ -22,26 +22,20 @@ def _alone(cls, x, dy):
     return dx, {k: np.array(v) for k, v in m.grads.items()}
 
 
-@pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU], ids=["lstm", "gru"])
-def test_interleaved_forward_backward_on_one_layer(cls):
-    """A forward, B forward, A backward, B backward, in that order: each thread
-    gets its own dx, and the gradients add up."""
-    rng = np.random.default_rng(0)
-    xs = [rng.standard_normal((6, 2, 3)) for _ in range(2)]
-    m = _layer(cls)
-    m.train()
-    D, Ho = 2, (2 if cls is fastlstm.LSTM else 5)
-    dys = [rng.standard_normal((6, 2, D * Ho)) for _ in range(2)]
+def _interleaved(forward, backward):
+    """Threads 0 (A) and 1 (B) each run forward(i), then backward(i), in the
+    order A forward, B forward, A backward, B backward; [backward(0),
+    backward(1)]. An exception in either thread fails the caller."""
     steps = [threading.Event() for _ in range(4)]
     out, errors = {}, []
 
     def run(i):
         try:
             steps[i].wait(10)
-            m(xs[i])
+            forward(i)
             steps[i + 1].set()
             steps[i + 2].wait(10)
-            out[i] = m.backward(dys[i])[0]
+            out[i] = backward(i)
             if i + 3 < 4:
                 steps[i + 3].set()
         except BaseException as e:  # reported by the main thread
@@ -56,6 +50,20 @@ def test_interleaved_forward_backward_on_one_layer(cls):
     for t in threads:
         t.join(30)
     assert not errors, errors
+    return [out[0], out[1]]
+
+
+@pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU], ids=["lstm", "gru"])
+def test_interleaved_forward_backward_on_one_layer(cls):
+    """A forward, B forward, A backward, B backward, in that order: each thread
+    gets its own dx, and the gradients add up."""
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((6, 2, 3)) for _ in range(2)]
+    m = _layer(cls)
+    m.train()
+    D, Ho = 2, (2 if cls is fastlstm.LSTM else 5)
+    dys = [rng.standard_normal((6, 2, D * Ho)) for _ in range(2)]
+    out = _interleaved(lambda i: m(xs[i]), lambda i: m.backward(dys[i])[0])
     want = [_alone(cls, x, dy) for x, dy in zip(xs, dys)]
     for i in range(2):
         np.testing.assert_allclose(out[i], want[i][0], rtol=1e-12, atol=1e-12)
@@ -108,32 +116,7 @@ def test_interleaved_steps_on_one_cell(cls):
     xs = [rng.standard_normal((2, 3)) for _ in range(2)]
     dhs = [rng.standard_normal((2, 5)) for _ in range(2)]
     c = cls(3, 5, seed=0, dtype=np.float64)
-    a_stepped, b_stepped, a_done = (threading.Event() for _ in range(3))
-    out, errors = {}, []
-
-    def run(i, wait, then):
-        try:
-            wait.wait(10)
-            c(xs[i])
-            then.set()
-            (b_stepped if i == 0 else a_done).wait(10)
-            out[i] = c.backward(dhs[i])[0]
-            if i == 0:
-                a_done.set()
-        except BaseException as e:  # reported by the main thread
-            errors.append(e)
-            for s in (a_stepped, b_stepped, a_done):
-                s.set()
-
-    go = threading.Event()
-    threads = [threading.Thread(target=run, args=(0, go, a_stepped)),
-               threading.Thread(target=run, args=(1, a_stepped, b_stepped))]
-    for t in threads:
-        t.start()
-    go.set()
-    for t in threads:
-        t.join(30)
-    assert not errors, errors
+    out = _interleaved(lambda i: c(xs[i]), lambda i: c.backward(dhs[i])[0])
     want = [_cell_alone(cls, x, dh) for x, dh in zip(xs, dhs)]
     for i in range(2):
         np.testing.assert_allclose(out[i], want[i][0], rtol=1e-12, atol=1e-12)

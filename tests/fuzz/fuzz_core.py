@@ -101,8 +101,9 @@ def dims(b: Bytes, core):
     return core.LayerDims(**kw)
 
 
-def weights(b: Bytes, core, d, dtype):
-    spec = core.cell_specs()[d.cell]
+def weights(b: Bytes, d, dtype):
+    from fastlstm import _spec
+    spec = _spec.SPECS[d.cell]
     gh, ho = spec["gates"] * d.H, d.P or d.H
     ext = {None: 1, "gh": gh, "h": d.H, "ho": ho, "i": d.I, "p": d.P, "three": 3}
     present = {"always": True, "bias": True, "proj": d.P > 0, "peephole": d.peephole}
@@ -122,7 +123,7 @@ def core_call(b: Bytes):
     d = dims(b, core)
     isa = b.mostly([core.best_isa(), "scalar"], ["best", "avx2", "avx512", "neon", ""])
     threads = b.mostly([1, 2, 3], [0, -1, 2**31 - 1])
-    packed = getattr(core, "PackedLayer" + sfx.upper())(d, weights(b, core, d, dtype), isa,
+    packed = getattr(core, "PackedLayer" + sfx.upper())(d, weights(b, d, dtype), isa,
                                                          b.byte() < 128, threads)
     T, B, I, D, H, Ho = d.T, d.B, d.I, d.D, d.H, d.P or d.H
     has_c = d.cell != "gru"
@@ -147,7 +148,7 @@ def core_call(b: Bytes):
                                           isa, zk)
     if not train:
         return
-    grads = weights(b, core, d, dtype)
+    grads = weights(b, d, dtype)
     dy, dhn, dcn = array(b, _n(T, B, D, Ho), dtype), state(Ho), state(H) if has_c else None
     dx, dh0, dc0 = array(b, _n(T, B, I), dtype), state(Ho), state(H) if has_c else None
     scratch = None
