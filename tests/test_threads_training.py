@@ -53,6 +53,15 @@ def _interleaved(forward, backward):
     return [out[0], out[1]]
 
 
+def _assert_own_and_summed(out, want, grads):
+    """Each thread's dx is its own run's (want[i] = (dx, grads) of thread i's
+    run alone), and the gradients are the sum of both runs'."""
+    for i in range(2):
+        np.testing.assert_allclose(out[i], want[i][0], rtol=1e-12, atol=1e-12)
+    for k, g in grads.items():
+        np.testing.assert_allclose(g, want[0][1][k] + want[1][1][k], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("cls", [fastlstm.LSTM, fastlstm.GRU], ids=["lstm", "gru"])
 def test_interleaved_forward_backward_on_one_layer(cls):
     """A forward, B forward, A backward, B backward, in that order: each thread
@@ -64,11 +73,7 @@ def test_interleaved_forward_backward_on_one_layer(cls):
     D, Ho = 2, (2 if cls is fastlstm.LSTM else 5)
     dys = [rng.standard_normal((6, 2, D * Ho)) for _ in range(2)]
     out = _interleaved(lambda i: m(xs[i]), lambda i: m.backward(dys[i])[0])
-    want = [_alone(cls, x, dy) for x, dy in zip(xs, dys)]
-    for i in range(2):
-        np.testing.assert_allclose(out[i], want[i][0], rtol=1e-12, atol=1e-12)
-    for k, g in m.grads.items():
-        np.testing.assert_allclose(g, want[0][1][k] + want[1][1][k], rtol=1e-12, atol=1e-12)
+    _assert_own_and_summed(out, [_alone(cls, x, dy) for x, dy in zip(xs, dys)], m.grads)
 
 
 def test_backward_in_another_thread_says_whose_forward_is_pending():
@@ -117,8 +122,4 @@ def test_interleaved_steps_on_one_cell(cls):
     dhs = [rng.standard_normal((2, 5)) for _ in range(2)]
     c = cls(3, 5, seed=0, dtype=np.float64)
     out = _interleaved(lambda i: c(xs[i]), lambda i: c.backward(dhs[i])[0])
-    want = [_cell_alone(cls, x, dh) for x, dh in zip(xs, dhs)]
-    for i in range(2):
-        np.testing.assert_allclose(out[i], want[i][0], rtol=1e-12, atol=1e-12)
-    for k, g in c.grads.items():
-        np.testing.assert_allclose(g, want[0][1][k] + want[1][1][k], rtol=1e-12, atol=1e-12)
+    _assert_own_and_summed(out, [_cell_alone(cls, x, dh) for x, dh in zip(xs, dhs)], c.grads)
